@@ -1,0 +1,172 @@
+"""Command line: ``python -m hydralanet predict PATH... --out DIR``.
+
+Output layout (other tools rely on it)::
+
+    DIR/<stem>/EX.png HE.png MA.png SE.png   0/255 masks, original size and orientation
+    DIR/<stem>/overlay.png
+    DIR/<stem>/prob_EX.png ...               16-bit PNG, p x 65535 (--save-probabilities)
+    DIR/summary.csv                          one row per image and lesion
+    DIR/summary.json                         the same + model identity, settings, failures
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import CLAHE_MODES, CLASSES, PreprocessConfig, validate_thresholds
+from .io import ImageError, list_images, read_image, save_png, write_atomic
+
+SUMMARY_COLUMNS = ["image", "lesion", "threshold", "pixels", "coverage_pct", "count", "largest_px"]
+
+
+def _threshold_arg(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    key = key.strip().upper()
+    if not sep or key not in CLASSES:
+        raise argparse.ArgumentTypeError(f"expected LESION=VALUE with LESION in {', '.join(CLASSES)}, got {text!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold {value!r} for {key} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold for {key} must be in [0, 1], got {number}")
+    return key, number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hydralanet", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="segment fundus photos (files and folders) into lesion masks")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--model", default=None, help="checkpoint folder or Hub repo id[@revision] (default: bundled)")
+    p.add_argument(
+        "--threshold", action="append", type=_threshold_arg, default=[], metavar="LESION=P",
+        help="per-class threshold, e.g. --threshold EX=0.4 (repeatable; default: the checkpoint's)",
+    )
+    p.add_argument("--clahe", choices=CLAHE_MODES, default=None, help="CLAHE mode (default: the checkpoint's)")
+    p.add_argument("--tta", action="store_true", help="average over horizontal/vertical flips (3x slower)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+        help="auto: the fast path (bf16 where the hardware has it); fp32: the exact path",
+    )
+    p.add_argument("--save-probabilities", action="store_true", help="also write prob_<LESION>.png (16-bit)")
+    p.add_argument("--opacity", type=float, default=0.5, help="overlay fill opacity in [0, 1] (default 0.5)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow a legacy pickled .pt checkpoint (trusted only)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "predict":
+        return predict_command(args)
+    return 2  # pragma: no cover - argparse enforces the sub-command
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoint import CheckpointError, load_model
+    from .inference import predict
+    from .overlay import render_overlay
+    from .preprocessing import BlankImageError
+
+    if not 0.0 <= args.opacity <= 1.0:
+        return _fail(f"--opacity must be in [0, 1], got {args.opacity}")
+    try:
+        loaded = load_model(args.model, device=args.device, allow_pickle=args.allow_pickle)
+    except (CheckpointError, ValueError) as exc:
+        return _fail(str(exc))
+    thresholds = validate_thresholds({**loaded.config.thresholds, **dict(args.threshold)})
+    preprocessing: PreprocessConfig = loaded.config.preprocessing
+    if args.clahe:
+        preprocessing = preprocessing.replace(clahe=args.clahe)
+
+    paths = list_images(args.paths)
+    if not paths:
+        return _fail("no images found in " + ", ".join(map(str, args.paths)))
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    used_names: set[str] = set()
+    started = time.perf_counter()
+    bar = tqdm(paths, desc="segmenting", unit="image", disable=None)
+    for path in bar:
+        try:
+            image = read_image(path)
+            prediction = predict(loaded, image, clahe=preprocessing.clahe, tta=args.tta, precision=args.precision)
+        except ImageError as exc:
+            failures.append({"image": str(path), "error": exc.problem})
+            tqdm.write(f"error: {exc}", file=sys.stderr)
+            continue
+        except BlankImageError as exc:
+            failures.append({"image": str(path), "error": str(exc)})
+            tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
+            continue
+        name = _unique_name(path.stem, used_names)
+        folder = out / name
+        masks = prediction.masks(thresholds)
+        for c, mask in zip(CLASSES, masks):
+            save_png(folder / f"{c}.png", mask.astype(np.uint8) * 255)
+            if args.save_probabilities:
+                prob16 = np.round(prediction.probabilities[CLASSES.index(c)] * 65535.0).astype(np.uint16)
+                save_png(folder / f"prob_{c}.png", prob16)
+        save_png(folder / "overlay.png", render_overlay(image, masks, opacity=args.opacity))
+        for row in prediction.statistics(thresholds):
+            rows.append({"image": name, "source": str(path), **row})
+
+    summary = {
+        "model": loaded.identity,
+        "preprocessing": preprocessing.to_dict(),
+        "thresholds": thresholds,
+        "tta": bool(args.tta),
+        "precision": args.precision,
+        "device": str(loaded.device),
+        "images": len(paths) - len(failures),
+        "seconds": round(time.perf_counter() - started, 2),
+        "results": rows,
+        "failed": failures,
+    }
+    write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_atomic(out / "summary.csv", summary_csv(rows).encode())
+    done = len(paths) - len(failures)
+    print(f"{done} of {len(paths)} images segmented -> {out}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} file(s) failed; see {out / 'summary.json'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def summary_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text with :data:`SUMMARY_COLUMNS` (extra keys such as ``source`` at the end)."""
+    extra = [k for k in (rows[0] if rows else {}) if k not in SUMMARY_COLUMNS]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS + extra, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _unique_name(stem: str, used: set[str]) -> str:
+    """Two inputs with the same stem (from different folders) must not overwrite each other."""
+    name, k = stem, 2
+    while name in used:
+        name, k = f"{stem}_{k}", k + 1
+    used.add(name)
+    return name

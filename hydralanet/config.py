@@ -1,0 +1,161 @@
+"""Configuration dataclasses: one per concern, each default says where it comes from.
+
+These are the single source of defaults. The checkpoint's ``config.json`` stores them
+(``ModelConfig`` under ``"model"``, ``PreprocessConfig`` under ``"preprocessing"``) and the
+CLI maps its flags onto their fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# Fixed everywhere: tensors, files, configs, tables, colours (DESIGN §1).
+CLASSES: tuple[str, ...] = ("EX", "HE", "MA", "SE")
+CLASS_NAMES: dict[str, str] = {
+    "EX": "hard exudates",
+    "HE": "haemorrhages",
+    "MA": "microaneurysms",
+    "SE": "soft exudates",
+}
+
+ENCODERS: tuple[str, ...] = ("resnet50", "resnet34", "resnet18")
+CLAHE_MODES: tuple[str, ...] = ("green", "lab", "casp", "off")
+
+# ImageNet statistics: the encoder's pretrained weights expect them (DESIGN §4.5).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# Published default threshold; tuned per class on validation when a checkpoint has them.
+DEFAULT_THRESHOLD = 0.35
+
+
+def _check_choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(str, allowed))}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture arguments of :class:`hydralanet.HydraLANet`."""
+
+    encoder: str = "resnet50"  # published encoder (DESIGN §3); resnet18/34 are lighter options
+    decoder_channels: int = 256  # D in the paper: every decoder feature has D channels
+    hydra_hidden_ratio: float = 0.25  # hidden width of each Hydra branch = max(1, int(D * ratio))
+    head_bias_init: float = -2.0  # sigmoid(-2) ~ 0.12: fewer early false positives
+    deep_supervision: bool = False  # extra d3/d4/d5 outputs, training only
+
+    def __post_init__(self) -> None:
+        _check_choice("encoder", self.encoder, ENCODERS)
+        if int(self.decoder_channels) < 1:
+            raise ValueError(f"decoder_channels must be a positive integer, got {self.decoder_channels!r}")
+        if not 0 < float(self.hydra_hidden_ratio) <= 4:
+            raise ValueError(f"hydra_hidden_ratio must be in (0, 4], got {self.hydra_hidden_ratio!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, data, "model")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Preprocessing shared by training and inference (DESIGN §4)."""
+
+    input_size: int = 1024  # published input: the FOV square is resized to this side
+    clahe: str = "green"  # published choice: CLAHE on the green channel only
+    clip_limit: float = 1.5  # published CLAHE clip limit
+    tile_grid: int = 8  # published CLAHE tile grid (8 x 8)
+    # FOV detection: a blurred max(R, G) above this fraction of its robust maximum is "inside".
+    # 0.1 separates the black surround (< 5 % in every camera we tried) from dim rims.
+    fov_threshold: float = 0.1
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        _check_choice("clahe", self.clahe, CLAHE_MODES)
+        if int(self.input_size) < 32 or int(self.input_size) % 32:
+            raise ValueError(f"input_size must be a multiple of 32 and >= 32, got {self.input_size!r}")
+        if float(self.clip_limit) <= 0:
+            raise ValueError(f"clip_limit must be > 0, got {self.clip_limit!r}")
+        if int(self.tile_grid) < 1:
+            raise ValueError(f"tile_grid must be >= 1, got {self.tile_grid!r}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    def replace(self, **changes: Any) -> "PreprocessConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+        return _from_dict(cls, data, "preprocessing")
+
+
+def _from_dict(cls, data: dict[str, Any], section: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {section} setting(s) {unknown}; known: {sorted(known)}")
+    return cls(**data)
+
+
+@dataclass
+class CheckpointConfig:
+    """Everything ``config.json`` holds besides the weights (DESIGN §7)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
+    thresholds: dict[str, float] = field(default_factory=lambda: {c: DEFAULT_THRESHOLD for c in CLASSES})
+    name: str = "hydralanet"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.thresholds = validate_thresholds(self.thresholds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "hydralanet",
+            "format_version": 1,
+            "name": self.name,
+            "classes": list(CLASSES),
+            "model": self.model.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "thresholds": dict(self.thresholds),
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CheckpointConfig":
+        if data.get("format") != "hydralanet":
+            raise ValueError(f"not a hydralanet config (format={data.get('format')!r}, expected 'hydralanet')")
+        classes = tuple(data.get("classes", CLASSES))
+        if classes != CLASSES:
+            raise ValueError(f"config classes {list(classes)} differ from the fixed order {list(CLASSES)}")
+        return cls(
+            model=ModelConfig.from_dict(data.get("model", {})),
+            preprocessing=PreprocessConfig.from_dict(data.get("preprocessing", {})),
+            thresholds=data.get("thresholds", {}),
+            name=str(data.get("name", "hydralanet")),
+            provenance=dict(data.get("provenance", {})),
+        )
+
+
+def validate_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
+    """Complete a partial ``{class: threshold}`` dict with the default; reject bad values."""
+    out = {c: DEFAULT_THRESHOLD for c in CLASSES}
+    for key, value in (thresholds or {}).items():
+        if key not in CLASSES:
+            raise ValueError(f"unknown lesion {key!r} in thresholds; use one of {', '.join(CLASSES)}")
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"threshold for {key} must be in [0, 1], got {value}")
+        out[key] = value
+    return out

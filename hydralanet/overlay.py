@@ -1,0 +1,64 @@
+"""Lesion colours and overlay rendering (cheap: no model involved)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .config import CLASSES
+
+# Fixed lesion colours (RGB), chosen to stand out on an orange-red fundus and from each other.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "EX": (255, 221, 0),  # yellow
+    "HE": (40, 110, 255),  # blue
+    "MA": (0, 230, 118),  # green
+    "SE": (255, 0, 220),  # magenta
+}
+
+
+def render_overlay(
+    image: np.ndarray,
+    masks: np.ndarray,
+    *,
+    opacity: float = 0.5,
+    visible: dict[str, bool] | None = None,
+    outline: bool = True,
+) -> np.ndarray:
+    """Blend lesion colours over ``image`` (RGB uint8 ``H x W x 3``) where ``masks``
+    (bool ``4 x H x W``) are set. ``opacity`` in [0, 1] is the fill's weight; ``outline``
+    adds an opaque contour so lesions a few pixels wide stay visible when the image is shown
+    scaled down. Later classes are drawn over earlier ones where they overlap.
+    """
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    if masks.shape[1:] != image.shape[:2]:
+        raise ValueError(f"masks {masks.shape[1:]} and image {image.shape[:2]} differ in size")
+    out = image.astype(np.float32)
+    thickness = max(1, round(max(image.shape[:2]) / 700))
+    contours_to_draw = []
+    for c, mask in zip(CLASSES, masks):
+        if visible is not None and not visible.get(c, True):
+            continue
+        if not mask.any():
+            continue
+        colour = np.asarray(COLOURS[c], dtype=np.float32)
+        out[mask] = (1.0 - opacity) * out[mask] + opacity * colour
+        if outline:
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            contours_to_draw.append((contours, COLOURS[c]))
+    result = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    for contours, colour in contours_to_draw:
+        cv2.drawContours(result, contours, -1, colour, thickness)
+    return result
+
+
+def legend_html() -> str:
+    """A one-line HTML legend in the fixed colours (for the app and reports)."""
+    from .config import CLASS_NAMES
+
+    items = [
+        f'<span style="display:inline-block;width:0.9em;height:0.9em;background:rgb{COLOURS[c]};'
+        f'border:1px solid #333;margin:0 0.3em 0 1em;vertical-align:middle"></span>{c} {CLASS_NAMES[c]}'
+        for c in CLASSES
+    ]
+    return "".join(items)

@@ -1,0 +1,177 @@
+"""Preprocessing shared by training and inference (DESIGN §4): one implementation, no skew.
+
+Pipeline: RGB uint8 -> field of view (FOV) -> crop to the FOV, pad to a square ->
+resize to ``input_size`` -> CLAHE -> ImageNet normalisation. :class:`FovGeometry` keeps the
+crop/pad/resize so that a prediction maps back onto the original pixels exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from .config import PreprocessConfig
+
+_FOV_WORK_SIDE = 512  # FOV detection runs on a copy this large: the disc is smooth at that scale
+_BLANK_LEVEL = 10  # a robust maximum below this (of 255) means there is no picture at all
+
+
+class BlankImageError(ValueError):
+    """The image has no visible field of view (all black or nearly so)."""
+
+
+@dataclass(frozen=True)
+class FovGeometry:
+    """Where the FOV square came from: original ``(height, width)``, the crop box
+    ``(y0, y1, x0, x1)`` in original pixels, and the square's side before resizing; the crop
+    sits at ``(pad_top, pad_left)`` inside the square. ``size`` is the model input side."""
+
+    original_shape: tuple[int, int]
+    box: tuple[int, int, int, int]
+    side: int
+    pad_top: int
+    pad_left: int
+    size: int
+
+    def to_square(self, array: np.ndarray, *, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+        """Original-resolution ``H x W [x C]`` -> model square ``size x size [x C]``.
+
+        Use ``cv2.INTER_NEAREST`` for masks (DESIGN §4.3) and binarise after.
+        """
+        y0, y1, x0, x1 = self.box
+        crop = array[y0:y1, x0:x1]
+        square = np.zeros((self.side, self.side) + array.shape[2:], dtype=array.dtype)
+        square[self.pad_top : self.pad_top + (y1 - y0), self.pad_left : self.pad_left + (x1 - x0)] = crop
+        if self.side == self.size:
+            return square
+        if interpolation == cv2.INTER_LINEAR and self.size < self.side:
+            interpolation = cv2.INTER_AREA  # anti-aliased downscale: tiny MA survive it better
+        return cv2.resize(square, (self.size, self.size), interpolation=interpolation)
+
+    def to_original(self, maps: np.ndarray) -> np.ndarray:
+        """Model-square maps ``C x size x size`` (float) -> ``C x H x W`` at original pixels.
+
+        Bilinear resize of the square back to its side, un-pad, un-crop; outside the crop box
+        the result is 0.
+        """
+        y0, y1, x0, x1 = self.box
+        h, w = self.original_shape
+        out = np.zeros((maps.shape[0], h, w), dtype=np.float32)
+        for c, plane in enumerate(maps):
+            plane = np.asarray(plane, dtype=np.float32)
+            if self.side != self.size:
+                plane = cv2.resize(plane, (self.side, self.side), interpolation=cv2.INTER_LINEAR)
+            out[c, y0:y1, x0:x1] = plane[self.pad_top : self.pad_top + (y1 - y0), self.pad_left : self.pad_left + (x1 - x0)]
+        return out
+
+
+def fov_mask(image: np.ndarray, *, threshold: float = 0.1) -> np.ndarray:
+    """Boolean ``H x W`` field-of-view mask of an RGB uint8 fundus photo.
+
+    Blurred max(R, G) above ``threshold`` x its 99th percentile, largest connected component,
+    holes filled. Raises :class:`BlankImageError` when the image is (nearly) all black.
+    """
+    h, w = image.shape[:2]
+    scale = min(1.0, _FOV_WORK_SIDE / max(h, w))
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    # Red and green carry the fundus; blue is dark and noisy in most cameras.
+    level = cv2.GaussianBlur(np.maximum(small[..., 0], small[..., 1]), (0, 0), 2.0)
+    top = float(np.percentile(level, 99))
+    if top < _BLANK_LEVEL:
+        raise BlankImageError("image is blank (no bright field of view found; is it all black?)")
+    inside = (level > max(threshold * top, 4.0)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(inside, connectivity=8)
+    if n <= 1:
+        raise BlankImageError("image is blank (no bright field of view found; is it all black?)")
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    component = (labels == largest).astype(np.uint8)
+    # Fill holes (dark lesions or a dark fovea inside the disc must stay inside the FOV).
+    contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(component)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    if scale < 1.0:
+        filled = cv2.resize(filled.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+    return filled.astype(bool)
+
+
+def fov_geometry(fov: np.ndarray, size: int) -> FovGeometry:
+    """Crop box of the FOV mask and the square it is centred in."""
+    ys, xs = np.nonzero(fov)
+    if ys.size == 0:
+        raise BlankImageError("image is blank (empty field of view)")
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    side = max(y1 - y0, x1 - x0)
+    return FovGeometry(
+        original_shape=(int(fov.shape[0]), int(fov.shape[1])),
+        box=(y0, y1, x0, x1),
+        side=side,
+        pad_top=(side - (y1 - y0)) // 2,
+        pad_left=(side - (x1 - x0)) // 2,
+        size=int(size),
+    )
+
+
+def apply_clahe(image: np.ndarray, mode: str = "green", *, clip_limit: float = 1.5, tile_grid: int = 8) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation on RGB uint8 ``H x W x 3``.
+
+    ``green``: green channel only (the published choice: lesions contrast best there);
+    ``lab``: the L channel of CIELAB; ``casp``: green at ``clip_limit``, red at half of it
+    (red saturates), blue untouched (noisy); ``off``: unchanged copy.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"apply_clahe expects RGB uint8 H x W x 3, got {image.dtype} {image.shape}")
+    if mode == "off":
+        return image.copy()
+    clahe = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tile_grid), int(tile_grid)))
+    out = image.copy()
+    if mode == "green":
+        out[..., 1] = clahe.apply(np.ascontiguousarray(image[..., 1]))
+    elif mode == "lab":
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+        lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+        out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    elif mode == "casp":
+        out[..., 1] = clahe.apply(np.ascontiguousarray(image[..., 1]))
+        mild = cv2.createCLAHE(clipLimit=float(clip_limit) / 2, tileGridSize=(int(tile_grid), int(tile_grid)))
+        out[..., 0] = mild.apply(np.ascontiguousarray(image[..., 0]))
+    else:
+        raise ValueError(f"clahe={mode!r} is not supported; choose one of green, lab, casp, off")
+    return out
+
+
+def normalize(image: np.ndarray, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> torch.Tensor:
+    """RGB uint8 ``H x W x 3`` -> float32 tensor ``3 x H x W``, ImageNet-normalised."""
+    arr = image.astype(np.float32) * (1.0 / 255.0)
+    arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+@dataclass
+class Preprocessed:
+    """Result of :func:`preprocess`: ``tensor`` 3 x S x S (normalised), ``enhanced`` the
+    S x S x 3 uint8 image the model sees (after CLAHE), ``fov`` the H x W bool mask at the
+    original resolution, and ``geometry`` to map back."""
+
+    tensor: torch.Tensor
+    enhanced: np.ndarray
+    fov: np.ndarray
+    geometry: FovGeometry
+
+
+def crop_to_fov(image: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray, FovGeometry]:
+    """Steps 2-3: ``(square uint8 S x S x 3, fov H x W bool, geometry)``. Training applies
+    ``geometry.to_square(mask, interpolation=cv2.INTER_NEAREST)`` to its masks."""
+    fov = fov_mask(image, threshold=config.fov_threshold)
+    geometry = fov_geometry(fov, config.input_size)
+    return geometry.to_square(image), fov, geometry
+
+
+def preprocess(image: np.ndarray, config: PreprocessConfig | None = None) -> Preprocessed:
+    """The whole of DESIGN §4 for one RGB uint8 image (steps 2-5)."""
+    config = config or PreprocessConfig()
+    square, fov, geometry = crop_to_fov(image, config)
+    enhanced = apply_clahe(square, config.clahe, clip_limit=config.clip_limit, tile_grid=config.tile_grid)
+    return Preprocessed(normalize(enhanced, config.mean, config.std), enhanced, fov, geometry)
