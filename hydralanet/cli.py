@@ -12,8 +12,6 @@ Output layout (other tools rely on it)::
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 import time
@@ -24,8 +22,7 @@ import numpy as np
 
 from .config import CLAHE_MODES, CLASSES, PreprocessConfig, validate_thresholds
 from .io import ImageError, list_images, read_image, save_png, write_atomic
-
-SUMMARY_COLUMNS = ["image", "lesion", "threshold", "pixels", "coverage_pct", "count", "largest_px"]
+from .report import SUMMARY_COLUMNS, run_record, summary_csv  # noqa: F401  (SUMMARY_COLUMNS: public)
 
 
 def _threshold_arg(text: str) -> tuple[str, float]:
@@ -132,12 +129,7 @@ def predict_command(args: argparse.Namespace) -> int:
             rows.append({"image": name, "source": str(path), **row})
 
     summary = {
-        "model": loaded.identity,
-        "preprocessing": preprocessing.to_dict(),
-        "thresholds": thresholds,
-        "tta": bool(args.tta),
-        "precision": args.precision,
-        "device": str(loaded.device),
+        **run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision),
         "images": len(paths) - len(failures),
         "seconds": round(time.perf_counter() - started, 2),
         "results": rows,
@@ -151,16 +143,6 @@ def predict_command(args: argparse.Namespace) -> int:
         print(f"{len(failures)} file(s) failed; see {out / 'summary.json'}", file=sys.stderr)
         return 1
     return 0
-
-
-def summary_csv(rows: list[dict[str, Any]]) -> str:
-    """CSV text with :data:`SUMMARY_COLUMNS` (extra keys such as ``source`` at the end)."""
-    extra = [k for k in (rows[0] if rows else {}) if k not in SUMMARY_COLUMNS]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS + extra, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def _unique_name(stem: str, used: set[str]) -> str:

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from .checkpoint import LoadedModel
+from .checkpoint import LoadedModel, module_device
 from .config import CLASSES, PreprocessConfig, validate_thresholds
 from .preprocessing import FovGeometry, preprocess
 
@@ -69,7 +69,7 @@ def run_model(model: torch.nn.Module, batch: torch.Tensor, *, precision: str = "
     ``tta`` averages the probabilities of the plain, horizontally and vertically flipped
     inputs (flips undone before averaging).
     """
-    device = next(model.parameters()).device
+    device = module_device(model)
     batch = batch.to(device)
     if device.type == "cpu" or precision != "fp32":
         batch = batch.contiguous(memory_format=torch.channels_last)

@@ -78,7 +78,7 @@ def fov_mask(image: np.ndarray, *, threshold: float = 0.1) -> np.ndarray:
     scale = min(1.0, _FOV_WORK_SIDE / max(h, w))
     small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     # Red and green carry the fundus; blue is dark and noisy in most cameras.
-    level = cv2.GaussianBlur(np.maximum(small[..., 0], small[..., 1]), (0, 0), 2.0)
+    level = cv2.GaussianBlur(np.maximum(small[..., 0], small[..., 1]), (0, 0), 1.0)
     top = float(np.percentile(level, 99))
     if top < _BLANK_LEVEL:
         raise BlankImageError("image is blank (no bright field of view found; is it all black?)")

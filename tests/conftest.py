@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations phones home at import otherwise
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def retina() -> np.ndarray:
+    """The CC0 fundus photo shipped with scikit-image (1411 x 1411 RGB, a normal eye)."""
+    from skimage import data
+
+    return data.retina()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> "os.PathLike":
+    """A small random checkpoint folder (resnet18, D=8, 128 px) made by the project's script."""
+    from training.untrained import make_untrained
+
+    return make_untrained(tmp_path_factory.mktemp("ckpt") / "tiny", decoder_channels=8, input_size=128, seed=3)

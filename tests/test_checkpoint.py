@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hydralanet import HydraLANet, load_model, save_checkpoint
+from hydralanet.checkpoint import CheckpointError
+from hydralanet.config import CheckpointConfig, PreprocessConfig
+
+
+def _tiny_model(seed: int = 0) -> HydraLANet:
+    torch.manual_seed(seed)
+    model = HydraLANet(encoder="resnet18", decoder_channels=8)
+    # Non-trivial BatchNorm statistics so a lost buffer would show in the outputs.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _config(**kw) -> CheckpointConfig:
+    return CheckpointConfig(preprocessing=PreprocessConfig(input_size=64), thresholds={"MA": 0.5}, name="tiny", **kw)
+
+
+def test_folder_round_trip_is_bit_identical(tmp_path):
+    model = _tiny_model()
+    folder = save_checkpoint(model, tmp_path / "ckpt", _config(provenance={"datasets": ["synthetic"]}))
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    loaded = load_model(folder, device="cpu")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded.model(x))
+    assert loaded.config.thresholds == {"EX": 0.35, "HE": 0.35, "MA": 0.5, "SE": 0.35}
+    assert loaded.config.preprocessing.input_size == 64 and loaded.config.provenance == {"datasets": ["synthetic"]}
+    assert loaded.identity["name"] == "tiny" and len(loaded.identity["sha256"]) == 64
+    assert not loaded.model.training
+    # Loading a single .safetensors file with config.json beside it works too.
+    assert load_model(folder / "model.safetensors", device="cpu").identity["sha256"] == loaded.identity["sha256"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["classes"] == ["EX", "HE", "MA", "SE"] and config["model"]["encoder"] == "resnet18"
+
+
+def test_files_are_readable_by_others(tmp_path):
+    folder = save_checkpoint(_tiny_model(), tmp_path / "ckpt", _config())
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o666 & ~umask
+
+
+def test_overwrite_replaces_whole_folder(tmp_path):
+    folder = save_checkpoint(_tiny_model(0), tmp_path / "ckpt", _config())
+    (folder / "stale.txt").write_text("old")
+    save_checkpoint(_tiny_model(1), folder, _config())
+    assert not (folder / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary folders left behind
+
+
+def test_half_precision_storage_halves_the_file(tmp_path):
+    model = _tiny_model()
+    full = save_checkpoint(model, tmp_path / "fp32", _config())
+    half = save_checkpoint(model, tmp_path / "fp16", _config(), weights_dtype=torch.float16)
+    state = load_file(str(half / "model.safetensors"))
+    assert state["encoder.layer1.0.conv1.weight"].dtype == torch.float16
+    assert state["encoder.stem.1.running_var"].dtype == torch.float32  # BN statistics keep fp32
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+    loaded = load_model(half, device="cpu")
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (model(x) - loaded.model(x)).abs().max() < 1e-2
+
+
+def test_pickled_checkpoint_needs_explicit_permission(tmp_path):
+    model = _tiny_model()
+    folder = save_checkpoint(model, tmp_path / "ckpt", _config())
+    legacy = folder / "legacy.pt"
+    torch.save(model.state_dict(), legacy)
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+        load_model(legacy)
+    loaded = load_model(legacy, allow_pickle=True, device="cpu")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded.model(x))
+
+
+def test_pickle_with_code_is_refused_even_when_allowed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="cannot load evil.pt as a plain state dict"):
+        load_model(path, allow_pickle=True)
+
+
+def test_broken_checkpoints_give_one_line_errors(tmp_path):
+    folder = save_checkpoint(_tiny_model(), tmp_path / "ckpt", _config())
+    config = json.loads((folder / "config.json").read_text())
+
+    config["model"]["decoder_channels"] = 16
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="weights do not match the resnet18/D=16"):
+        load_model(folder)
+
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_model(folder)
+
+    config["model"]["decoder_channels"] = 8
+    config["model"]["colour"] = "red"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"unknown model setting\(s\) \['colour'\]"):
+        load_model(folder)
+
+    del config["model"]["colour"]
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a valid safetensors file"):
+        load_model(folder)
+
+    (folder / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        load_model(folder)
+    with pytest.raises(CheckpointError, match="not a Hub repo id"):
+        load_model(tmp_path / "does" / "not" / "exist")
+
+
+def test_bundled_model_loads_offline():
+    loaded = load_model(device="cpu")
+    assert loaded.identity["source"] == "bundled"
+    assert loaded.config.preprocessing.input_size % 32 == 0
+    assert (loaded.identity["sha256"] and loaded.identity["parameters"] > 1e6)
