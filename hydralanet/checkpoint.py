@@ -197,6 +197,21 @@ def load_model(
     return LoadedModel(model=model, config=config, identity=identity)
 
 
+def load_model_or_bundled(
+    source: str | os.PathLike | None, **kwargs: Any
+) -> tuple[LoadedModel, str | None]:
+    """:func:`load_model`, falling back to the bundled model when ``source`` fails.
+
+    Returns ``(model, warning)``; ``warning`` is None, or one line saying what failed.
+    """
+    if source in (None, ""):
+        return load_model(None, **kwargs), None
+    try:
+        return load_model(source, **kwargs), None
+    except CheckpointError as exc:
+        return load_model(None, **kwargs), f"{exc} - using the bundled model instead"
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/``"auto"`` -> CUDA when present, else CPU; anything else is checked."""
     if device in (None, "auto"):

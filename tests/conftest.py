@@ -25,3 +25,6 @@ def tiny_checkpoint(tmp_path_factory) -> "os.PathLike":
     from training.untrained import make_untrained
 
     return make_untrained(tmp_path_factory.mktemp("ckpt") / "tiny", decoder_channels=8, input_size=128, seed=3)
+
+
+from .conftest_hub import hub  # noqa: E402,F401 - the local Hugging Face Hub stand-in fixture
