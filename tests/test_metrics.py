@@ -1,0 +1,193 @@
+"""training.metrics: confusion counts by hand, AP against scikit-learn, bounded memory."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, precision_recall_curve
+
+from training.metrics import ConfusionAccumulator, MetricSuite, PRAccumulator
+
+
+def hand_batch() -> tuple[np.ndarray, np.ndarray]:
+    """1 x 4 x 2 x 3 probabilities and targets; at threshold 0.35:
+    EX: TP 2, FP 1, FN 0 -- HE: nothing predicted, nothing there -- MA: one missed pixel --
+    SE: 6 false positives, no target."""
+    probs = np.zeros((1, 4, 2, 3), dtype=np.float32)
+    targets = np.zeros((1, 4, 2, 3), dtype=np.float32)
+    probs[0, 0] = [[0.9, 0.4, 0.2], [0.6, 0.1, 0.0]]
+    targets[0, 0] = [[1, 1, 0], [0, 0, 0]]
+    probs[0, 1] = 0.1
+    probs[0, 2] = 0.1
+    targets[0, 2, 1, 1] = 1
+    probs[0, 3] = 0.5
+    return probs, targets
+
+
+def test_confusion_by_hand_with_empty_conventions():
+    acc = ConfusionAccumulator(thresholds=0.35)
+    acc.update(*hand_batch())
+    assert acc.tp.tolist() == [2, 0, 0, 0] and acc.fp.tolist() == [1, 0, 0, 6]
+    assert acc.fn.tolist() == [0, 0, 1, 0] and acc.tn.tolist() == [3, 6, 5, 0]
+    scores = acc.compute()
+    assert scores["iou"].tolist() == pytest.approx([2 / 3, 1, 0, 0])
+    assert scores["f1"].tolist() == pytest.approx([4 / 5, 1, 0, 0])
+    assert scores["precision"].tolist() == pytest.approx([2 / 3, 1, 0, 0])
+    assert scores["recall"].tolist() == pytest.approx([1, 1, 0, 0])
+    assert scores["macro"]["f1"] == pytest.approx((4 / 5 + 1) / 4)
+
+
+def test_confusion_torch_numpy_thresholds_and_valid():
+    probs, targets = hand_batch()
+    from_numpy, from_torch = ConfusionAccumulator(), ConfusionAccumulator()
+    from_numpy.update(probs, targets)
+    from_torch.update(torch.from_numpy(probs), torch.from_numpy(targets))
+    assert from_numpy.tp.tolist() == from_torch.tp.tolist() and from_numpy.fp.tolist() == from_torch.fp.tolist()
+
+    per_class = ConfusionAccumulator(thresholds=[0.5, 0.35, 0.35, 0.6])  # EX 0.4 drops out, SE 0.5 too
+    per_class.update(probs, targets)
+    assert per_class.tp.tolist() == [1, 0, 0, 0] and per_class.fp.tolist() == [1, 0, 0, 0]
+
+    valid = np.ones((1, 1, 2, 3), dtype=np.float32)
+    valid[..., 0] = 0  # the first column is outside the field of view
+    masked = ConfusionAccumulator()
+    masked.update(probs, targets, valid)
+    assert masked.tp.tolist() == [1, 0, 0, 0] and masked.fp.tolist() == [0, 0, 0, 4]
+    assert (masked.tp + masked.fp + masked.fn + masked.tn).tolist() == [4] * 4
+
+
+def test_rejects_logits_and_bad_shapes():
+    acc = PRAccumulator()
+    with pytest.raises(ValueError, match="sigmoid"):
+        acc.update(torch.randn(1, 4, 3, 3) * 5, torch.zeros(1, 4, 3, 3))
+    with pytest.raises(ValueError, match=r"B x 4 x H x W; got \(1, 3, 3, 3\)"):
+        acc.update(torch.rand(1, 3, 3, 3), torch.zeros(1, 3, 3, 3))
+    with pytest.raises(ValueError, match="thresholds"):
+        ConfusionAccumulator(thresholds=[0.3, 0.4])
+
+
+def random_split(seed: int, shape=(6, 4, 64, 64)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    targets = (rng.random(shape) < np.array([0.05, 0.1, 0.01, 0.2]).reshape(1, 4, 1, 1)).astype(np.float32)
+    scores = 1 / (1 + np.exp(-(rng.normal(size=shape) * 1.5 + 2.5 * targets - 2)))
+    return scores.astype(np.float32), targets
+
+
+def test_average_precision_matches_sklearn_on_random_data():
+    probs, targets = random_split(0)
+    acc = PRAccumulator(bins=10000)
+    for i in range(len(probs)):  # several updates accumulate into one histogram
+        acc.update(torch.from_numpy(probs[i : i + 1]), torch.from_numpy(targets[i : i + 1]))
+    ap = acc.average_precision()
+    for c in range(4):
+        expected = average_precision_score(targets[:, c].ravel(), probs[:, c].ravel())
+        assert ap[c] == pytest.approx(expected, abs=1e-3)
+
+
+def test_average_precision_is_exact_on_the_bin_grid():
+    bins = 1000
+    rng = np.random.default_rng(1)
+    targets = (rng.random((3, 4, 40, 40)) < 0.1).astype(np.float32)
+    k = np.clip(rng.normal(500 + 150 * targets, 120), 0, bins - 1).astype(int)  # many ties per bin
+    probs = ((k + 0.5) / bins).astype(np.float32)
+    acc = PRAccumulator(bins=bins)
+    acc.update(probs, targets)
+    for c in range(4):
+        y, s = targets[:, c].ravel(), probs[:, c].ravel().astype(np.float64)
+        assert acc.average_precision()[c] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+        precision, recall, thresholds = precision_recall_curve(y, s)
+        curve = acc.curve(c)
+        np.testing.assert_allclose(curve.precision, precision[:-1][::-1], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(curve.recall, recall[:-1][::-1], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(curve.thresholds, np.floor(thresholds[::-1] * bins) / bins, atol=1e-12)
+
+
+def test_step_wise_not_eleven_point():
+    # ranked: positive (0.9), negative (0.8), positive (0.7)
+    probs = np.array([0.9, 0.8, 0.7], dtype=np.float32).reshape(1, 1, 1, 3)
+    targets = np.array([1, 0, 1], dtype=np.float32).reshape(1, 1, 1, 3)
+    acc = PRAccumulator(num_classes=1, bins=100)
+    acc.update(probs, targets)
+    step = 0.5 * 1 + 0.5 * (2 / 3)  # recall 0 -> .5 at precision 1, .5 -> 1 at precision 2/3
+    eleven_point = (6 * 1 + 5 * (2 / 3)) / 11  # interpolated precision at recall 0, .1, ..., 1
+    ap = acc.average_precision()[0]
+    assert ap == pytest.approx(step, abs=1e-12)
+    assert ap == pytest.approx(average_precision_score([1, 0, 1], [0.9, 0.8, 0.7]), abs=1e-12)
+    assert abs(ap - eleven_point) > 0.01
+
+
+def test_memory_does_not_grow_with_updates():
+    acc = PRAccumulator(bins=2000)
+    probs, targets = (torch.from_numpy(x) for x in random_split(2, shape=(1, 4, 16, 16)))
+    acc.update(probs, targets)
+    size = acc.positives.nbytes + acc.negatives.nbytes
+    tracemalloc.start()
+    try:
+        acc.update(probs, targets)
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(300):
+            acc.update(probs, targets)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 4096, grown
+    assert acc.positives.nbytes + acc.negatives.nbytes == size
+    assert int(acc.positives.sum() + acc.negatives.sum()) == 302 * probs.numel()
+
+
+def test_best_thresholds_maximise_f1_and_reproduce_with_confusion():
+    bins = 200
+    rng = np.random.default_rng(3)
+    targets = (rng.random((2, 4, 30, 30)) < 0.15).astype(np.float32)
+    targets[:, 3] = 0  # SE never present: the default threshold comes back
+    k = np.clip(rng.normal(80 + 60 * targets, 30), 0, bins - 1).astype(int)
+    probs = ((k + 0.5) / bins).astype(np.float32)
+    acc = PRAccumulator(bins=bins)
+    acc.update(probs, targets)
+    best = acc.best_thresholds()
+    assert best[3] == pytest.approx(0.35)
+    confusion = ConfusionAccumulator(thresholds=best)
+    confusion.update(probs, targets)
+    f1 = confusion.compute()["f1"]
+    for c in range(3):
+        y, s = targets[:, c].ravel() > 0, probs[:, c].ravel()
+        brute = max(2 * (y & (s >= t)).sum() / ((s >= t).sum() + y.sum()) for t in np.unique(s))
+        assert f1[c] == pytest.approx(brute, abs=1e-12)
+        assert acc.curve(c).f1.max() == pytest.approx(brute, abs=1e-12)
+
+
+def test_metric_suite_per_source_and_overall():
+    probs, targets = random_split(4, shape=(4, 4, 16, 16))
+    sources = ["idrid", "ddr", "idrid", "tjdr"]
+    suite = MetricSuite(["idrid", "ddr", "tjdr"], bins=1000)
+    suite.update(torch.from_numpy(probs[:2]), torch.from_numpy(targets[:2]), sources[:2])
+    suite.update(probs[2:], targets[2:], sources[2:])
+    report = suite.compute()
+    assert list(report) == ["overall", "idrid", "ddr", "tjdr"]
+    assert list(report["overall"]) == ["EX", "HE", "MA", "SE", "macro"]
+    assert set(report["overall"]["MA"]) == {"aupr", "f1", "iou", "precision", "recall"}
+
+    def alone(index: list[int]) -> tuple[np.ndarray, dict]:
+        pr, confusion = PRAccumulator(bins=1000), ConfusionAccumulator()
+        pr.update(probs[index], targets[index])
+        confusion.update(probs[index], targets[index])
+        return pr.average_precision(), confusion.compute()
+
+    for name, index in (("overall", [0, 1, 2, 3]), ("idrid", [0, 2]), ("tjdr", [3])):
+        ap, scores = alone(index)
+        for c, lesion in enumerate(["EX", "HE", "MA", "SE"]):
+            got = report[name][lesion]
+            assert got["aupr"] == pytest.approx(ap[c], nan_ok=True) and got["f1"] == pytest.approx(scores["f1"][c])
+        assert report[name]["macro"]["aupr"] == pytest.approx(np.nanmean(ap))
+
+    with pytest.raises(ValueError, match="unknown source 'messidor'"):
+        suite.update(probs[:1], targets[:1], "messidor")
+
+
+def test_no_positives_gives_nan_ap():
+    acc = PRAccumulator(num_classes=2, bins=10)
+    acc.update(np.full((1, 2, 2, 2), 0.3), np.zeros((1, 2, 2, 2)))
+    assert np.isnan(acc.average_precision()).all()
