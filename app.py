@@ -1,0 +1,499 @@
+"""HydraLA-Net web app: upload fundus photos, read the four lesion overlays, move thresholds.
+
+Run with ``streamlit run app.py``. ``HYDRALANET_MODEL`` picks the model (a Hub repo id
+``owner/name[@revision]`` or a checkpoint folder; default: the bundled ``weights/``).
+
+The page is thin: every computation is a ``hydralanet`` call. The network runs once per
+(image, preprocessing setting); thresholds, visibility, opacity and zoom only re-render
+cached probabilities (DESIGN §8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import altair as alt
+import cv2
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from hydralanet import (
+    CLASSES,
+    COLOURS,
+    CheckpointError,
+    ImageError,
+    LoadedModel,
+    Prediction,
+    lesion_statistics,
+    predict,
+    read_image,
+    render_overlay,
+)
+from hydralanet.checkpoint import load_model_or_bundled
+from hydralanet.config import CLAHE_MODES, CLASS_NAMES
+from hydralanet.io import IMAGE_EXTENSIONS, encode_png
+from hydralanet.overlay import downscale_for_display, legend_html
+from hydralanet.preprocessing import BlankImageError
+from hydralanet.report import masks_zip, record_columns, run_record, summary_csv
+
+log = logging.getLogger("hydralanet.app")
+
+PREVIEW_SIDE = 720  # images are shown at most this large; downloads and statistics stay full size
+ZOOM_SIDE = 480  # the zoomed crop is shown this large, upscaled nearest-neighbour
+ZOOM_FACTORS = (2, 4, 8, 16, 32)
+# Per-session prediction cache: a 12-Mpixel photo holds ~250 MB of probabilities, so bound
+# both the count and the bytes (the newest entry is always kept).
+CACHE_ENTRIES = 4
+CACHE_BYTES = 1 << 30
+RETRY_FAILED_MODEL_S = 300  # a source that failed is retried after this long: one timeout, not one per rerun
+PRECISIONS = {"fast": "auto", "exact (fp32)": "fp32"}
+SAMPLE_NAME = "retina_sample.png"
+MEDICAL_NOTE = "Research software, not a medical device: not for diagnosis or clinical decisions."
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def shared_model(source: str) -> tuple[LoadedModel, str | None, float]:
+    """One model per source per process, shared by every session ("" = bundled). A source
+    that cannot be loaded gives the bundled model and a one-line warning; returns
+    ``(model, warning, when loaded)``."""
+    loaded, warning = load_model_or_bundled(source or None)
+    return loaded, warning, time.monotonic()
+
+
+def resolve_model(source: str) -> tuple[LoadedModel, str | None]:
+    loaded, warning, when = shared_model(source)
+    asked_at = st.session_state.pop("load_clicked_at", -float("inf"))
+    if warning and (when < asked_at or time.monotonic() - when > RETRY_FAILED_MODEL_S):
+        shared_model.clear(source)  # the Hub may be back: try again (only failed sources are reloaded)
+        loaded, warning, _ = shared_model(source)
+    return loaded, warning
+
+
+def load_requested_model() -> None:
+    """Sidebar "Load" button: use the typed source for this session, retrying it now."""
+    st.session_state.model_source = st.session_state.model_source_input.strip()
+    st.session_state.load_clicked_at = time.monotonic()  # retries a source whose failure is older
+
+
+def reset_controls(loaded: LoadedModel) -> None:
+    """Thresholds and CLAHE follow the checkpoint's defaults, whenever the model changes."""
+    model_key = (loaded.identity["source"], loaded.identity["sha256"])
+    if st.session_state.get("defaults_for") == model_key:
+        return
+    st.session_state.defaults_for = model_key
+    reset_thresholds(loaded)
+    clahe = loaded.config.preprocessing.clahe
+    st.session_state.clahe_on = clahe != "off"
+    st.session_state.clahe_mode = clahe if clahe != "off" else CLAHE_MODES[0]
+
+
+def reset_thresholds(loaded: LoadedModel) -> None:
+    for c in CLASSES:
+        st.session_state[f"threshold_{c}"] = float(loaded.config.thresholds[c])
+
+
+# --------------------------------------------------------------------------- sidebar
+
+
+def model_panel(loaded: LoadedModel) -> None:
+    identity, config = loaded.identity, loaded.config
+    provenance = config.provenance
+    st.markdown(f"**{identity['name']}**")
+    st.caption(
+        "  \n".join(
+            [
+                f"source: `{identity['source']}`",
+                f"revision: `{identity.get('revision') or '–'}`",
+                f"architecture: {config.model.encoder}, D = {config.model.decoder_channels}, "
+                f"{identity['parameters'] / 1e6:.1f} M parameters",
+                f"input: {config.preprocessing.input_size} px, CLAHE {config.preprocessing.clahe}",
+                f"weights: sha256 `{identity['sha256'][:16]}`",
+                f"device: `{loaded.device}`",
+            ]
+        )
+    )
+    if provenance.get("trained") is False:
+        st.warning("Untrained placeholder (random weights): its masks mean nothing.", icon=":material/warning:")
+    with st.expander("Training data and metrics"):
+        datasets = provenance.get("datasets") or provenance.get("data")
+        st.markdown(f"Trained on: {_as_text(datasets) if datasets else 'not recorded'}")
+        metrics = provenance.get("metrics")
+        if isinstance(metrics, dict) and metrics:
+            st.dataframe(_metrics_table(metrics), width="stretch")
+        else:
+            st.markdown("Metrics: not recorded")
+        st.caption("Everything the checkpoint records (config.json, provenance):")
+        st.json(provenance, expanded=False)
+    st.text_input(
+        "Load another model",
+        key="model_source_input",
+        placeholder="owner/name[@revision] or a folder",
+        help="A Hugging Face Hub repo id or a checkpoint folder on the server. Empty: the bundled model.",
+    )
+    st.button("Load", on_click=load_requested_model, width="stretch")
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        return ", ".join(f"{k} ({v})" for k, v in value.items())
+    return str(value)
+
+
+def _metrics_table(metrics: dict) -> pd.DataFrame:
+    """``{dataset: {lesion or metric: value}}`` (one column per dataset: the sidebar is narrow)
+    or a flat ``{metric: value}``, as a table."""
+    if all(isinstance(v, dict) for v in metrics.values()):
+        return pd.DataFrame(metrics)
+    return pd.DataFrame({"value": metrics})
+
+
+def controls(loaded: LoadedModel) -> dict:
+    st.subheader("Preprocessing")
+    clahe_on = st.toggle("CLAHE contrast enhancement", key="clahe_on")
+    mode = st.selectbox(
+        "CLAHE mode", [m for m in CLAHE_MODES if m != "off"], key="clahe_mode", disabled=not clahe_on,
+        help="green: CLAHE on the green channel (as published); lab: on L of L*a*b*; casp: on all channels",
+    )
+    tta = st.toggle("Test-time augmentation (flips, 3x slower)", key="tta")
+    precision = st.radio(
+        "Precision", list(PRECISIONS), key="precision", horizontal=True,
+        help="fast: the quickest path on this hardware; exact: float32 throughout",
+    )
+
+    st.subheader("Thresholds")
+    thresholds = {
+        c: st.slider(f"{c} · {CLASS_NAMES[c]}", 0.0, 1.0, step=0.01, key=f"threshold_{c}", format="%.2f")
+        for c in CLASSES
+    }
+    st.button("Reset to the model's thresholds", on_click=reset_thresholds, args=(loaded,), width="stretch")
+
+    st.subheader("Display")
+    shown = st.pills("Show", list(CLASSES), selection_mode="multi", default=list(CLASSES), key="visible")
+    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, step=0.05, key="opacity")
+    return {
+        "clahe": mode if clahe_on else "off",
+        "tta": tta,
+        "precision": PRECISIONS[precision],
+        "thresholds": thresholds,
+        "visible": {c: c in (shown or []) for c in CLASSES},
+        "opacity": opacity,
+    }
+
+
+# --------------------------------------------------------------------------- input
+
+
+@st.cache_data(show_spinner=False)
+def sample_png() -> bytes:
+    """The CC0 fundus photo shipped with scikit-image, as an upload would arrive."""
+    from skimage.data import retina
+
+    return encode_png(retina())
+
+
+def use_sample() -> None:
+    st.session_state.use_sample = True
+
+
+def collect_inputs() -> list[tuple[str, bytes]]:
+    left, right = st.columns([4, 1], vertical_alignment="center")
+    uploads = left.file_uploader(
+        "Fundus photos (JPEG, PNG, TIFF)",
+        type=[e.lstrip(".") for e in IMAGE_EXTENSIONS],
+        accept_multiple_files=True,
+        key="uploads",
+    )
+    right.button("Try a sample", on_click=use_sample, icon=":material/visibility:", width="stretch")
+    files: list[tuple[str, bytes]] = [(SAMPLE_NAME, sample_png())] if st.session_state.get("use_sample") else []
+    seen = {name for name, _ in files}
+    for upload in uploads or []:
+        name, k = upload.name, 2
+        while name in seen:  # two uploads may share a name; the selector needs distinct ones
+            name, k = f"{upload.name} ({k})", k + 1
+        seen.add(name)
+        files.append((name, upload.getvalue()))
+    return files
+
+
+def choose(files: list[tuple[str, bytes]]) -> tuple[str, bytes]:
+    """The image to show: what was just added, else the user's choice (a selector when
+    several are loaded)."""
+    names = [name for name, _ in files]
+    added = [name for name in names if name not in st.session_state.get("seen_names", ())]
+    st.session_state.seen_names = names
+    if added or st.session_state.get("image_choice") not in names:
+        st.session_state.image_choice = (added or names)[-1]
+    if len(files) > 1:
+        st.selectbox(f"Image ({len(files)} loaded)", names, key="image_choice")
+    return files[names.index(st.session_state.image_choice)]
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def cached_prediction(key: tuple) -> Prediction | None:
+    cache: OrderedDict = st.session_state.setdefault("predictions", OrderedDict())
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    return None
+
+
+def remember(key: tuple, prediction: Prediction) -> None:
+    cache: OrderedDict = st.session_state.setdefault("predictions", OrderedDict())
+    cache[key] = prediction
+
+    def size(p: Prediction) -> int:
+        return p.probabilities.nbytes + p.image.nbytes + p.fov.nbytes + p.enhanced.nbytes
+
+    while len(cache) > 1 and (len(cache) > CACHE_ENTRIES or sum(map(size, cache.values())) > CACHE_BYTES):
+        cache.popitem(last=False)
+
+
+def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Prediction:
+    """The model's output for this image and preprocessing, from the session cache when
+    possible. Bad input ends the run with a one-line ``st.error``."""
+    key = (
+        hashlib.sha256(data).hexdigest(), settings["clahe"], settings["tta"], settings["precision"],
+        loaded.identity["source"], loaded.identity["sha256"],
+    )
+    prediction = cached_prediction(key)
+    if prediction is not None:
+        return prediction
+    try:
+        image = read_image(data, name=name)
+        with st.spinner(f"Segmenting {name}…"):
+            # Counts real model calls; the tests read it to prove that thresholds do not re-run the model.
+            st.session_state.model_runs = st.session_state.get("model_runs", 0) + 1
+            prediction = predict(
+                loaded, image, clahe=settings["clahe"], tta=settings["tta"], precision=settings["precision"]
+            )
+    except ImageError as exc:
+        error = str(exc)
+    except BlankImageError as exc:
+        error = f"{name}: {exc}"
+    except Exception as exc:  # the page must keep serving whatever an upload does; details go to the log
+        log.exception("segmenting %s failed", name)
+        error = f"{name}: could not be segmented ({(str(exc).strip() or type(exc).__name__).splitlines()[0]})"
+    else:
+        remember(key, prediction)
+        return prediction
+    st.error(error, icon=":material/error:")
+    st.stop()
+
+
+# --------------------------------------------------------------------------- results
+
+
+def show_views(prediction: Prediction, small: np.ndarray, overlay: np.ndarray) -> None:
+    clahe = prediction.settings["clahe"]
+    h, w = prediction.image.shape[:2]
+    cols = st.columns(3)
+    cols[0].image(small, caption=f"Original ({w} x {h})", width="stretch")
+    view = f"CLAHE {clahe}" if clahe != "off" else "no CLAHE"
+    cols[1].image(_fit(prediction.enhanced, PREVIEW_SIDE), caption=f"Model input: field of view, {view}",
+                  width="stretch")
+    cols[2].image(encode_png(overlay), caption="Lesion overlay", width="stretch", output_format="PNG")
+    st.markdown(legend_html(), unsafe_allow_html=True)
+
+
+@st.fragment  # moving the zoom reruns only this part of the page
+def show_zoom(prediction: Prediction, masks: np.ndarray, overlay: np.ndarray, settings: dict) -> None:
+    st.subheader("Zoom")
+    image = prediction.image
+    h, w = image.shape[:2]
+    left, right = st.columns([3, 2])
+    with right:
+        factor = st.select_slider("Magnification", ZOOM_FACTORS, value=8, format_func=lambda f: f"{f}x", key="zoom")
+        cx = st.slider("Centre, left → right (%)", 0, 100, 50, key="zoom_x")
+        cy = st.slider("Centre, top → bottom (%)", 0, 100, 50, key="zoom_y")
+    side = max(8, round(min(h, w) / factor))
+    x0 = int(np.clip(round(cx / 100 * w - side / 2), 0, w - side))
+    y0 = int(np.clip(round(cy / 100 * h - side / 2), 0, h - side))
+    crop = render_overlay(
+        image[y0 : y0 + side, x0 : x0 + side], masks[:, y0 : y0 + side, x0 : x0 + side],
+        opacity=settings["opacity"], visible=settings["visible"], outline=False,
+    )
+    zoomed = cv2.resize(crop, (ZOOM_SIDE, ZOOM_SIDE), interpolation=cv2.INTER_NEAREST)
+    caption = f"{side} x {side} px from ({x0}, {y0}), {ZOOM_SIDE / side:.1f} screen px per pixel"
+    right.image(encode_png(zoomed), caption=caption, width="stretch", output_format="PNG")
+
+    scale = overlay.shape[1] / w
+    box = (round(x0 * scale), round(y0 * scale)), (round((x0 + side) * scale) - 1, round((y0 + side) * scale) - 1)
+    boxed = cv2.rectangle(overlay.copy(), *box, (255, 255, 255), max(1, PREVIEW_SIDE // 360))
+    left.image(encode_png(boxed), caption="Overlay; the white box is the zoomed region", width="stretch",
+               output_format="PNG")
+
+
+def show_statistics(rows: list[dict]) -> None:
+    st.subheader("Statistics")
+    table = pd.DataFrame(
+        {
+            "lesion": [f"{r['lesion']} {CLASS_NAMES[r['lesion']]}" for r in rows],
+            "threshold": [r["threshold"] for r in rows],
+            "pixels": [r["pixels"] for r in rows],
+            "% of FOV": [r["coverage_pct"] for r in rows],
+            "lesions": [r["count"] for r in rows],
+            "largest (px)": [r["largest_px"] for r in rows],
+        }
+    )
+    left, right = st.columns([3, 2])
+    # A static table: four rows need no scrolling or sorting, and every number stays readable.
+    left.table(
+        table.style.format(
+            {"threshold": _threshold_text, "pixels": "{:,}", "% of FOV": "{:.3f}", "largest (px)": "{:,}"}
+        ),
+        hide_index=True,
+    )
+    left.caption("% of FOV: share of the field of view. Lesions: connected regions (8-connected).")
+    chart_data = pd.DataFrame({"lesion": list(CLASSES), "% of field of view": [r["coverage_pct"] for r in rows],
+                               "lesions": [r["count"] for r in rows]})
+    chart = (
+        alt.Chart(chart_data)
+        .mark_bar()
+        .encode(
+            x=alt.X("lesion:N", sort=list(CLASSES), title=None, axis=alt.Axis(labelAngle=0)),
+            # At least 0-1 %: an all-zero column would otherwise get a degenerate axis.
+            y=alt.Y("% of field of view:Q", scale=alt.Scale(domain=[0, max(1.0, *chart_data["% of field of view"])])),
+            color=alt.Color(
+                "lesion:N", legend=None,
+                scale=alt.Scale(domain=list(CLASSES), range=[_hex(COLOURS[c]) for c in CLASSES]),
+            ),
+            tooltip=["lesion", "% of field of view", "lesions"],
+        )
+        .properties(height=220)
+    )
+    right.altair_chart(chart, width="stretch")
+
+
+def show_masks(prediction: Prediction, masks: np.ndarray, rows: list[dict]) -> None:
+    st.subheader("Each lesion on its own")
+    layers = np.concatenate([masks, prediction.fov[None]])  # one resize pass for the masks and the FOV
+    _, small = downscale_for_display(prediction.image, layers, PREVIEW_SIDE // 2)
+    fov = small[-1]
+    for col, c, mask, row in zip(st.columns(4), CLASSES, small, rows):
+        view = np.zeros(mask.shape + (3,), np.uint8)
+        view[fov] = 40  # the field of view, dimly, for orientation
+        view[mask] = COLOURS[c]
+        caption = f"{c} {CLASS_NAMES[c]}: {_lesions(row['count'])}, {row['pixels']:,} px"
+        col.image(encode_png(view), caption=caption, width="stretch", output_format="PNG")
+
+
+def show_downloads(name: str, prediction: Prediction, masks: np.ndarray, rows: list[dict],
+                   loaded: LoadedModel, settings: dict) -> None:
+    st.subheader("Downloads")
+    stem = Path(name).stem
+    preprocessing = loaded.config.preprocessing.replace(clahe=prediction.settings["clahe"])
+    record = run_record(loaded, preprocessing, settings["thresholds"], tta=settings["tta"],
+                        precision=prediction.settings["precision"])
+    csv_rows = [{"image": name, **row, **record_columns(record)} for row in rows]
+    h, w = prediction.image.shape[:2]
+    summary = {
+        **record,
+        "image": {"name": name, "width": w, "height": h, "fov_pixels": int(prediction.fov.sum())},
+        "results": [{"image": name, **row} for row in rows],
+    }
+    image, opacity, visible = prediction.image, settings["opacity"], settings["visible"]
+    cols = st.columns(4)
+    # Full-resolution PNGs take a while to encode: built only when the button is clicked.
+    cols[0].download_button(
+        "Overlay (PNG)", lambda: encode_png(render_overlay(image, masks, opacity=opacity, visible=visible)),
+        file_name=f"{stem}_overlay.png", mime="image/png", on_click="ignore", icon=":material/image:",
+        width="stretch",
+    )
+    cols[1].download_button(
+        "Masks (ZIP)", lambda: masks_zip(masks, folder=stem), file_name=f"{stem}_masks.zip",
+        mime="application/zip", on_click="ignore", icon=":material/folder_zip:", width="stretch",
+    )
+    cols[2].download_button(
+        "Summary (CSV)", summary_csv(csv_rows), file_name=f"{stem}_summary.csv", mime="text/csv",
+        on_click="ignore", icon=":material/table:", width="stretch",
+    )
+    cols[3].download_button(
+        "Summary (JSON)", json.dumps(summary, indent=2) + "\n", file_name=f"{stem}_summary.json",
+        mime="application/json", on_click="ignore", icon=":material/data_object:", width="stretch",
+    )
+    st.caption(f"Masks: 0/255 PNGs at the original {w} x {h}, one per lesion. "
+               "Summaries record the model, preprocessing and thresholds.")
+
+
+def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+
+def _threshold_text(value: float) -> str:
+    """Two decimals like the sliders, more only when a checkpoint's threshold has them."""
+    return f"{value:.2f}" if round(value, 2) == value else f"{value:.4f}"
+
+
+def _lesions(count: int) -> str:
+    return f"{count} lesion" if count == 1 else f"{count} lesions"
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+# --------------------------------------------------------------------------- page
+
+
+def main() -> None:
+    st.set_page_config(page_title="HydraLA-Net", page_icon=":material/visibility:", layout="wide")
+    st.title("HydraLA-Net")
+    st.markdown(
+        "Finds the four lesions of diabetic retinopathy in colour fundus photographs: hard exudates "
+        "(**EX**), haemorrhages (**HE**), microaneurysms (**MA**) and soft exudates (**SE**).  \n"
+        f":warning: **{MEDICAL_NOTE}**"
+    )
+
+    source = st.session_state.get("model_source", os.environ.get("HYDRALANET_MODEL", "").strip())
+    with st.sidebar:
+        st.header("Model")
+        try:
+            loaded, warning = resolve_model(source)
+        except (CheckpointError, ValueError, OSError) as exc:
+            st.error(f"No model could be loaded: {exc}")
+            st.stop()
+        reset_controls(loaded)
+        model_panel(loaded)
+        settings = controls(loaded)
+    if warning:
+        st.warning(warning, icon=":material/cloud_off:")
+
+    files = collect_inputs()
+    if not files:
+        st.info("Upload one or more fundus photos, or try the sample, to see the lesions.",
+                icon=":material/upload:")
+        st.stop()
+    name, data = choose(files)
+    prediction = segment(loaded, name, data, settings)
+
+    # Everything below is cheap: thresholds, opacity and visibility never re-run the model.
+    masks = prediction.masks(settings["thresholds"])
+    rows = lesion_statistics(masks, prediction.fov, settings["thresholds"])
+    small, small_masks = downscale_for_display(prediction.image, masks, PREVIEW_SIDE)
+    overlay = render_overlay(small, small_masks, opacity=settings["opacity"], visible=settings["visible"])
+    show_views(prediction, small, overlay)
+    show_statistics(rows)
+    show_zoom(prediction, masks, overlay, settings)
+    show_masks(prediction, masks, rows)
+    show_downloads(name, prediction, masks, rows, loaded, settings)
+
+
+main()

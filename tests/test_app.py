@@ -1,0 +1,223 @@
+"""The Streamlit page, driven through ``streamlit.testing.v1.AppTest`` (the real script, no browser).
+
+A tiny untrained checkpoint (conftest's ``tiny_checkpoint``) keeps this fast. Its probabilities
+all sit near sigmoid(-2) ~ 0.12 (the head bias), so a threshold of 0.05 marks the whole field of
+view as a lesion and the default 0.35 marks nothing: the statistics have known values without a
+trained model.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from hydralanet import CLASSES, HydraLANet
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+TIMEOUT = 60  # seconds per script run: the first one imports torch and loads the model
+
+
+@pytest.fixture
+def app(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("HYDRALANET_MODEL", str(tiny_checkpoint))
+    return AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+
+
+@pytest.fixture
+def forward_calls() -> list[int]:
+    """Counts forward passes of any HydraLANet through torch's global hook, independently of
+    the app's own counter: the proof that a control did or did not re-run the network."""
+    calls: list[int] = []
+
+    def hook(module, args, output):
+        if isinstance(module, HydraLANet):
+            calls.append(1)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    yield calls
+    handle.remove()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def huge_png() -> bytes:
+    """A 56-Mpixel PNG that is small to make: 1 bit per pixel (the limit is 50 Mpixel)."""
+    buf = io.BytesIO()
+    Image.new("1", (8000, 7000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def synthetic_fundus(side: int = 200) -> np.ndarray:
+    """A red disc on black: enough of a field of view for the model to run."""
+    yy, xx = np.mgrid[:side, :side]
+    image = np.zeros((side, side, 3), np.uint8)
+    image[(yy - side / 2) ** 2 + (xx - side / 2) ** 2 < (0.45 * side) ** 2] = (180, 70, 40)
+    return image
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    next(b for b in at.button if b.label == label).click()
+    return at.run()
+
+
+def statistics(at: AppTest) -> dict[str, dict]:
+    table = at.table[0].value
+    return {row["lesion"].split()[0]: row for row in table.to_dict("records")}
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_no_input_shows_a_hint_and_the_research_note(app: AppTest) -> None:
+    app.run()
+    assert_clean(app)
+    assert any("Upload one or more fundus photos" in i.value for i in app.info)
+    assert any("not a medical device" in m.value for m in app.markdown)
+    assert len(app.image) == 0
+    assert "model_runs" not in app.session_state  # nothing to segment, so the model never ran
+
+
+def test_sample_shows_overlay_statistics_and_downloads(app: AppTest, forward_calls: list[int]) -> None:
+    click(app.run(), "Try a sample")
+    assert_clean(app)
+    assert not app.error
+    captions = [c for image in app.image for c in image.captions]
+    assert "Lesion overlay" in captions
+    assert any(c.startswith("Original (1411 x 1411)") for c in captions)
+    stats = statistics(app)
+    assert list(stats) == list(CLASSES)
+    # Default thresholds 0.35 are above every probability of an untrained model: nothing found.
+    assert all(row["pixels"] == 0 and row["threshold"] == pytest.approx(0.35) for row in stats.values())
+    assert {d.label for d in app.get("download_button")} == {
+        "Overlay (PNG)", "Masks (ZIP)", "Summary (CSV)", "Summary (JSON)"
+    }
+    assert app.session_state["model_runs"] == 1
+    assert len(forward_calls) == 1
+
+
+def test_display_controls_change_statistics_without_rerunning_the_model(
+    app: AppTest, forward_calls: list[int]
+) -> None:
+    click(app.run(), "Try a sample")
+    assert len(forward_calls) == 1
+
+    app.slider(key="threshold_EX").set_value(0.05).run()
+    stats = statistics(app)
+    assert stats["EX"]["% of FOV"] == pytest.approx(100.0)  # every FOV pixel is above 0.05
+    assert stats["EX"]["lesions"] == 1 and stats["EX"]["largest (px)"] == stats["EX"]["pixels"] > 100_000
+    assert all(stats[c]["pixels"] == 0 for c in ("HE", "MA", "SE"))
+    captions = [c for image in app.image for c in image.captions]
+    assert any(c.startswith("EX hard exudates: 1 lesion,") for c in captions), captions
+
+    app.slider(key="opacity").set_value(0.8).run()
+    app.pills(key="visible").set_value(["EX", "MA"]).run()  # hide HE and SE
+    app.slider(key="zoom_x").set_value(30).run()
+    click(app, "Reset to the model's thresholds")
+    assert statistics(app)["EX"]["pixels"] == 0
+    assert_clean(app)
+    assert app.session_state["model_runs"] == 1
+    assert len(forward_calls) == 1
+
+    # A preprocessing change does run the model (so the counters above can count) ...
+    app.toggle(key="clahe_on").set_value(False).run()
+    assert app.session_state["model_runs"] == 2 and len(forward_calls) == 2
+    assert any("no CLAHE" in c for image in app.image for c in image.captions)
+    # ... and going back to a setting seen before comes from the session's cache.
+    app.toggle(key="clahe_on").set_value(True).run()
+    assert app.session_state["model_runs"] == 2 and len(forward_calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("broken.jpg", b"this is not an image", "not a recognised image"),
+        ("truncated.png", png_bytes(synthetic_fundus())[:300], "truncated or corrupt"),
+        ("empty.png", b"", "empty"),
+        ("tiny.png", png_bytes(np.full((32, 32, 3), 128, np.uint8)), "too small"),
+        ("black.png", png_bytes(np.zeros((128, 128, 3), np.uint8)), "field of view"),
+        ("huge.png", huge_png(), "too large"),
+    ],
+    ids=["not-an-image", "truncated", "empty", "tiny", "all-black", "over-50-mpixel"],
+)
+def test_bad_upload_gets_one_line_error_and_the_app_keeps_serving(
+    app: AppTest, name: str, data: bytes, message: str
+) -> None:
+    app.run()
+    app.file_uploader(key="uploads").set_value((name, data, "application/octet-stream")).run()
+    assert_clean(app)
+    assert len(app.error) == 1
+    error = app.error[0].value
+    assert name in error and message in error.lower() and "\n" not in error
+    assert len(app.image) == 0
+
+    click(app, "Try a sample")  # the same session goes on working
+    assert_clean(app)
+    assert not app.error
+    assert app.selectbox(key="image_choice").options == ["retina_sample.png", name]
+    assert len(statistics(app)) == 4
+
+
+def test_several_uploads_get_a_selector(app: AppTest) -> None:
+    app.run()
+    app.file_uploader(key="uploads").set_value(
+        [("left.png", png_bytes(synthetic_fundus(200)), "image/png"),
+         ("right.png", png_bytes(synthetic_fundus(256)), "image/png")]
+    ).run()
+    assert_clean(app)
+    selector = app.selectbox(key="image_choice")
+    assert selector.options == ["left.png", "right.png"]
+    assert any(c.startswith("Original (256 x 256)") for image in app.image for c in image.captions)
+    selector.set_value("left.png").run()
+    assert any(c.startswith("Original (200 x 200)") for image in app.image for c in image.captions)
+    assert app.session_state["model_runs"] == 2
+
+
+@pytest.mark.parametrize(
+    "source", ["/nonexistent/hydralanet-checkpoint", "hydralanet-tests/no-such-model"], ids=["folder", "hub"]
+)
+def test_unusable_configured_model_warns_and_falls_back_to_bundled(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HYDRALANET_MODEL", source)
+    # Nothing listens on port 9 (discard): the Hub is unreachable, quickly.
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HYDRALANET_HUB_TIMEOUT", "2")
+    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert_clean(app)
+    warnings = [w.value for w in app.warning if source in w.value]
+    assert len(warnings) == 1 and "bundled model" in warnings[0] and "\n" not in warnings[0]
+    assert any("hydralanet-untrained" in m.value for m in app.sidebar.markdown)
+    assert any("source: `bundled`" in c.value for c in app.sidebar.caption)
+
+    click(app, "Try a sample")  # and the bundled model serves
+    assert_clean(app)
+    assert len(statistics(app)) == 4
+
+
+def test_sidebar_loads_another_model_and_resets_its_thresholds(app: AppTest, tiny_checkpoint: Path) -> None:
+    app.run()
+    assert any(f"source: `{tiny_checkpoint}`" in c.value for c in app.sidebar.caption)
+    app.slider(key="threshold_MA").set_value(0.9).run()
+
+    app.text_input(key="model_source_input").input("").run()  # empty: the bundled model
+    click(app, "Load")
+    assert_clean(app)
+    assert not [w for w in app.warning if "bundled model instead" in w.value]
+    assert any("source: `bundled`" in c.value for c in app.sidebar.caption)
+    assert app.slider(key="threshold_MA").value == pytest.approx(0.35)  # the new model's default
+
+    app.text_input(key="model_source_input").input("/no/such/checkpoint").run()
+    click(app, "Load")
+    assert_clean(app)
+    assert any("/no/such/checkpoint" in w.value and "bundled model" in w.value for w in app.warning)
