@@ -1,0 +1,168 @@
+"""training.data: decode + FOV square + CLAHE + augmentation, and the on-disk cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from hydralanet.config import CLASSES
+from hydralanet.preprocessing import apply_clahe, crop_to_fov, normalize
+from training import data as data_module
+from training.config import load_config
+from training.data import LesionDataset, SquareCache, build_augmentation, load_square, read_mask, split_rows
+from training.synthetic import write_dataset
+
+SIZE = 64
+
+
+def ddr_rows(root: Path) -> list[dict]:
+    """Manifest-like rows for a DDR-layout folder (what training.prepare produces)."""
+    names = {"train": "train", "valid": "val", "test": "test"}
+    rows = []
+    for folder, split in names.items():
+        for image in sorted((root / "lesion_segmentation" / folder / "image").glob("*.jpg")):
+            row = {"source": "synthetic", "split": split, "image": image, "OD": None}
+            for c in CLASSES:
+                row[c] = root / "lesion_segmentation" / folder / "label" / c / f"{image.stem}.tif"
+            rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory) -> list[dict]:
+    root = tmp_path_factory.mktemp("syn")
+    write_dataset(root, n=6, seed=5, size=128, splits={"train": 0.5, "valid": 0.5})
+    return ddr_rows(root)
+
+
+@pytest.fixture
+def cfg():
+    return load_config("cpu-small", [f"preprocessing.input_size={SIZE}"])
+
+
+def test_sample_shapes_and_binary_masks(rows, cfg):
+    ds = LesionDataset(split_rows(rows, "train"), cfg.preprocessing, augmentation=build_augmentation(cfg), seed=1)
+    assert len(ds) == 3
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s["image"].shape == (3, SIZE, SIZE) and s["image"].dtype == torch.float32
+        assert s["masks"].shape == (4, SIZE, SIZE) and s["valid"].shape == (1, SIZE, SIZE)
+        assert set(s["masks"].unique().tolist()) <= {0.0, 1.0}
+        assert set(s["valid"].unique().tolist()) <= {0.0, 1.0}
+        assert 0.3 < s["valid"].mean() < 1.0  # a disc inside a square
+        assert s["source"] == "synthetic"
+    with pytest.raises(ValueError, match="no rows in split 'nope'; splits present: train, val"):
+        split_rows(rows, "nope")
+
+
+def test_unaugmented_sample_is_the_inference_preprocessing(rows, cfg):
+    """No train/serve skew: same FOV crop, CLAHE and normalisation as hydralanet.preprocess."""
+    row = split_rows(rows, "val")[0]
+    sample = LesionDataset([row], cfg.preprocessing)[0]
+    from hydralanet import read_image
+
+    p = cfg.preprocessing
+    square, _, geometry = crop_to_fov(read_image(row["image"]), p)
+    expected = normalize(apply_clahe(square, p.clahe, clip_limit=p.clip_limit, tile_grid=p.tile_grid), p.mean, p.std)
+    assert torch.equal(sample["image"], expected)
+    for c, plane in zip(CLASSES, sample["masks"]):
+        full = read_mask(row[c])
+        small = geometry.to_square(full.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+        assert torch.equal(plane, torch.from_numpy(small).float())
+
+
+def test_absent_mask_is_zeros_and_rgb_mask_uses_red(tmp_path, rows, cfg):
+    row = dict(split_rows(rows, "val")[0])
+    row["SE"] = None
+    assert LesionDataset([row], cfg.preprocessing)[0]["masks"][3].sum() == 0
+
+    rgb = np.zeros((80, 100, 3), np.uint8)
+    rgb[10:20, 30:40, 0] = 255  # lesion in red
+    rgb[50:60, 50:60, 1] = 255  # green only: not a lesion
+    Image.fromarray(rgb).save(tmp_path / "m.tif")
+    mask = read_mask(tmp_path / "m.tif", (80, 100))
+    assert mask.sum() == 100 and mask[15, 35] and not mask[55, 55]
+    with pytest.raises(ValueError, match="mask is 100 x 80 but its image is 90 x 80"):
+        read_mask(tmp_path / "m.tif", (80, 90))
+
+
+def _spot_row(tmp_path: Path) -> dict:
+    """A fundus-like disc with one bright blue square whose EX mask marks exactly that square."""
+    image = np.zeros((200, 240, 3), np.uint8)
+    cv2.circle(image, (120, 100), 95, (170, 80, 30), -1)
+    image[50:70, 140:160] = (60, 40, 255)
+    mask = np.zeros((200, 240), np.uint8)
+    mask[50:70, 140:160] = 255
+    Image.fromarray(image).save(tmp_path / "spot.png")
+    Image.fromarray(mask).save(tmp_path / "spot_EX.tif")
+    row = {"source": "planted", "split": "train", "image": tmp_path / "spot.png", "OD": None}
+    row.update({c: None for c in CLASSES})
+    row["EX"] = tmp_path / "spot_EX.tif"
+    return row
+
+
+def test_augmentation_moves_image_and_masks_together(tmp_path):
+    cfg = load_config("cpu-small", ["preprocessing.input_size=128", "affine_p=1.0", "hflip_p=0.5", "vflip_p=0.5"])
+    ds = LesionDataset([_spot_row(tmp_path)], cfg.preprocessing, augmentation=build_augmentation(cfg), seed=0)
+    ds.set_epoch(0)
+    plain = LesionDataset(ds.rows, cfg.preprocessing)[0]["masks"][0]
+    moved = 0
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        s = ds[0]
+        blue = s["image"][2] > 1.5  # normalised blue channel: only the planted spot is that blue
+        mask = s["masks"][0].bool()
+        assert mask.sum() > 50
+        iou = (blue & mask).sum() / (blue | mask).sum()
+        assert iou > 0.8, (epoch, float(iou))
+        assert not s["valid"][0][mask].eq(0).any()  # the spot stays inside the (moved) field of view
+        moved += int(not torch.equal(mask.float(), plain))
+    assert moved >= 5  # affine p = 1: the spot moves every time
+
+
+def test_augmentation_is_a_function_of_seed_epoch_index_not_workers(rows, cfg):
+    ds = LesionDataset(split_rows(rows, "train"), cfg.preprocessing, augmentation=build_augmentation(cfg), seed=7)
+    ds.set_epoch(3)
+    a = ds[1]
+    assert torch.equal(a["image"], ds[1]["image"])
+    ds.set_epoch(4)
+    assert not torch.equal(a["image"], ds[1]["image"])
+
+    def batches(workers: int) -> list[torch.Tensor]:
+        ds.set_epoch(3)
+        loader = DataLoader(ds, batch_size=2, num_workers=workers, worker_init_fn=data_module.worker_init_fn)
+        return [torch.cat([b["image"], b["masks"]], 1) for b in loader]
+
+    assert all(torch.equal(x, y) for x, y in zip(batches(0), batches(2)))
+    assert build_augmentation(cfg).strict  # a misspelt argument fails instead of warning
+
+
+def test_cache_hit_returns_identical_arrays(rows, cfg, tmp_path, monkeypatch):
+    cache = SquareCache(tmp_path / "cache")
+    row = split_rows(rows, "train")[0]
+    first = cache.load(row, cfg.preprocessing)
+    files = list((tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz"
+
+    fresh = load_square(row, cfg.preprocessing)
+    monkeypatch.setattr(data_module, "load_square", lambda *a: pytest.fail("cache miss"))
+    again = cache.load(row, cfg.preprocessing)
+    for name in ("image", "masks", "fov"):
+        assert again[name].dtype == fresh[name].dtype and np.array_equal(again[name], fresh[name])
+        assert np.array_equal(first[name], again[name])
+
+    # A changed input file or another input size is a different entry, never stale data.
+    monkeypatch.undo()
+    st = os.stat(row["MA"])
+    os.utime(row["MA"], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    other = load_config("cpu-small", ["preprocessing.input_size=96"]).preprocessing
+    assert cache.path(row, cfg.preprocessing) != files[0]
+    assert cache.load(row, other)["image"].shape == (96, 96, 3)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2

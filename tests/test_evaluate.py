@@ -1,0 +1,100 @@
+"""training.evaluate: the user's inference path, scored at the original resolution."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hydralanet import HydraLANet, load_model, predict, read_image, save_checkpoint
+from hydralanet.config import CLASSES, CheckpointConfig, PreprocessConfig
+from training.data import read_mask
+from training.evaluate import main
+from training.prepare import main as prepare_main
+from training.prepare import read_manifest
+from training.synthetic import write_dataset
+
+THRESHOLDS = {"EX": 0.11, "HE": 0.12, "MA": 0.125, "SE": 0.13}  # around sigmoid(-2): real TP, FP and FN
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    write_dataset(root / "syn", n=8, seed=11, size=160)
+    assert prepare_main(["--synthetic", str(root / "syn"), "--out", str(root / "manifest.csv")]) == 0
+    # Relabel one test image so there are two source datasets to report on.
+    with open(root / "manifest.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    first_test = next(i for i, r in enumerate(rows) if r[1] == "test")
+    rows[first_test][0] = "other"
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+    torch.manual_seed(0)
+    model = HydraLANet(encoder="resnet18", decoder_channels=8)
+    config = CheckpointConfig(preprocessing=PreprocessConfig(input_size=64), thresholds=THRESHOLDS, name="eval-test")
+    save_checkpoint(model, root / "model", config)
+    return {"root": root, "manifest": root / "manifest.csv", "model": root / "model"}
+
+
+def test_evaluate_writes_metrics_per_class_and_source(setup):
+    out = setup["root"] / "out"
+    assert main(["--model", str(setup["model"]), "--manifest", str(setup["manifest"]), "--split", "test",
+                 "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["split"] == "test" and report["thresholds"] == THRESHOLDS
+    assert report["settings"]["resolution"] == "original" and report["settings"]["precision"] == "fp32"
+    metrics = report["metrics"]
+    assert set(metrics) == {"overall", "synthetic", "other"}
+    assert report["images"]["all"] == report["images"]["synthetic"] + report["images"]["other"]
+    for per_source in metrics.values():
+        assert set(per_source) == {*CLASSES, "macro"}
+        for values in per_source.values():
+            assert set(values) == {"aupr", "f1", "iou", "precision", "recall"}
+            assert all(v is None or 0.0 <= v <= 1.0 for v in values.values())
+    test_rows = [r for r in read_manifest(setup["manifest"]) if r["split"] == "test"]
+    positives = {c: sum(int(read_mask(r[c]).sum()) for r in test_rows) for c in CLASSES}
+    assert any(positives.values())
+    for c in CLASSES:  # AUPR exists exactly for the classes with lesion pixels
+        assert (metrics["overall"][c]["aupr"] is None) == (positives[c] == 0)
+    table = (out / "metrics.md").read_text()
+    assert "| **macro** |" in table and "## other (1 images)" in table
+    assert (out / "pr_curves.png").stat().st_size > 5_000
+
+
+def test_evaluate_matches_counting_by_hand_at_original_resolution(setup):
+    """predict() per image, threshold with the checkpoint's values, compare with the masks as
+    stored (full size): the pixel counts must give exactly the reported F1, IoU, P and R."""
+    out = setup["root"] / "out-hand"
+    assert main(["--model", str(setup["model"]), "--manifest", str(setup["manifest"]), "--out", str(out)]) == 0
+    loaded = load_model(setup["model"], device="cpu")
+    tp, fp, fn = (np.zeros(4) for _ in range(3))
+    for row in (r for r in read_manifest(setup["manifest"]) if r["split"] == "test"):
+        image = read_image(row["image"])
+        pred = predict(loaded, image, precision="fp32").masks(loaded.config.thresholds)
+        truth = np.stack([read_mask(row[c], image.shape[:2]) for c in CLASSES])
+        assert pred.shape == truth.shape == (4, *image.shape[:2])  # original resolution
+        tp += (pred & truth).sum((1, 2))
+        fp += (pred & ~truth).sum((1, 2))
+        fn += (~pred & truth).sum((1, 2))
+    assert tp.sum() > 0 and fp.sum() > 0 and fn.sum() > 0
+    reported = json.loads((out / "metrics.json").read_text())["metrics"]["overall"]
+    for i, c in enumerate(CLASSES):
+        if tp[i] + fp[i] + fn[i] == 0:
+            continue
+        assert reported[c]["f1"] == pytest.approx(2 * tp[i] / (2 * tp[i] + fp[i] + fn[i]), abs=1e-12)
+        assert reported[c]["iou"] == pytest.approx(tp[i] / (tp[i] + fp[i] + fn[i]), abs=1e-12)
+        if tp[i] + fn[i]:
+            assert reported[c]["recall"] == pytest.approx(tp[i] / (tp[i] + fn[i]), abs=1e-12)
+
+
+def test_evaluate_errors_are_one_line(setup, tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "nope"), "--manifest", str(setup["manifest"]), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "nope" in err and "\n" not in err
+    assert main(["--model", str(setup["model"]), "--manifest", str(setup["manifest"]), "--split", "holdout",
+                 "--out", str(tmp_path)]) == 2  # fmt: skip
+    assert "no rows in split 'holdout'" in capsys.readouterr().err

@@ -1,0 +1,318 @@
+"""Training settings: one dataclass, every default commented with where it comes from.
+
+The architecture and the preprocessing are the package's own dataclasses
+(:class:`hydralanet.ModelConfig`, :class:`hydralanet.PreprocessConfig`), nested here so that
+there is one source of defaults and the checkpoint stores exactly what training used.
+
+Named configs: ``published`` (DESIGN §6) and ``cpu-small`` (a random-init ResNet-18 that trains
+in minutes on two CPU cores). On the command line::
+
+    --config published | cpu-small | path/to/config.json      (a JSON file: overrides on the defaults)
+    --set lr=3e-4 --set model.encoder=resnet34 --set preprocessing.input_size=512
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydralanet.config import DEFAULT_THRESHOLD, ModelConfig, PreprocessConfig
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+MONITORS = ("f1", "aupr")  # validation macro metric that picks `best` and drives early stopping
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the manifest and the output folder."""
+
+    # --- architecture and preprocessing (stored in the checkpoint as they are)
+    model: ModelConfig = field(default_factory=ModelConfig)  # published: ResNet-50, D = 256 (DESIGN §3)
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)  # 1024 px, CLAHE green 1.5/8x8 (§4)
+    pretrained_encoder: bool = True  # §3: ImageNet weights when available (needs internet or a torch hub cache)
+
+    # --- data
+    train_split: str = "train"  # manifest split names (§5 combined split: 827 train / 207 val / 365 test)
+    val_split: str = "val"
+    num_workers: int = 8  # §6: 8 loader workers
+    cache_dir: str | None = None  # resized CLAHE-free squares on disk; None: <run>/cache, "off": no cache
+
+    # --- augmentation, on image and masks together (§6; no colour augmentation: CLAHE handles contrast)
+    hflip_p: float = 0.5  # §6
+    vflip_p: float = 0.5  # §6
+    affine_p: float = 0.75  # §6
+    translate: float = 0.10  # §6: ±10 % of the side
+    scale: tuple[float, float] = (0.88, 1.25)  # §6
+    rotate: float = 15.0  # §6: ±15 degrees; the border is black for the image and 0 for the masks
+    # Train on random crop_size x crop_size windows of the square (0 = the whole square): small
+    # crops of a large input keep lesions at full scale for a fraction of the compute. Half
+    # the crops are centred on a lesion when the sample has one. Validation sees whole squares.
+    crop_size: int = 0
+    # Photometric jitter before CLAHE (brightness, contrast, gamma, hue/saturation); §6 has none
+    # (CLAHE handles contrast on real photos). The synthetic demo model uses it so it learns
+    # lesions, not one generator's colours.
+    colour_p: float = 0.0
+
+    # --- loss: DualLoss = 0.8 x FocalTversky + 0.2 x BCE (§6)
+    tversky_weight: float = 0.8  # §6
+    bce_weight: float = 0.2  # §6
+    alpha: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.4)  # §6: Tversky FP weight per class
+    beta: tuple[float, float, float, float] = (0.6, 0.6, 0.8, 0.6)  # §6: FN weight; MA punishes misses most
+    gamma: float = 2.0  # §6: focal exponent
+    class_weights: tuple[float, float, float, float] = (1.0, 1.0, 5.0, 1.0)  # §6: MA x 5
+    pos_weight: tuple[float, float, float, float] | None = None  # §6: optional BCE pos_weight, off
+    aux_weights: tuple[float, float, float] = (0.2, 0.1, 0.05)  # deep supervision d3, d4, d5: small (§3)
+
+    # --- optimisation
+    epochs: int = 125  # §6
+    batch_size: int = 2  # §6; per process under torchrun
+    grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size x grad_accum x GPUs)
+    lr: float = 1e-5  # §6: AdamW
+    weight_decay: float = 1e-4  # §6
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's defaults (§6 does not change them)
+    warmup_epochs: float = 0.0  # §6 uses a constant lr; linear warmup from 0 over this many epochs
+    cosine: bool = False  # §6: off; cosine decay from lr to lr x min_lr_ratio after the warmup
+    min_lr_ratio: float = 0.01  # floor of the cosine decay
+    grad_clip: float = 0.0  # max gradient norm; 0 = off (§6 does not clip)
+    freeze_bn: bool = True  # §6: batch 2 is too small for batch statistics; eval-mode BN, affine frozen
+    amp: str = "auto"  # CUDA: bf16 (fp16 + GradScaler without bf16); CPU: off. Or off / bf16 / fp16
+
+    # --- thresholds and model selection
+    default_threshold: float = DEFAULT_THRESHOLD  # §6: 0.35 per class
+    tune_thresholds: bool = True  # §6 "better": per class max-F1 threshold on validation, stored in the checkpoint
+    monitor: str = "f1"  # §6: F1 is the primary metric (macro over the classes, tuned thresholds)
+    patience: int = 0  # early stopping after this many epochs without a better `monitor`; 0 = off (§6 runs all epochs)
+
+    # --- compute
+    threads: int = 0  # torch intra-op threads; 0 = PyTorch's default (one per core)
+
+    # --- reproducibility
+    seed: int = 42  # §5/§6
+    deterministic: bool = True  # torch.use_deterministic_algorithms(warn_only=True): exact --resume
+
+    def __post_init__(self) -> None:
+        self.scale = _floats(self.scale, 2, "scale")
+        self.betas = _floats(self.betas, 2, "betas")
+        for name in ("alpha", "beta", "class_weights"):
+            setattr(self, name, _floats(getattr(self, name), 4, name))
+        self.aux_weights = _floats(self.aux_weights, 3, "aux_weights")
+        if self.pos_weight is not None:
+            self.pos_weight = _floats(self.pos_weight, 4, "pos_weight")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp={self.amp!r} is not supported; choose one of {', '.join(AMP_MODES)}")
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor={self.monitor!r} is not supported; choose one of {', '.join(MONITORS)}")
+        for name in ("hflip_p", "vflip_p", "affine_p", "colour_p", "default_threshold", "translate", "min_lr_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("num_workers", "patience", "warmup_epochs", "grad_clip", "lr", "weight_decay", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {self.scale}")
+        if self.crop_size and not (32 <= self.crop_size <= self.preprocessing.input_size and self.crop_size % 32 == 0):
+            raise ValueError(
+                f"crop_size must be 0 (off) or a multiple of 32 in [32, input_size={self.preprocessing.input_size}], "
+                f"got {self.crop_size!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model"] = self.model.to_dict()
+        data["preprocessing"] = self.preprocessing.to_dict()
+        return json.loads(json.dumps(data))  # tuples -> lists: what a JSON file holds
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return apply_overrides(cls(), data)
+
+
+def _floats(value: Any, n: int, name: str) -> tuple[float, ...]:
+    values = tuple(float(v) for v in value)
+    if len(values) != n:
+        raise ValueError(f"{name} needs {n} values, got {len(values)}: {list(values)}")
+    return values
+
+
+# --------------------------------------------------------------------------- named configs
+
+# A random-init ResNet-18 (no ImageNet weights offline) at 256 px: a run is minutes on 2 CPU cores.
+CPU_SMALL: dict[str, Any] = {
+    "model": {"encoder": "resnet18", "decoder_channels": 32},
+    "preprocessing": {"input_size": 256},
+    "pretrained_encoder": False,  # offline machines have no ImageNet weights
+    # Measured on a shared 2-core machine (load ~4), one 256 px batch of 8: 3.5-4.5 s with 2
+    # threads (OpenMP threads spin-waiting on each other), 1.2-1.8 s with 1 thread. One thread
+    # computes; one loader worker decodes on the other core (cheap once the cache is filled).
+    "threads": 1,
+    "num_workers": 1,
+    "batch_size": 8,
+    "epochs": 35,
+    # Random init needs a far larger step than fine-tuning (1e-5 barely moves it); warmup keeps
+    # the first steps of Adam on an unnormalised net from blowing up, cosine settles the end.
+    "lr": 2e-3,
+    "warmup_epochs": 2.0,
+    "cosine": True,
+    # Frozen BN keeps ImageNet statistics; a random-init net has none worth keeping (mean 0,
+    # var 1 everywhere), so batch statistics are what normalises it. Batch 8 is enough for that.
+    "freeze_bn": False,
+    "amp": "off",
+}
+
+# The bundled demonstration model (weights/): trained on synthetic data in about an hour on a
+# 2-core CPU. 1024 px input (MA stay 2-6 px wide) but 384 px training crops; D = 32 keeps
+# the fp16 weights under 25 MB with the ResNet-18 encoder.
+DEMO: dict[str, Any] = {
+    **CPU_SMALL,
+    "preprocessing": {"input_size": 1024},
+    "crop_size": 384,
+    "colour_p": 0.5,
+    "epochs": 24,
+    "lr": 2e-3,
+    "warmup_epochs": 1.0,
+}
+
+NAMED_CONFIGS: dict[str, dict[str, Any]] = {"published": {}, "cpu-small": CPU_SMALL, "demo": DEMO}
+
+
+def load_config(name_or_file: str, overrides: list[str] | None = None) -> TrainConfig:
+    """A named config or a JSON file of settings (applied on the published defaults), then
+    ``key=value`` overrides (``model.encoder=resnet18``). Raises ``ValueError`` naming the
+    unknown key and the known ones, or the value and the type it should have."""
+    if name_or_file in NAMED_CONFIGS:
+        config = apply_overrides(TrainConfig(), NAMED_CONFIGS[name_or_file])
+    else:
+        path = Path(name_or_file)
+        if not path.is_file():
+            raise ValueError(
+                f"--config {name_or_file!r} is neither a named config ({', '.join(NAMED_CONFIGS)}) nor a JSON file"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--config {path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"--config {path}: expected a JSON object of settings, got {type(data).__name__}")
+        config = apply_overrides(TrainConfig(), data)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set lr=1e-4")
+        config = apply_overrides(config, {key.strip(): _parse_text(value.strip())})
+    return config
+
+
+def known_keys(config: Any = None) -> list[str]:
+    """Every settable key, dotted for the nested ones: ``lr``, ``model.encoder``, ..."""
+    config = config if config is not None else TrainConfig()
+    keys = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += [f"{f.name}.{sub}" for sub in known_keys(value)]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of a (possibly nested) config dataclass with ``overrides`` applied and type-checked.
+
+    Keys may be dotted (``{"model.encoder": "resnet18"}``) or nested dicts
+    (``{"model": {"encoder": "resnet18"}}``). Values are coerced to the field's type.
+    """
+    flat = flatten(overrides)
+    keys = known_keys(config)
+    for key in flat:
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown setting {key!r}{hint}; known: {', '.join(keys)}")
+    return _apply(config, flat)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"encoder": x}}`` -> ``{"model.encoder": x}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _apply(config: Any, flat: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(type(config))
+    changes: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            changes[head] = _coerce(value, hints[head], prefix + key)
+    for head, sub in nested.items():
+        changes[head] = _apply(getattr(config, head), sub, f"{prefix}{head}.")
+    return dataclasses.replace(config, **changes)
+
+
+def _parse_text(text: str) -> Any:
+    """``--set`` values: JSON when it parses (numbers, true/false, null, lists), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        if "," in text:  # --set scale=0.9,1.1
+            return [_parse_text(part.strip()) for part in text.split(",")]
+        return text
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """``value`` as the annotated type (bool, int, float, str, tuple[...], X | None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        return _coerce(value, next(a for a in args if a is not type(None)), key)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"{key}={value!r}: expected true or false")
+    if hint is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ValueError(f"{key}={value!r}: expected an integer")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}={value!r}: expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}={value!r}: expected text")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}={value!r}: expected {len(args)} values, e.g. {key}=" + ",".join(["1"] * len(args)))
+        if len(value) != len(args):
+            raise ValueError(f"{key}={value!r}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    raise AssertionError(f"no coercion for {key}: {hint}")  # a new field type needs a branch here
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """A JSON file that ``--config`` reads back to the same config."""
+    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n")

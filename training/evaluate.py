@@ -1,0 +1,159 @@
+"""Score a checkpoint on a manifest split the way users run it.
+
+    python -m training.evaluate --model SOURCE --manifest M.csv --split test --out DIR \
+        [--tta] [--precision fp32] [--device auto]
+
+Each image goes through :func:`hydralanet.predict` (the app's and the CLI's inference path,
+with the checkpoint's preprocessing) and is compared with its masks at the ORIGINAL
+resolution, binarised. Binary metrics use the checkpoint's thresholds. Writes
+``DIR/metrics.json`` (per class + macro: aupr, f1, iou, precision, recall; overall and per
+source dataset), ``DIR/metrics.md`` and ``DIR/pr_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hydralanet import load_model, predict, read_image
+from hydralanet.checkpoint import CheckpointError
+from hydralanet.config import CLASSES
+from hydralanet.io import write_atomic
+
+from .data import read_mask, split_rows
+from .metrics import MetricSuite, PRAccumulator
+from .modelcard import json_safe, metrics_table
+from .prepare import read_manifest
+
+
+def evaluate(
+    model: str,
+    manifest: str | os.PathLike,
+    split: str,
+    out: str | os.PathLike,
+    *,
+    tta: bool = False,
+    precision: str = "fp32",
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Run the evaluation and write its files; returns what ``metrics.json`` holds."""
+    out = Path(out)
+    loaded = load_model(model, device=device)
+    rows = split_rows(read_manifest(manifest), split)
+    sources = sorted({r["source"] for r in rows})
+    thresholds = [loaded.config.thresholds[c] for c in CLASSES]
+    suite = MetricSuite(sources, thresholds=thresholds)
+    start = time.time()
+    for row in tqdm(rows, desc=f"evaluating {split}", file=sys.stderr):
+        image = read_image(row["image"])
+        prediction = predict(loaded, image, tta=tta, precision=precision)
+        shape = image.shape[:2]
+        targets = np.stack([read_mask(row[c], shape) if row.get(c) else np.zeros(shape, bool) for c in CLASSES])
+        suite.update(torch.from_numpy(prediction.probabilities)[None], torch.from_numpy(targets)[None], row["source"])
+    seconds = time.time() - start
+
+    metrics = json_safe(suite.compute())
+    report = {
+        "model": {k: v for k, v in loaded.identity.items()},
+        "manifest": str(manifest),
+        "split": split,
+        "images": {"all": len(rows), **{s: sum(r["source"] == s for r in rows) for s in sources}},
+        "thresholds": dict(loaded.config.thresholds),
+        "settings": {"tta": tta, "precision": precision, "device": str(loaded.device),
+                     "resolution": "original", "input_size": loaded.config.preprocessing.input_size,
+                     "clahe": loaded.config.preprocessing.clahe},
+        "seconds": round(seconds, 2),
+        "metrics": metrics,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_atomic(out / "metrics.md", render_markdown(report).encode())
+    overall = PRAccumulator(len(CLASSES), suite.bins)
+    for pr in suite.pr.values():
+        overall.merge(pr)
+    plot_pr_curves(overall, thresholds, out / "pr_curves.png", title=f"{loaded.identity['name']} on {split}")
+    return report
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Evaluation: {report['model']['name']} on `{report['split']}`",
+        "",
+        f"Model `{report['model']['source']}` (sha256 {report['model']['sha256'][:12]}), "
+        f"{report['images']['all']} images at their original resolution; thresholds "
+        + ", ".join(f"{c} {report['thresholds'][c]:.2f}" for c in CLASSES)
+        + f"; TTA {'on' if report['settings']['tta'] else 'off'}, {report['settings']['precision']}.",
+        "",
+    ]
+    for name, metrics in report["metrics"].items():
+        count = report["images"]["all" if name == "overall" else name]
+        lines += [f"## {name} ({count} images)", "", *metrics_table(metrics), ""]
+    return "\n".join(lines)
+
+
+def plot_pr_curves(pr: PRAccumulator, thresholds: list[float], path: Path, *, title: str) -> None:
+    """One precision-recall curve per class, with AP and the operating point at its threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hydralanet.overlay import COLOURS
+
+    ap = pr.average_precision()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for c, name in enumerate(CLASSES):
+        curve = pr.curve(c)
+        colour = np.asarray(COLOURS[name]) / 255
+        if not curve.positives:
+            ax.plot([], [], color=colour, label=f"{name}: no lesion pixels")
+            continue
+        ax.step(curve.recall, curve.precision, where="post", color=colour, label=f"{name}: AP {ap[c]:.3f}")
+        at = np.flatnonzero(curve.thresholds >= thresholds[c])
+        if at.size:
+            i = at[-1]
+            ax.plot(curve.recall[i], curve.precision[i], "o", color=colour, markeredgecolor="black")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="checkpoint folder or Hub repo id[@revision]")
+    parser.add_argument("--manifest", required=True, type=Path)
+    parser.add_argument("--split", default="test", help="manifest split to score (default test)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation, as `predict --tta`")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
+                        help="fp32 (default) is the exact path; auto is what users get by default")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate(args.model, args.manifest, args.split, args.out, tta=args.tta,
+                          precision=args.precision, device=args.device)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    macro = report["metrics"]["overall"]["macro"]
+    print(f"{report['split']}: {report['images']['all']} images, macro F1 {macro['f1']:.4f}, AUPR "
+          f"{macro['aupr'] if macro['aupr'] is None else round(macro['aupr'], 4)} -> {args.out / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
