@@ -270,5 +270,9 @@ def test_bad_overrides_fail_with_a_clear_message(override, message, capsys):
 
 
 def test_unknown_config_name():
-    with pytest.raises(ValueError, match="neither a named config \\(published, cpu-small\\) nor a JSON file"):
+    from training.config import NAMED_CONFIGS
+
+    with pytest.raises(ValueError) as err:
         load_config("gpu-huge")
+    assert f"neither a named config ({', '.join(NAMED_CONFIGS)}) nor a JSON file" in str(err.value)
+    assert "published" in NAMED_CONFIGS and "cpu-small" in NAMED_CONFIGS

@@ -267,10 +267,10 @@ def split_rows(rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
 
 def worker_init_fn(worker_id: int) -> None:
     """Seed a DataLoader worker's global RNGs from the loader's generator (torch already did
-    its own) and keep OpenCV single-threaded: the workers are the parallelism."""
+    its own). OpenCV's thread pool is left alone: resizing a pool inherited through fork()
+    (``cv2.setNumThreads`` here) deadlocked the worker once the parent had trained in-process."""
     import random
 
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    cv2.setNumThreads(1)

@@ -40,7 +40,8 @@ stage evaluate-untrained "$python" -m training.evaluate --model "$out/untrained"
   --split test --out "$out/eval-untrained"
 
 echo "total $((SECONDS - start))" >>"$out/timings.txt"
-echo "cpu (user, system) of all stages: $(times | tail -1)" >>"$out/timings.txt"  # wall time depends on machine load
+times >"$out/cpu.txt"  # the second line: user and system CPU time of every stage (load-independent)
+echo "cpu user/system $(tail -1 "$out/cpu.txt")" >>"$out/timings.txt"
 "$python" - "$out" <<'EOF'
 import json, sys
 from pathlib import Path
