@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import CLAHE_MODES, CLASSES, PreprocessConfig, validate_thresholds
 from .io import ImageError, list_images, read_image, save_png, write_atomic
-from .report import SUMMARY_COLUMNS, run_record, summary_csv  # noqa: F401  (SUMMARY_COLUMNS: public)
+from .report import SUMMARY_COLUMNS, run_record, summary_csv  # noqa: F401  (re-exported for callers)
 
 
 def _threshold_arg(text: str) -> tuple[str, float]:
@@ -37,6 +37,16 @@ def _threshold_arg(text: str) -> tuple[str, float]:
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"threshold for {key} must be in [0, 1], got {number}")
     return key, number
+
+
+def _tile_arg(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 32 or size % 32:
+        raise argparse.ArgumentTypeError(f"tile size must be a multiple of 32 and >= 32, got {text!r}")
+    return size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true", help="also write prob_<LESION>.png (16-bit)")
     p.add_argument("--opacity", type=float, default=0.5, help="overlay fill opacity in [0, 1] (default 0.5)")
     p.add_argument("--allow-pickle", action="store_true", help="allow a legacy pickled .pt checkpoint (trusted only)")
+    p.add_argument(
+        "--tile", type=_tile_arg, default=None, metavar="SIZE",
+        help="segment at native resolution in overlapping SIZE px tiles (multiple of 32; for large photos)",
+    )
     return parser
 
 
@@ -107,7 +121,8 @@ def predict_command(args: argparse.Namespace) -> int:
     for path in bar:
         try:
             image = read_image(path)
-            prediction = predict(loaded, image, clahe=preprocessing.clahe, tta=args.tta, precision=args.precision)
+            prediction = predict(loaded, image, clahe=preprocessing.clahe, tta=args.tta, precision=args.precision,
+                                 tile=args.tile)
         except ImageError as exc:
             failures.append({"image": str(path), "error": exc.problem})
             tqdm.write(f"error: {exc}", file=sys.stderr)
@@ -130,6 +145,7 @@ def predict_command(args: argparse.Namespace) -> int:
 
     summary = {
         **run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision),
+        "tile": args.tile,
         "images": len(paths) - len(failures),
         "seconds": round(time.perf_counter() - started, 2),
         "results": rows,

@@ -13,9 +13,9 @@ import torch
 
 from .checkpoint import LoadedModel, module_device
 from .config import CLASSES, PreprocessConfig, validate_thresholds
+from .fast import PRECISIONS, InferenceModel, cpu_has_native_bf16, resolve_precision  # noqa: F401  (public here too)
 from .preprocessing import FovGeometry, preprocess
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from .tiling import ALIGN, native_input_size, run_tiled
 
 
 @dataclass
@@ -43,25 +43,6 @@ class Prediction:
         return lesion_statistics(self.masks(thresholds), self.fov, thresholds)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on a CPU with native bf16 matmul or on CUDA with bf16, else fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN can use AVX-512 BF16 or AMX (bf16 matmul faster than fp32)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 @torch.inference_mode()
 def run_model(model: torch.nn.Module, batch: torch.Tensor, *, precision: str = "fp32", tta: bool = False) -> torch.Tensor:
     """Probabilities ``B x 4 x S x S`` (float32) for a normalised batch ``B x 3 x S x S``.
@@ -73,7 +54,8 @@ def run_model(model: torch.nn.Module, batch: torch.Tensor, *, precision: str = "
     batch = batch.to(device)
     if device.type == "cpu" or precision != "fp32":
         batch = batch.contiguous(memory_format=torch.channels_last)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    # An InferenceModel (hydralanet.fast) carries its own precision; autocast is for plain models.
+    dtype = None if isinstance(model, InferenceModel) else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     views = [()] + ([(-1,), (-2,)] if tta else [])
     total = None
     for dims in views:
@@ -93,18 +75,39 @@ def predict(
     clahe: str | None = None,
     tta: bool = False,
     precision: str = "auto",
+    tile: int | None = None,
+    scale: float | None = None,
 ) -> Prediction:
     """Run the model once on an RGB uint8 image (``H x W x 3``, any size).
 
     ``clahe`` overrides the checkpoint's CLAHE mode (``green``, ``lab``, ``casp``, ``off``).
+    ``precision``: ``auto`` is the fast path (:mod:`hydralanet.fast`), ``fp32`` the exact one.
+    ``tile``: segment in overlapping tiles of this many pixels (:mod:`hydralanet.tiling`), at
+    native resolution unless ``scale`` is given; ``scale``: the FOV square's side as a multiple
+    of the checkpoint's input size (e.g. 2.0 for 2048 px instead of 1024).
     Raises ``BlankImageError`` (a ``ValueError``) for an image with no field of view.
     """
     config: PreprocessConfig = loaded.config.preprocessing
     if clahe is not None:
         config = config.replace(clahe=clahe)
+    if scale is not None:
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale!r}")
+        config = config.replace(input_size=max(ALIGN, round(config.input_size * scale / ALIGN) * ALIGN))
+    elif tile is not None:
+        config = config.replace(input_size=native_input_size(image, config))
     prepared = preprocess(image, config)
+    model = loaded.inference_model(precision)
     precision = resolve_precision(precision, loaded.device)
-    probs = run_model(loaded.model, prepared.tensor[None], precision=precision, tta=tta)[0].cpu().numpy()
+    settings = {"clahe": config.clahe, "tta": bool(tta), "precision": precision, "input_size": config.input_size,
+                "tile": tile}
+    if tile is None:
+        probs = run_model(model, prepared.tensor[None], precision=precision, tta=tta)[0].cpu().numpy()
+    else:
+        fov = prepared.geometry.to_square(prepared.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+        tiled = run_tiled(model, prepared.tensor, fov, tile=tile, precision=precision, tta=tta)
+        probs = tiled.probabilities.numpy()
+        settings.update(tiles_run=tiled.tiles_run, tiles_skipped=tiled.tiles_skipped)
     full = prepared.geometry.to_original(probs)
     full *= prepared.fov[None]  # nothing outside the field of view is a lesion
     return Prediction(
@@ -113,7 +116,7 @@ def predict(
         image=image,
         enhanced=prepared.enhanced,
         geometry=prepared.geometry,
-        settings={"clahe": config.clahe, "tta": bool(tta), "precision": precision, "input_size": config.input_size},
+        settings=settings,
     )
 
 
