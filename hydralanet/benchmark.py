@@ -1,7 +1,7 @@
 """Inference speed, memory and agreement, measured side by side in one run.
 
     python -m hydralanet.benchmark [--model SOURCE] [--size 1024] [--repeats 5] [--json FILE]
-        [--encoder resnet50 --decoder-channels 256] [--photo 4288x2848] [--image PATH]
+        [--encoder resnet50 --decoder-channels 256] [--photo 4288x2848] [--image retina PATH ...]
         [--compile] [--no-memory] [--quick]
 
 Two models: the published architecture (``--encoder``/``--decoder-channels``, random weights:
@@ -18,8 +18,8 @@ one) at its own input size. For each:
   allocator: torch, oneDNN, numpy) of a fresh process that builds the model and runs one image
   through that path, so one measurement cannot hide in another's freed pages. It includes the
   runtime (``import torch`` alone is ~0.7 GB resident here), reported beside it;
-- agreement of the fast path with fp32 through ``predict`` on a real photo (``--image``,
-  default ``skimage.data.retina``): per-class Dice of the masks at the checkpoint's
+- agreement of the fast path with fp32 through ``predict`` on photos (``--image``, default
+  ``skimage.data.retina``; Dice pooled over them): per-class Dice of the masks at the checkpoint's
   thresholds, max |delta p|, and Dice at "coverage-matched" thresholds (each class cut where
   the fp32 mask covers 2 % of the field of view). Untrained weights give near-constant
   outputs (empty masks at the thresholds), so their figures say little; the output says so;
@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +53,8 @@ from .io import read_image
 from .model import HydraLANet
 from .preprocessing import preprocess
 
+MEMORY_TIMEOUT_S = 600  # one child process of the peak-memory measurement
+RETINA = "retina"  # --image name of skimage.data.retina
 MATCHED_COVERAGE = 0.02  # coverage-matched thresholds: each fp32 mask covers 2 % of the FOV
 
 
@@ -194,9 +196,30 @@ def _memory_child(spec: dict[str, Any], path: str, photo: tuple[int, int] | None
 
 
 def peak_memory(spec: dict[str, Any], path: str, photo: tuple[int, int] | None = None) -> dict[str, float]:
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(_memory_child, (spec, path, photo, torch.get_num_threads()))
+    """Peak memory of one path, measured in a fresh interpreter (``subprocess``, not
+    ``multiprocessing``: spawn re-runs the parent's ``__main__``, which under a test runner or
+    a Streamlit script is not ours and may fail, and a ``Pool`` then respawns it forever)."""
+    job = {"spec": spec, "path": path, "photo": photo, "threads": torch.get_num_threads()}
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    code = "from hydralanet.benchmark import _memory_main; _memory_main()"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], input=json.dumps(job), capture_output=True,
+                              text=True, env=env, timeout=MEMORY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"peak-memory run of the {path} path took over {MEMORY_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"peak-memory run of the {path} path failed (exit {done.returncode}): {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _memory_main() -> None:
+    """Entry point of the peak-memory child: a job as JSON on stdin, figures as JSON on stdout."""
+    job = json.loads(sys.stdin.read())
+    photo = tuple(job["photo"]) if job["photo"] else None
+    print(json.dumps(_memory_child(job["spec"], job["path"], photo, job["threads"])))
 
 
 # --------------------------------------------------------------------------- agreement
@@ -208,36 +231,62 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
-def agreement(loaded: LoadedModel, image: np.ndarray) -> dict[str, Any]:
-    exact = predict(loaded, image, precision="fp32")
-    fast = predict(loaded, image, precision="auto")
-    fov = exact.fov
+def agreement(loaded: LoadedModel, images: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Masks of the fast path against fp32 over ``images``: per-class Dice pooled over the
+    images (2 |A and B| / (|A| + |B|) with the sums over all of them, so a photo where a class
+    covers ten pixels cannot dominate), and per image."""
     thresholds = loaded.config.thresholds
-    exact_masks, fast_masks = exact.masks(thresholds), fast.masks(thresholds)
-    matched = {
-        c: float(np.quantile(exact.probabilities[i][fov], 1 - MATCHED_COVERAGE)) for i, c in enumerate(CLASSES)
-    }
-    exact_matched, fast_matched = exact.masks(matched), fast.masks(matched)
+    pooled = {c: [0, 0] for c in CLASSES}  # intersection, |A| + |B|
+    pooled_matched = {c: [0, 0] for c in CLASSES}
+    per_image: dict[str, Any] = {}
+    max_dp, precision = 0.0, "fp32"
+    for name, image in images.items():
+        exact = predict(loaded, image, precision="fp32")
+        fast = predict(loaded, image, precision="auto")
+        precision = fast.settings["precision"]
+        fov = exact.fov
+        exact_masks, fast_masks = exact.masks(thresholds), fast.masks(thresholds)
+        matched = {
+            c: float(np.quantile(exact.probabilities[i][fov], 1 - MATCHED_COVERAGE)) for i, c in enumerate(CLASSES)
+        }
+        exact_matched, fast_matched = exact.masks(matched), fast.masks(matched)
+        for i, c in enumerate(CLASSES):
+            for acc, a, b in ((pooled, exact_masks[i], fast_masks[i]), (pooled_matched, exact_matched[i], fast_matched[i])):
+                acc[c][0] += int(np.logical_and(a, b).sum())
+                acc[c][1] += int(a.sum()) + int(b.sum())
+        dp = float(np.abs(exact.probabilities - fast.probabilities).max())
+        max_dp = max(max_dp, dp)
+        per_image[name] = {
+            "dice": {c: dice(exact_masks[i], fast_masks[i]) for i, c in enumerate(CLASSES)},
+            "coverage_pct": {c: 100.0 * float(exact_masks[i].sum()) / float(fov.sum()) for i, c in enumerate(CLASSES)},
+            "prob_spread": {c: float(np.ptp(exact.probabilities[i][fov])) for i, c in enumerate(CLASSES)},
+            "max_abs_dp": dp,
+        }
+    ratio = lambda v: 1.0 if v[1] == 0 else 2.0 * v[0] / v[1]  # noqa: E731
+    first = per_image[next(iter(per_image))]
     return {
         "weights": weights_label(loaded),
-        "precision": fast.settings["precision"],
-        "dice": {c: dice(exact_masks[i], fast_masks[i]) for i, c in enumerate(CLASSES)},
-        "coverage_pct": {c: 100.0 * float(exact_masks[i].sum()) / float(fov.sum()) for i, c in enumerate(CLASSES)},
-        "dice_matched": {c: dice(exact_matched[i], fast_matched[i]) for i, c in enumerate(CLASSES)},
-        "prob_spread": {c: float(np.ptp(exact.probabilities[i][fov])) for i, c in enumerate(CLASSES)},
-        "max_abs_dp": float(np.abs(exact.probabilities - fast.probabilities).max()),
+        "precision": precision,
+        "images": list(images),
+        "dice": {c: ratio(pooled[c]) for c in CLASSES},
+        "dice_matched": {c: ratio(pooled_matched[c]) for c in CLASSES},
+        "mask_pixels": {c: pooled[c][1] // 2 for c in CLASSES},
+        "coverage_pct": first["coverage_pct"],
+        "prob_spread": first["prob_spread"],
+        "max_abs_dp": max_dp,
+        "per_image": per_image,
     }
 
 
 # --------------------------------------------------------------------------- one model
 
 
-def benchmark_model(spec: dict[str, Any], args: argparse.Namespace, image: np.ndarray) -> dict:
+def benchmark_model(spec: dict[str, Any], args: argparse.Namespace, images: dict[str, np.ndarray]) -> dict:
     """Times, FLOPs, agreement and memory of one model (the bounds are added by ``main``)."""
     loaded = build(spec)
     config = loaded.config.preprocessing
     size = config.input_size
-    batch = preprocess(image, config).tensor[None]
+    batch = preprocess(next(iter(images.values())), config).tensor[None]  # timed on the first image
     gflop = count_gflop(loaded.model, batch)
     precision = resolve_precision("auto", loaded.device)
     start = time.perf_counter()
@@ -284,7 +333,7 @@ def benchmark_model(spec: dict[str, Any], args: argparse.Namespace, image: np.nd
         compiled_s = statistics.median(times["compiled"])
         result.update(compiled_s=compiled_s, compiled_runs_s=times["compiled"], compile_s=compile_s,
                       compiled_speedup=baseline_s / compiled_s)
-    result["agreement"] = agreement(loaded, image)
+    result["agreement"] = agreement(loaded, images)
     result["dice_min"] = min(result["agreement"]["dice"].values())
     result["dice_min_matched"] = min(result["agreement"]["dice_matched"].values())
     if not args.no_memory:
@@ -357,12 +406,16 @@ def print_report(report: dict[str, Any]) -> None:
         compiled = f" (with torch.compile {r['compiled_bound_ratio']:.2f})" if "compiled_s" in r else ""
         print(f"   fast / bound = {r['bound_ratio']:.2f}{compiled};  fast-model build {r['build_s']:.2f} s "
               "(once per process)")
-        print(f"   agreement with fp32 on {report['image']}:")
-        print("     " + "  ".join(f"{c}: Dice {a['dice'][c]:.4f} (fp32 mask {a['coverage_pct'][c]:.2f} % of FOV)"
-                                 for c in CLASSES))
+        print(f"   agreement with fp32 over {len(a['images'])} photo(s) ({', '.join(a['images'][:3])}"
+              f"{', ...' if len(a['images']) > 3 else ''}), Dice pooled over the photos:")
+        print("     " + "  ".join(f"{c}: Dice {a['dice'][c]:.4f} ({a['mask_pixels'][c]} px)" for c in CLASSES))
+        if len(a["images"]) > 1:
+            print(f"     on {a['images'][0]} alone: " + "  ".join(
+                f"{c} {a['per_image'][a['images'][0]]['dice'][c]:.4f} ({a['coverage_pct'][c]:.3f} % of FOV)"
+                for c in CLASSES))
         print("     coverage-matched (fp32 mask = 2 % of FOV): "
               + "  ".join(f"{c} {a['dice_matched'][c]:.4f}" for c in CLASSES))
-        print(f"     max |delta p| {a['max_abs_dp']:.2e}; fp32 probability spread in the FOV: "
+        print(f"     max |delta p| {a['max_abs_dp']:.2e}; fp32 probability spread in the FOV of the first: "
               + "  ".join(f"{c} {a['prob_spread'][c]:.1e}" for c in CLASSES))
         if not a["weights"].startswith("trained"):
             print("     (not trained: near-constant outputs, so these figures are not evidence of agreement)")
@@ -405,8 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(inductor; needs a C++ compiler; not the default, see README Speed)")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test: resnet18/D=16 at 128 px, "
                    "2 repeats, a 640x426 photo, small matmuls")
-    p.add_argument("--image", type=Path, default=None, help="photo for timing and agreement (default: "
-                   "skimage.data.retina, a normal eye: a photo with lesions tests agreement harder)")
+    p.add_argument("--image", nargs="+", default=None, metavar="PATH", help="photos for the agreement with fp32 "
+                   f"(Dice pooled over them; the first is also timed); '{RETINA}' is skimage.data.retina, a normal "
+                   f"eye, the default. Photos with lesions test agreement harder.")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     return p
 
@@ -421,13 +475,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --size must be a multiple of 32, got {args.size}", file=sys.stderr)
         return 2
     sizes, reps = ((512, 1024), 3) if args.quick else ((2048, 4096), 5)
-    report: dict[str, Any] = {"machine": machine_info(), "image": str(args.image or "skimage.data.retina")}
-    if args.image is None:
-        from skimage import data
+    images: dict[str, np.ndarray] = {}
+    for path in args.image or [RETINA]:
+        if str(path) == RETINA:
+            from skimage import data
 
-        image = data.retina()  # a real (CC0) fundus photo, 1411 x 1411, of a normal eye
-    else:
-        image = read_image(args.image)
+            images[RETINA] = data.retina()  # a real (CC0) fundus photo, 1411 x 1411, of a normal eye
+        else:
+            images[str(path)] = read_image(path)
+    report: dict[str, Any] = {"machine": machine_info(), "image": list(images)}
     with CpuShare() as share:
         peaks = {dt: [matmul_peak(dt, sizes, reps)] for dt in (torch.float32, torch.bfloat16)}
         specs = {
@@ -435,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                           "size": args.size},
             "bundled" if args.model is None else "checkpoint": {"kind": "checkpoint", "source": args.model},
         }
-        results = {key: benchmark_model(spec, args, image) for key, spec in specs.items()}
+        results = {key: benchmark_model(spec, args, images) for key, spec in specs.items()}
         for dt in peaks:  # again at the end: load from other processes may have changed
             peaks[dt].append(matmul_peak(dt, sizes, reps))
     peak_bf16 = max(peaks[torch.bfloat16])

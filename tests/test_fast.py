@@ -87,6 +87,26 @@ def test_batchnorm_folding_is_exact_in_fp32(encoder):
     assert (ref - out).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("batch", [1, 3])  # one weight per image when the gates are folded
+def test_gate_folding_and_fused_head_are_exact_in_fp32(batch):
+    model = _randomise_batchnorm(HydraLANet(encoder="resnet18", decoder_channels=16), seed=1).eval()
+    torch.manual_seed(1)
+    for branch in model.head.branches.values():  # a random head is near-flat at its -2 bias; spread it
+        nn.init.normal_(branch[2].weight, std=3.0)
+    fast = optimize_for_inference(model, "cpu", "fp32")
+    kinds = {name: type(m).__name__ for name, m in fast.net.named_children()}
+    assert {kinds[n] for n in ("ffb2", "ffb3", "ffb4")} == {"FastFFB"}
+    assert {kinds[n] for n in ("lam2", "lam3", "lam4", "lam5")} == {"FastLAM"} and kinds["head"] == "FusedHydraHead"
+    x = torch.randn(batch, 3, 96, 128)
+    with torch.inference_mode():
+        ref, out = model(x), fast(x)
+        single = fast(x[-1:])
+    spread = float(ref.std(dim=(0, 2, 3)).min())
+    assert spread > 1e-3  # not trivially flat
+    assert (ref - out).abs().max() < 1e-3 * spread  # fp32 rounding only
+    assert (single - out[-1:]).abs().max() < 1e-3 * spread  # image i is scaled by its own gates
+
+
 def test_fast_path_masks_agree_with_fp32(trained_tiny):
     model, x = trained_tiny
     with torch.inference_mode():
@@ -254,10 +274,15 @@ def test_cli_tile_flag(tiny_checkpoint, small_photo, tmp_path):
 # --------------------------------------------------------------------------- benchmark
 
 
-def test_benchmark_quick_json(tiny_checkpoint, tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert benchmark.main(["--quick", "--model", str(tiny_checkpoint), "--photo", "400x300", "--json", str(out)]) == 0
+def test_benchmark_quick_json(tiny_checkpoint, small_photo, tmp_path, capsys):
+    import cv2
+
+    out, photo = tmp_path / "bench.json", tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(small_photo, cv2.COLOR_RGB2BGR))
+    assert benchmark.main(["--quick", "--model", str(tiny_checkpoint), "--photo", "400x300", "--json", str(out),
+                           "--image", "retina", str(photo)]) == 0
     report = json.loads(out.read_text())
+    assert report["image"] == ["retina", str(photo)]
     assert set(report["models"]) == {"published", "checkpoint"}
     assert report["peak_bf16_gflops"] > 1 and report["peak_fp32_gflops"] > 1
     for r in report["models"].values():
@@ -267,6 +292,13 @@ def test_benchmark_quick_json(tiny_checkpoint, tmp_path, capsys):
         assert r["bound_ratio"] == pytest.approx(r["fast_s"] / (r["gflop"] / r["peak_bf16_gflops"]))
         assert r["bound_ratio"] > 0.5  # nothing runs twice as fast as the measured peak
         assert 0.0 <= r["dice_min"] <= 1.0 and 0.0 <= r["dice_min_matched"] <= 1.0
+        agreement = r["agreement"]
+        assert set(agreement["per_image"]) == {"retina", str(photo)}
+        assert r["dice_min"] == min(agreement["dice"].values())
+        # pooled over the photos: a class empty in both paths everywhere counts as agreeing
+        for c in ("EX", "HE", "MA", "SE"):
+            if agreement["mask_pixels"][c] == 0:
+                assert agreement["dice"][c] == 1.0
         for key in ("memory_baseline", "memory_fast"):
             assert 0 < r[key]["runtime_mib"] <= r[key]["model_mib"] <= r[key]["peak_mib"]
         assert r["tiled"]["tiles_run"] >= 1 and r["tiled"]["memory"]["peak_mib"] > 0

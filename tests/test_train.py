@@ -154,6 +154,17 @@ def test_nan_loss_stops_with_message_and_keeps_last(manifest, tmp_path, monkeypa
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+def test_time_limit_stops_after_the_epoch_that_would_overrun(manifest, tmp_path, capsys, restore_torch_state):
+    args = ["--manifest", str(manifest), "--config", "cpu-small", "--out", str(tmp_path / "run")]
+    settings = TINY[:-2] + ["epochs=5", "time_limit_minutes=0.0001"]  # 6 ms: one epoch already passes it
+    assert train_module.main(args + [a for s in settings for a in ("--set", s)]) == 0
+    out = capsys.readouterr().out
+    assert "time limit:" in out and "stopping after epoch 1/5" in out
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert json.loads((tmp_path / "run" / "last" / "training_state.json").read_text())["epoch"] == 0
+    load_model(tmp_path / "run" / "best", device="cpu")
+
+
 def test_ddp_two_cpu_processes_with_gloo(manifest, tmp_path):
     out = tmp_path / "ddp"
     command = _train_command(manifest, out, settings=TINY + ["epochs=1"])

@@ -1,7 +1,8 @@
 """Package a trained run as the bundled demonstration model (``weights/``).
 
     python -m training.bundle --run RUN --test-manifest TEST.csv --out weights \
-        --command "bash training/make_bundled.sh" --train-seconds 3300 --machine "..."
+        --command "bash training/make_bundled.sh" --train-seconds 420 --train-machine "one GPU" \
+        [--machine "this machine, for the inference time"]
 
 Stores convolution weights as float16 (the folder must stay under 25 MB), then measures what
 the model card reports on those very weights: metrics on a held-out synthetic test split
@@ -62,7 +63,7 @@ def measure_real_photo(source: str | Path, repeats: int = 3) -> dict[str, Any]:
 
 
 def bundle(run: Path, test_manifest: Path, out: Path, *, command: str, train_seconds: float | None,
-           machine: str) -> dict[str, Any]:
+           machine: str, train_machine: str | None = None) -> dict[str, Any]:
     best = load_model(run / "best", device="cpu")
     config = best.config
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,6 +84,7 @@ def bundle(run: Path, test_manifest: Path, out: Path, *, command: str, train_sec
     prov["real_normal_eye"] = real
     prov["training_seconds"] = train_seconds
     prov["machine"] = machine
+    prov["train_machine"] = train_machine or machine
     config.provenance = prov
     config.name = "hydralanet-demo-synthetic"
     card = render_model_card(config, parameters=shipped.identity["parameters"]) + DEMO_NOTE + _facts(prov, real)
@@ -90,10 +92,22 @@ def bundle(run: Path, test_manifest: Path, out: Path, *, command: str, train_sec
     return {"test": report["metrics"], "real_normal_eye": real}
 
 
+def this_machine() -> str:
+    """A short description of this CPU: cores and the vector extensions inference uses."""
+    import os
+
+    from hydralanet.fast import cpu_has_native_bf16
+
+    caps = torch.cpu.get_capabilities() if hasattr(torch, "cpu") and hasattr(torch.cpu, "get_capabilities") else {}
+    isa = "AVX-512 with bf16" if cpu_has_native_bf16() else caps.get("cpu_capability", "").upper() or "x86_64"
+    return f"a {os.cpu_count()}-core {caps.get('cpu_name') or 'x86_64'} CPU ({isa}, no GPU)"
+
+
 def _facts(prov: dict[str, Any], real: dict[str, Any]) -> str:
     lines = ["", "## Measured on this checkpoint", ""]
     if prov.get("training_seconds"):
-        lines.append(f"- training time: {prov['training_seconds'] / 60:.0f} min on {prov['machine']}")
+        lines.append(f"- training time: {prov['training_seconds'] / 60:.1f} min on "
+                     f"{prov.get('train_machine') or prov['machine']}")
     lines.append(
         f"- inference (`predict`, fast path, {real['input_size']} px, {real['threads']} threads): "
         f"{real['predict_s']:.2f} s per image on {prov['machine']}"
@@ -110,10 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("weights"))
     parser.add_argument("--command", default="bash training/make_bundled.sh", help="reproduce command for the card")
     parser.add_argument("--train-seconds", type=float, default=None)
-    parser.add_argument("--machine", default="a 2-core x86_64 CPU with AVX-512 (no GPU)")
+    parser.add_argument("--machine", default=None, help="this machine, where inference is timed (default: "
+                        "its core count and CPU flags)")
+    parser.add_argument("--train-machine", default=None, help="where the run was trained (default: --machine)")
     args = parser.parse_args(argv)
     result = bundle(args.run, args.test_manifest, args.out, command=args.command,
-                    train_seconds=args.train_seconds, machine=args.machine)
+                    train_seconds=args.train_seconds, machine=args.machine or this_machine(),
+                    train_machine=args.train_machine)
     for c in CLASSES:
         m = result["test"]["overall"][c]
         print(f"{c}: aupr {m['aupr']}, f1 {m['f1']:.3f}, real-eye area {result['real_normal_eye']['coverage_pct'][c]} %")

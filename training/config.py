@@ -36,6 +36,9 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # published: ResNet-50, D = 256 (DESIGN §3)
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)  # 1024 px, CLAHE green 1.5/8x8 (§4)
     pretrained_encoder: bool = True  # §3: ImageNet weights when available (needs internet or a torch hub cache)
+    # Start from this checkpoint's weights (a hydralanet folder or Hub repo id, same architecture):
+    # fine-tuning. The optimizer, schedule and counters start fresh; None: random/ImageNet init.
+    init_weights: str | None = None
 
     # --- data
     train_split: str = "train"  # manifest split names (§5 combined split: 827 train / 207 val / 365 test)
@@ -88,6 +91,9 @@ class TrainConfig:
     tune_thresholds: bool = True  # §6 "better": per class max-F1 threshold on validation, stored in the checkpoint
     monitor: str = "f1"  # §6: F1 is the primary metric (macro over the classes, tuned thresholds)
     patience: int = 0  # early stopping after this many epochs without a better `monitor`; 0 = off (§6 runs all epochs)
+    # Stop after the epoch at which another epoch of the same length would pass this budget
+    # (minutes of training loop, validation included; 0 = off). `best` is kept as usual.
+    time_limit_minutes: float = 0.0
 
     # --- compute
     threads: int = 0  # torch intra-op threads; 0 = PyTorch's default (one per core)
@@ -114,7 +120,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("num_workers", "patience", "warmup_epochs", "grad_clip", "lr", "weight_decay", "threads"):
+        for name in ("num_workers", "patience", "warmup_epochs", "grad_clip", "lr", "weight_decay", "threads",
+                     "time_limit_minutes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 < self.scale[0] <= self.scale[1]:
@@ -168,17 +175,22 @@ CPU_SMALL: dict[str, Any] = {
     "amp": "off",
 }
 
-# The bundled demonstration model (weights/): trained on synthetic data in about an hour on a
-# 2-core CPU. 1024 px input (MA stay 2-6 px wide) but 384 px training crops; D = 32 keeps
-# the fp16 weights under 25 MB with the ResNet-18 encoder.
+# The bundled demonstration model (weights/), trained on synthetic data by
+# training/make_bundled.sh. 1024 px input (MA stay 2-6 px wide) but 384 px training crops;
+# D = 16 keeps the fp16 weights under 25 MB (24.8) with the ResNet-18 encoder (D = 32: 25.8). Loader workers and
+# threads are the machine's business: make_bundled.sh sets them for a GPU or a 2-core CPU.
 DEMO: dict[str, Any] = {
     **CPU_SMALL,
+    "model": {"encoder": "resnet18", "decoder_channels": 16},
     "preprocessing": {"input_size": 1024},
     "crop_size": 384,
     "colour_p": 0.5,
-    "epochs": 24,
+    "batch_size": 16,
+    "epochs": 40,
     "lr": 2e-3,
     "warmup_epochs": 1.0,
+    "amp": "auto",  # bf16 on CUDA, fp32 on a CPU
+    "monitor": "aupr",  # the demo model is judged on AUPR per lesion
 }
 
 NAMED_CONFIGS: dict[str, dict[str, Any]] = {"published": {}, "cpu-small": CPU_SMALL, "demo": DEMO}

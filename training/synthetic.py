@@ -35,6 +35,8 @@ import math
 import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -947,19 +949,23 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, size: int = REFEREN
         results = map(_write_one, jobs)
         pool = None
     else:
-        # spawn, not fork: a forked child inherits OpenCV's thread pool mid-state and can hang
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
-        results = pool.imap_unordered(_write_one, jobs, chunksize=2)
+        # spawn, not fork: a forked child inherits OpenCV's thread pool mid-state and can hang.
+        # An executor, not multiprocessing.Pool: a child that dies raises BrokenProcessPool
+        # instead of being respawned forever.
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker)
+        results = (f.result() for f in as_completed([pool.submit(_write_one, job) for job in jobs]))
     try:
         for split, present in results:
             for k, v in present.items():
                 with_lesion[split][k] += v
             bar.update(1)
+    except BrokenProcessPool as exc:
+        raise RuntimeError(f"a synthetic-data worker process died ({exc}); try --workers 1") from None
     finally:
         bar.close()
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.shutdown(cancel_futures=True)
     summary = {
         "generator": "training.synthetic",
         "version": GENERATOR_VERSION,

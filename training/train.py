@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from hydralanet.checkpoint import WEIGHTS_NAME, save_checkpoint
+from hydralanet.checkpoint import WEIGHTS_NAME, load_model, save_checkpoint
 from hydralanet.config import CLASSES, CheckpointConfig
 from hydralanet.model import HydraLANet, count_parameters
 
@@ -61,7 +61,7 @@ from .runfolder import (
 
 # Settings that may change on --resume without changing the numbers (or, for epochs and
 # patience, changing them knowingly: a longer run). Anything else must match the run.
-RESUME_MAY_CHANGE = ("num_workers", "cache_dir", "epochs", "patience")
+RESUME_MAY_CHANGE = ("num_workers", "cache_dir", "epochs", "patience", "time_limit_minutes")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -103,6 +103,18 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "fp16" and device.type != "cuda":
         raise ValueError("amp=fp16 needs CUDA (fp16 on CPU is slow and needs loss scaling); use amp=bf16 or amp=off")
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The state dict of ``cfg.init_weights`` (float32), after checking that its architecture
+    is the one being trained."""
+    loaded = load_model(cfg.init_weights, device="cpu")
+    if loaded.config.model != cfg.model:
+        raise ValueError(
+            f"init_weights={cfg.init_weights!r} is a {loaded.config.model.encoder}/D={loaded.config.model.decoder_channels} "
+            f"model, but the config trains {cfg.model.encoder}/D={cfg.model.decoder_channels}; they must match"
+        )
+    return {k: v.float() if v.is_floating_point() else v for k, v in loaded.model.state_dict().items()}
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -308,9 +320,13 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
     last = find_last(out) if resume else None
     if resume and last is None:  # stopped during its first epoch: resuming is starting over
         log(f"--resume: no checkpoint in {out} yet; starting from epoch 1")
-    model = HydraLANet.from_config(cfg.model, pretrained_encoder=cfg.pretrained_encoder and last is None)
+    fine_tune = cfg.init_weights is not None and last is None
+    model = HydraLANet.from_config(cfg.model, pretrained_encoder=cfg.pretrained_encoder and last is None and not fine_tune)
     if last is not None:
         model.load_state_dict(load_file(str(last / WEIGHTS_NAME)), strict=True)
+    elif fine_tune:
+        model.load_state_dict(initial_weights(cfg), strict=True)
+        log(f"starting from the weights of {cfg.init_weights}")
     if cfg.freeze_bn:
         freeze_batchnorm(model)  # before the optimizer and DDP: both only see trainable parameters
     model.to(device)
@@ -360,6 +376,7 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
         )
 
     # ---- the loop
+    loop_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         sampler.set_epoch(epoch)
@@ -438,6 +455,13 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
             )
             if stop:
                 log(f"early stopping: no better validation {cfg.monitor} for {stale} epochs")
+            elapsed = time.time() - loop_start
+            if not stop and cfg.time_limit_minutes and epoch + 1 < cfg.epochs and (
+                elapsed + (time.time() - t0) > 60 * cfg.time_limit_minutes
+            ):
+                stop = True
+                log(f"time limit: {elapsed / 60:.1f} of {cfg.time_limit_minutes:g} min used, another epoch would "
+                    f"pass it; stopping after epoch {epoch + 1}/{cfg.epochs}")
         ddp.barrier()
         if ddp.any(stop):
             break
