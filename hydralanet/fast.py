@@ -12,6 +12,8 @@ the same float32 input and returns float32 logits. What it does, and why:
   into its output convolution), so no full-resolution multiply, ReLU or copy is spent on them;
   the Hydra head's four branches run as one convolution (see :class:`FastFFB`, :class:`FastLAM`,
   :class:`FusedHydraHead`). Exact algebra; only the rounding differs.
+- On a CPU, each ReLU (and each ResNet residual add, and the LAM's asymmetric pair sum) runs
+  as a post-op of the oneDNN convolution before it (:func:`conv_relu`): no separate pass.
 - On a CPU with native bf16 (AVX512-BF16 or AMX): weights and activations in bf16; the Hydra
   head, the final upsampling and the sigmoid stay float32. On CUDA: autocast to bf16/fp16 and
   ``cudnn.benchmark``.
@@ -110,6 +112,83 @@ class Float32(nn.Module):
             return self.module(x.float())
 
 
+def _onednn_fusable(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and conv.weight.dtype == x.dtype
+        and isinstance(conv.padding, tuple)
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    )
+
+
+def conv_relu(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None,
+              residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``relu(conv(x) [+ residual])`` with ``weight`` in place of ``conv.weight`` if given. On
+    a CPU it is one oneDNN convolution with the add and the ReLU as post-ops (no extra pass over
+    the output); elsewhere the plain ops."""
+    weight = conv.weight if weight is None else weight
+    if _onednn_fusable(x, conv):
+        args = (weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+        if residual is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu", [], "")
+        return torch.ops.mkldnn._convolution_pointwise(x, residual, *args, "add", 1.0, "relu", [], "")
+    y = F.conv2d(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return F.relu_(y if residual is None else y.add_(residual))
+
+
+class ConvReLU(nn.Module):
+    """A convolution followed by ReLU, run as :func:`conv_relu`."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv_relu(x, self.conv)
+
+
+class FastResidualBlock(nn.Module):
+    """A folded torchvision ``BasicBlock``/``Bottleneck``: every convolution's ReLU, and the
+    residual add before the last one, fused into the convolution."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        convs = [getattr(block, f"conv{i}") for i in (1, 2, 3) if hasattr(block, f"conv{i}")]
+        if any(not isinstance(getattr(block, f"bn{i}"), nn.Identity) for i in range(1, len(convs) + 1)):
+            raise TypeError("fold the BatchNorms first")
+        self.inner, self.last, self.downsample = nn.ModuleList(convs[:-1]), convs[-1], block.downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for conv in self.inner:
+            out = conv_relu(out, conv)
+        identity = x if self.downsample is None else self.downsample(x)
+        return conv_relu(out, self.last, residual=identity)
+
+
+def fuse_relus(net: nn.Module) -> nn.Module:
+    """Fuse ReLUs into the convolutions before them (in place): ``Conv2d[, Identity], ReLU``
+    inside any ``nn.Sequential`` (``cbr`` blocks, the stem) and the ResNet blocks."""
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, (BasicBlock, Bottleneck)):
+                setattr(module, name, FastResidualBlock(child))
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for i, name in enumerate(names):
+                if not isinstance(module._modules[name], nn.Conv2d):
+                    continue
+                rest = names[i + 1 : i + 3]
+                kinds = [type(module._modules[n]) for n in rest]
+                relu = rest[0] if kinds[:1] == [nn.ReLU] else rest[1] if kinds == [nn.Identity, nn.ReLU] else None
+                if relu is not None:
+                    module._modules[name] = ConvReLU(module._modules[name])
+                    module._modules[relu] = nn.Identity()
+    return net
+
+
 def _conv_relu(block: nn.Sequential) -> nn.Conv2d:
     """The convolution of a folded ``cbr`` block (``Conv2d, Identity, ReLU``)."""
     conv, mid, relu = block
@@ -124,9 +203,8 @@ def _gated_conv_relu(x: torch.Tensor, conv: nn.Conv2d, gate: torch.Tensor) -> to
     outs = []
     for i in range(x.shape[0]):  # one weight per image; inference batches are 1 or a few
         weight = conv.weight * gate[i].reshape(1, -1, 1, 1).to(conv.weight.dtype)
-        outs.append(F.conv2d(x[i : i + 1], weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups))
-    out = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return F.relu_(out)
+        outs.append(conv_relu(x[i : i + 1], conv, weight))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 class FastFFB(nn.Module):
@@ -145,7 +223,7 @@ class FastFFB(nn.Module):
         self.fuse = _conv_relu(block.fuse)
 
     def forward(self, e: torch.Tensor, d: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        z1 = F.relu_(self.encoder_conv(self.encoder_in(e)))
+        z1 = conv_relu(self.encoder_in(e), self.encoder_conv)
         x = torch.cat([z1, upsample_to(self.decoder_conv(d), e), upsample_to(d, e)], dim=1)
         return _gated_conv_relu(x, self.fuse, p.repeat(1, 3, 1, 1))
 
@@ -156,13 +234,15 @@ class FastLAM(nn.Module):
 
     def __init__(self, block: LesionAwareModule) -> None:
         super().__init__()
+        if not (isinstance(block.a_horizontal[0], nn.Conv2d) and isinstance(block.a_horizontal[1], nn.Identity)):
+            raise TypeError("fold the BatchNorms first")
         self.a_in, self.a_vertical, self.a_horizontal = block.a_in, block.a_vertical, block.a_horizontal
         self.a_out, self.b_in, self.b_gate = block.a_out, block.b_in, block.b_gate
         self.out = _conv_relu(block.out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.a_in(x)
-        a = self.a_out(F.relu_(self.a_vertical(a).add_(self.a_horizontal(a))))
+        a = self.a_out(conv_relu(a, self.a_horizontal[0], residual=self.a_vertical(a)))
         return _gated_conv_relu(a, self.out, self.b_gate(self.b_in(x)))
 
 
@@ -187,9 +267,29 @@ class FusedHydraHead(nn.Module):
             self.out.bias.copy_(torch.cat([c.bias for c in last]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = F.gelu(self.hidden(x))
+        if _onednn_fusable(x, self.hidden):  # GELU as the convolution's post-op
+            conv = self.hidden
+            hidden = torch.ops.mkldnn._convolution_pointwise(
+                x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups, "gelu", [], "none"
+            )
+        else:
+            hidden = F.gelu(self.hidden(x))
         with torch.autocast(x.device.type, enabled=False):
+            if hidden.device.type == "cpu" and hidden.is_contiguous(memory_format=torch.channels_last):
+                return self._last_in_chunks(hidden)
             return self.out(hidden.float())
+
+    def _last_in_chunks(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The float32 ``4h -> 4`` layer as a matrix product over NHWC pixels, a cache-sized
+        chunk at a time, so the 4h-channel map is never copied whole to float32."""
+        n, c, h, w = hidden.shape
+        pixels = hidden.permute(0, 2, 3, 1).reshape(-1, c)  # a view: channels-last is NHWC
+        weight = self.out.weight.reshape(self.out.out_channels, c).t()
+        out = torch.empty(pixels.shape[0], self.out.out_channels, dtype=torch.float32, device=hidden.device)
+        step = max(1, (1 << 20) // c)  # ~4 MB of float32 per chunk
+        for start in range(0, pixels.shape[0], step):
+            torch.addmm(self.out.bias, pixels[start : start + step].float(), weight, out=out[start : start + step])
+        return out.view(n, h, w, -1).permute(0, 3, 1, 2)  # N x 4 x H x W, channels-last memory
 
 
 def fuse_gates(net: nn.Module) -> nn.Module:
@@ -216,7 +316,7 @@ class InferenceModel(nn.Module):
             raise ValueError(f"precision={precision!r} must be resolved first; one of {', '.join(_DTYPES)}")
         self.precision, self.device = precision, device
         net = fold_batchnorm(model).to(device).requires_grad_(False)
-        net = fuse_gates(net).to(memory_format=torch.channels_last)
+        net = fuse_relus(fuse_gates(net)).to(memory_format=torch.channels_last)
         self.input_dtype, self.autocast_dtype = torch.float32, None
         if precision != "fp32":
             head = getattr(net, "head", None)
