@@ -9,6 +9,7 @@ trained model.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +198,8 @@ def test_unusable_configured_model_warns_and_falls_back_to_bundled(
     assert_clean(app)
     warnings = [w.value for w in app.warning if source in w.value]
     assert len(warnings) == 1 and "bundled model" in warnings[0] and "\n" not in warnings[0]
-    assert any("hydralanet-untrained" in m.value for m in app.sidebar.markdown)
+    bundled_name = json.loads((APP.parent / "weights" / "config.json").read_text())["name"]
+    assert any(bundled_name in m.value for m in app.sidebar.markdown)
     assert any("source: `bundled`" in c.value for c in app.sidebar.caption)
 
     click(app, "Try a sample")  # and the bundled model serves
@@ -215,7 +217,8 @@ def test_sidebar_loads_another_model_and_resets_its_thresholds(app: AppTest, tin
     assert_clean(app)
     assert not [w for w in app.warning if "bundled model instead" in w.value]
     assert any("source: `bundled`" in c.value for c in app.sidebar.caption)
-    assert app.slider(key="threshold_MA").value == pytest.approx(0.35)  # the new model's default
+    bundled = json.loads((APP.parent / "weights" / "config.json").read_text())["thresholds"]
+    assert app.slider(key="threshold_MA").value == pytest.approx(bundled["MA"])  # the new model's default
 
     app.text_input(key="model_source_input").input("/no/such/checkpoint").run()
     click(app, "Load")

@@ -107,6 +107,17 @@ def test_gate_folding_and_fused_head_are_exact_in_fp32(batch):
     assert (single - out[-1:]).abs().max() < 1e-3 * spread  # image i is scaled by its own gates
 
 
+def test_narrow_decoders_stay_fp32_under_bf16():
+    narrow = optimize_for_inference(HydraLANet(encoder="resnet18", decoder_channels=16).eval(), "cpu", "bf16")
+    wide = optimize_for_inference(HydraLANet(encoder="resnet18", decoder_channels=64).eval(), "cpu", "bf16")
+    assert narrow.bf16_parts == "encoder" and wide.bf16_parts == "all"
+    assert {p.dtype for p in narrow.net.encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for n, p in narrow.net.named_parameters() if not n.startswith("encoder.")} == {torch.float32}
+    assert {p.dtype for n, p in wide.net.named_parameters() if not n.startswith("head.out")} == {torch.bfloat16}
+    with torch.inference_mode():
+        assert narrow(torch.randn(1, 3, 64, 64)).dtype == torch.float32
+
+
 def test_fast_path_masks_agree_with_fp32(trained_tiny):
     model, x = trained_tiny
     with torch.inference_mode():

@@ -109,9 +109,18 @@ def _facts(prov: dict[str, Any], real: dict[str, Any]) -> str:
         lines.append(f"- training time: {prov['training_seconds'] / 60:.1f} min on "
                      f"{prov.get('train_machine') or prov['machine']}")
     lines.append(
-        f"- inference (`predict`, fast path, {real['input_size']} px, {real['threads']} threads): "
+        f"- inference (`predict`, fast path, {real['input_size']} px, {real['threads']} "
+        f"thread{'s' if real['threads'] != 1 else ''}): "
         f"{real['predict_s']:.2f} s per image on {prov['machine']}"
     )
+    test = (prov.get("metrics") or {}).get("test", {}).get("overall", {})
+    weak = [c for c in CLASSES if isinstance(test.get(c, {}).get("aupr"), float) and test[c]["aupr"] < 0.5]
+    if weak:
+        lines.append(
+            "- weak: " + ", ".join(f"{c} (test AUPR {test[c]['aupr']:.2f})" for c in weak)
+            + ". Expect its masks for these lesions to be unreliable even on synthetic photos"
+            + ("; it marks many hard exudates as soft exudates too" if "SE" in weak else "") + "."
+        )
     coverage = ", ".join(f"{c} {real['coverage_pct'][c]:.3f} %" for c in CLASSES)
     lines.append(f"- predicted lesion area on the real normal-eye photo (skimage.data.retina), % of the field of view: {coverage}")
     return "\n".join(lines) + "\n"

@@ -68,11 +68,13 @@ fi
 if [[ " $stages " == *" bundle "* ]]; then
   final=$work/run
   seconds=$(cat "$work/run/train_seconds")
-  where=$(cat "$work/run/train_machine")
+  minutes() { awk -v s="$1" 'BEGIN { printf "%.1f min", s / 60 }'; }
+  where="$(cat "$work/run/train_machine") ($(minutes "$seconds"), first stage)"
   if [[ -d "$work/finetune/best" ]]; then
     final=$work/finetune
-    seconds=$(( seconds + $(cat "$work/finetune/train_seconds") ))
-    where="$where, then $(cat "$work/finetune/train_machine") (fine-tuning)"
+    more=$(cat "$work/finetune/train_seconds")
+    seconds=$(( seconds + more ))
+    where="$where, then $(cat "$work/finetune/train_machine") ($(minutes "$more"), fine-tuning)"
   fi
   "$py" -m training.bundle --run "$final" --test-manifest "$work/test.csv" --out weights \
     --train-seconds "$seconds" --train-machine "$where" \

@@ -40,7 +40,7 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
         f"- input: field of view cropped, padded to a square, resized to {p.input_size} x {p.input_size}; "
         f"CLAHE `{p.clahe}` (clip {p.clip_limit}, {p.tile_grid}x{p.tile_grid} tiles); ImageNet normalisation",
         "- thresholds (" + ("tuned per lesion for the best F1 on validation" if prov.get("thresholds_tuned") else "defaults")
-        + "): " + ", ".join(f"{c} {config.thresholds[c]:.2f}" for c in CLASSES),
+        + "): " + ", ".join(f"{c} {config.thresholds[c]:.4g}" for c in CLASSES),
         "",
     ]
     if not prov.get("trained", False):
