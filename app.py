@@ -37,7 +37,7 @@ from hydralanet import (
     render_overlay,
 )
 from hydralanet.checkpoint import load_model_or_bundled
-from hydralanet.config import CLAHE_MODES, CLASS_NAMES
+from hydralanet.config import CLAHE_MODES, CLASS_NAMES, format_threshold
 from hydralanet.io import IMAGE_EXTENSIONS, encode_png
 from hydralanet.overlay import downscale_for_display, legend_html
 from hydralanet.preprocessing import BlankImageError
@@ -353,7 +353,7 @@ def show_statistics(rows: list[dict]) -> None:
     # A static table: four rows need no scrolling or sorting, and every number stays readable.
     left.table(
         table.style.format(
-            {"threshold": _threshold_text, "pixels": "{:,}", "% of FOV": "{:.3f}", "largest (px)": "{:,}"}
+            {"threshold": format_threshold, "pixels": "{:,}", "% of FOV": "{:.3f}", "largest (px)": "{:,}"}
         ),
         hide_index=True,
     )
@@ -435,11 +435,6 @@ def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
     if scale >= 1.0:
         return image
     return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-
-
-def _threshold_text(value: float) -> str:
-    """Two decimals like the sliders, more only when a checkpoint's threshold has them."""
-    return f"{value:.2f}" if round(value, 2) == value else f"{value:.4f}"
 
 
 def _lesions(count: int) -> str:

@@ -148,6 +148,19 @@ class CheckpointConfig:
         )
 
 
+def format_threshold(value: float) -> str:
+    """A threshold for people: two decimals when it has no more (the app's sliders), else four,
+    else as many as it takes (up to nine) not to read as 0 or 1 (logit-tuned thresholds of
+    saturated models sit at 0.99999...)."""
+    value = float(value)
+    if round(value, 2) == value:
+        return f"{value:.2f}"
+    digits = 4
+    while digits < 9 and round(value, digits) in (0.0, 1.0):
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
 def validate_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
     """Complete a partial ``{class: threshold}`` dict with the default; reject bad values."""
     out = {c: DEFAULT_THRESHOLD for c in CLASSES}

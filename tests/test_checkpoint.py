@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from hydralanet import HydraLANet, load_model, save_checkpoint
 from hydralanet.checkpoint import CheckpointError
-from hydralanet.config import CheckpointConfig, PreprocessConfig
+from hydralanet.config import CheckpointConfig, PreprocessConfig, format_threshold
 
 
 def _tiny_model(seed: int = 0) -> HydraLANet:
@@ -138,3 +138,10 @@ def test_bundled_model_loads_offline():
     assert loaded.identity["source"] == "bundled"
     assert loaded.config.preprocessing.input_size % 32 == 0
     assert (loaded.identity["sha256"] and loaded.identity["parameters"] > 1e6)
+
+
+def test_thresholds_are_shown_with_the_digits_they_need():
+    assert format_threshold(0.35) == "0.35"  # the sliders' two decimals
+    assert format_threshold(0.7956) == "0.7956"
+    assert format_threshold(0.99999994) == "0.9999999"  # a saturated model's tuned threshold is not "1"
+    assert format_threshold(3e-6) == "0.000003"

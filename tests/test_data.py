@@ -56,7 +56,8 @@ def test_sample_shapes_and_binary_masks(rows, cfg):
         assert s["masks"].shape == (4, SIZE, SIZE) and s["valid"].shape == (1, SIZE, SIZE)
         assert set(s["masks"].unique().tolist()) <= {0.0, 1.0}
         assert set(s["valid"].unique().tolist()) <= {0.0, 1.0}
-        assert 0.3 < s["valid"].mean() < 1.0  # a disc inside a square
+        assert s["masks"].dtype == s["valid"].dtype == torch.uint8
+        assert 0.3 < s["valid"].float().mean() < 1.0  # a disc inside a square
         assert s["source"] == "synthetic"
     with pytest.raises(ValueError, match="no rows in split 'nope'; splits present: train, val"):
         split_rows(rows, "nope")
@@ -166,3 +167,68 @@ def test_cache_hit_returns_identical_arrays(rows, cfg, tmp_path, monkeypatch):
     assert cache.path(row, cfg.preprocessing) != files[0]
     assert cache.load(row, other)["image"].shape == (96, 96, 3)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_packed_masks_round_trip_and_presence():
+    rng = np.random.default_rng(0)
+    masks = (rng.random((40, 50, 4)) < 0.3).astype(np.uint8)
+    masks[..., 2] = 0  # no MA anywhere
+    packed = data_module.pack_masks(masks)
+    assert packed.dtype == np.uint8 and packed.shape == (40, 50) and packed.max() <= 0b1011
+    np.testing.assert_array_equal(data_module.unpack_masks(packed), masks.transpose(2, 0, 1))
+    assert data_module.lesions_present(packed) == (True, True, False, True)
+    assert data_module.lesions_present(np.zeros((3, 3), np.uint8)) == (False,) * 4
+
+
+def test_crop_first_augmentation_keeps_image_and_masks_together(tmp_path):
+    # The window is cut before the warp: the spot must still land where its mask says.
+    cfg = load_config("cpu-small", ["crop_size=64", "preprocessing.input_size=128", "affine_p=1.0"])
+    assert data_module.crop_window(cfg) == 96
+    ds = LesionDataset([_spot_row(tmp_path)], cfg.preprocessing, augmentation=build_augmentation(cfg), seed=0)
+    seen = 0
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        s = ds[0]
+        assert s["image"].shape == (3, 64, 64) and s["masks"].shape == (4, 64, 64) and s["valid"].shape == (1, 64, 64)
+        blue = s["image"][2] > 1.5
+        mask = s["masks"][0].bool()
+        assert s["masks"][1:].sum() == 0  # only EX was planted: no bit leaks into another class
+        if mask.sum() > 20:
+            seen += 1
+            assert (blue & mask).sum() / (blue | mask).sum() > 0.8
+    assert seen >= 6  # half the windows are centred on the lesion
+
+
+def test_lesion_presence_and_oversampling_weights(rows, cfg):
+    ds = LesionDataset(split_rows(rows, "train"), cfg.preprocessing)
+    presence = data_module.lesion_presence(ds, num_workers=0)
+    expected = torch.tensor([[bool(ds[i]["masks"][c].any()) for c in range(4)] for i in range(len(ds))])
+    assert torch.equal(presence, expected)
+    weights = data_module.oversampling_weights(torch.tensor([[0, 0, 0, 0], [1, 0, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0]]),
+                                               (1.0, 2.0, 1.5, 3.0))
+    assert weights.tolist() == [1.0, 3.0, 2.0, 1.5]
+
+
+def test_weighted_sampler_is_seeded_split_across_ranks_and_proportional():
+    weights = torch.tensor([1.0, 3.0, 0.0, 1.0])
+    a = data_module.WeightedEpochSampler(weights, seed=5)
+    a.set_epoch(2)
+    first = list(a)
+    assert len(first) == len(a) == 4 and first == list(a)  # a function of (seed, epoch)
+    draws = set()
+    for epoch in range(3, 8):
+        a.set_epoch(epoch)
+        draws.add(tuple(a))
+    assert len(draws) > 1  # drawn afresh each epoch
+    ranks = [data_module.WeightedEpochSampler(weights, num_replicas=2, rank=r, seed=5) for r in (0, 1)]
+    for s in ranks:
+        s.set_epoch(2)
+    assert len(ranks[0]) == 2 and sorted(list(ranks[0]) + list(ranks[1])) == sorted(first)
+    big = data_module.WeightedEpochSampler(torch.tensor([1.0, 3.0, 0.0, 1.0]).repeat(2500), seed=0)
+    counts = torch.bincount(torch.tensor(list(big)) % 4, minlength=4).double() / 10000
+    assert counts[2] == 0  # weight 0 is never drawn
+    assert abs(counts[1] - 0.6) < 0.02 and abs(counts[0] - 0.2) < 0.02 and abs(counts[3] - 0.2) < 0.02
+    with pytest.raises(ValueError, match="positive sum"):
+        data_module.WeightedEpochSampler(torch.zeros(3))
+    with pytest.raises(ValueError, match="oversample factors must be finite and >= 1"):
+        load_config("demo", ["oversample=1,1,1,0.5"])

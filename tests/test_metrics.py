@@ -93,7 +93,7 @@ def test_average_precision_is_exact_on_the_bin_grid():
     targets = (rng.random((3, 4, 40, 40)) < 0.1).astype(np.float32)
     k = np.clip(rng.normal(500 + 150 * targets, 120), 0, bins - 1).astype(int)  # many ties per bin
     probs = ((k + 0.5) / bins).astype(np.float32)
-    acc = PRAccumulator(bins=bins)
+    acc = PRAccumulator(bins=bins, scale="linear")
     acc.update(probs, targets)
     for c in range(4):
         y, s = targets[:, c].ravel(), probs[:, c].ravel().astype(np.float64)
@@ -103,6 +103,37 @@ def test_average_precision_is_exact_on_the_bin_grid():
         np.testing.assert_allclose(curve.precision, precision[:-1][::-1], rtol=0, atol=1e-12)
         np.testing.assert_allclose(curve.recall, recall[:-1][::-1], rtol=0, atol=1e-12)
         np.testing.assert_allclose(curve.thresholds, np.floor(thresholds[::-1] * bins) / bins, atol=1e-12)
+
+
+def test_logit_bins_keep_saturated_probabilities_apart():
+    # A Tversky-trained model puts most lesion pixels above p = 0.9999, where equal-width
+    # probability bins make them ties; logit-width bins still rank them (sklearn = exact).
+    rng = np.random.default_rng(5)
+    targets = (rng.random((2, 4, 64, 64)) < 0.1).astype(np.float32)
+    logits = rng.normal(9 + 5 * targets, 2.5)  # mostly p > 0.999, positives higher
+    probs = torch.sigmoid(torch.from_numpy(logits).float()).numpy()
+    linear, logit = PRAccumulator(bins=10000, scale="linear"), PRAccumulator()
+    linear.update(probs, targets)
+    logit.update(probs, targets)
+    assert logit.bins == 65536 and logit.scale == "logit"
+    for c in range(4):
+        exact = average_precision_score(targets[:, c].ravel(), probs[:, c].ravel())
+        assert logit.average_precision()[c] == pytest.approx(exact, abs=2e-3)
+        assert linear.average_precision()[c] < exact - 0.05  # the ties cost the linear bins
+    # tuned thresholds sit on bin edges, read back exactly, and reproduce the histogram's F1
+    best = logit.best_thresholds()
+    assert (best > 0.999).all() and (best < 1).all()
+    assert [logit.threshold_index(t) for t in best] == [
+        int(np.argmin(np.abs(logit.edges(np.arange(logit.bins + 1)) - t))) for t in best]
+    confusion = ConfusionAccumulator(thresholds=best)
+    confusion.update(probs, targets)
+    for c in range(4):
+        assert confusion.compute()["f1"][c] == pytest.approx(logit.curve(c).f1.max(), abs=1e-9)
+    assert logit.threshold_index(0.0) == 0 and logit.threshold_index(1.0) == logit.bins
+    with pytest.raises(ValueError, match="scale must be one of logit, linear"):
+        PRAccumulator(scale="log")
+    with pytest.raises(ValueError, match="cannot merge linear histograms"):
+        logit.merge(PRAccumulator(bins=65536, scale="linear"))
 
 
 def test_step_wise_not_eleven_point():
@@ -145,7 +176,7 @@ def test_best_thresholds_maximise_f1_and_reproduce_with_confusion():
     targets[:, 3] = 0  # SE never present: the default threshold comes back
     k = np.clip(rng.normal(80 + 60 * targets, 30), 0, bins - 1).astype(int)
     probs = ((k + 0.5) / bins).astype(np.float32)
-    acc = PRAccumulator(bins=bins)
+    acc = PRAccumulator(bins=bins, scale="linear")
     acc.update(probs, targets)
     best = acc.best_thresholds()
     assert best[3] == pytest.approx(0.35)

@@ -20,7 +20,9 @@ from hydralanet import load_model
 from training import runfolder
 from training import train as train_module
 from training.config import TrainConfig, load_config
+from training.data import read_mask
 from training.prepare import main as prepare_main
+from training.prepare import read_manifest
 from training.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,6 +165,30 @@ def test_time_limit_stops_after_the_epoch_that_would_overrun(manifest, tmp_path,
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
     assert json.loads((tmp_path / "run" / "last" / "training_state.json").read_text())["epoch"] == 0
     load_model(tmp_path / "run" / "best", device="cpu")
+
+
+def test_oversampling_draws_images_with_the_rare_lesion_more_often(manifest, tmp_path, capsys, monkeypatch,
+                                                                    restore_torch_state):
+    drawn: list[int] = []
+    original = train_module.WeightedEpochSampler.__iter__
+
+    def recording(self):
+        indices = list(original(self))
+        drawn.extend(indices)
+        return iter(indices)
+
+    monkeypatch.setattr(train_module.WeightedEpochSampler, "__iter__", recording)
+    args = ["--manifest", str(manifest), "--config", "cpu-small", "--out", str(tmp_path / "run")]
+    settings = TINY[:-2] + ["epochs=3", "oversample=50,1,1,1"]
+    assert train_module.main(args + [a for s in settings for a in ("--set", s)]) == 0
+    out = capsys.readouterr().out
+    assert "oversampling {'EX': 50.0, 'HE': 1.0, 'MA': 1.0, 'SE': 1.0}" in out
+    rows = [r for r in read_manifest(manifest) if r["split"] == "train"]
+    has_ex = [bool(read_mask(r["EX"]).any()) for r in rows]
+    assert 0 < sum(has_ex) < len(rows)  # the fixture has both kinds (3 of 6 training images have EX)
+    share = sum(has_ex[i] for i in drawn) / len(drawn)  # expected 150 / 153; 1/2 without oversampling
+    assert len(drawn) == 3 * len(rows) and share >= 0.85
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["oversample"] == [50.0, 1.0, 1.0, 1.0]
 
 
 def test_ddp_two_cpu_processes_with_gloo(manifest, tmp_path):

@@ -61,6 +61,10 @@ class TrainConfig:
     # (CLAHE handles contrast on real photos). The synthetic demo model uses it so it learns
     # lesions, not one generator's colours.
     colour_p: float = 0.0
+    # Rare-lesion sampling: an image that contains lesion c is drawn oversample[c] times as often
+    # as a lesion-free one (the largest factor among its lesions), with replacement; all 1: a
+    # plain shuffle (§6). Order EX, HE, MA, SE.
+    oversample: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
 
     # --- loss: DualLoss = 0.8 x FocalTversky + 0.2 x BCE (§6)
     tversky_weight: float = 0.8  # §6
@@ -105,7 +109,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.scale = _floats(self.scale, 2, "scale")
         self.betas = _floats(self.betas, 2, "betas")
-        for name in ("alpha", "beta", "class_weights"):
+        for name in ("alpha", "beta", "class_weights", "oversample"):
             setattr(self, name, _floats(getattr(self, name), 4, name))
         self.aux_weights = _floats(self.aux_weights, 3, "aux_weights")
         if self.pos_weight is not None:
@@ -124,6 +128,8 @@ class TrainConfig:
                      "time_limit_minutes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if any(not 1.0 <= f < float("inf") for f in self.oversample):
+            raise ValueError(f"oversample factors must be finite and >= 1 (1 = no oversampling), got {self.oversample}")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {self.scale}")
         if self.crop_size and not (32 <= self.crop_size <= self.preprocessing.input_size and self.crop_size % 32 == 0):

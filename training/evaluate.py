@@ -77,7 +77,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
     write_atomic(out / "metrics.md", render_markdown(report).encode())
-    overall = PRAccumulator(len(CLASSES), suite.bins)
+    overall = PRAccumulator(len(CLASSES), suite.bins, suite.scale)
     for pr in suite.pr.values():
         overall.merge(pr)
     plot_pr_curves(overall, thresholds, out / "pr_curves.png", title=f"{loaded.identity['name']} on {split}")

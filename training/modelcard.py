@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hydralanet.config import CLASS_NAMES, CLASSES, CheckpointConfig
+from hydralanet.config import CLASS_NAMES, CLASSES, CheckpointConfig, format_threshold
 
 METRIC_COLUMNS = ("f1", "iou", "precision", "recall", "aupr")
 
@@ -40,7 +40,7 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
         f"- input: field of view cropped, padded to a square, resized to {p.input_size} x {p.input_size}; "
         f"CLAHE `{p.clahe}` (clip {p.clip_limit}, {p.tile_grid}x{p.tile_grid} tiles); ImageNet normalisation",
         "- thresholds (" + ("tuned per lesion for the best F1 on validation" if prov.get("thresholds_tuned") else "defaults")
-        + "): " + ", ".join(f"{c} {config.thresholds[c]:.4g}" for c in CLASSES),
+        + "): " + ", ".join(f"{c} {format_threshold(config.thresholds[c])}" for c in CLASSES),
         "",
     ]
     if not prov.get("trained", False):

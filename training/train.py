@@ -30,6 +30,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -44,7 +45,17 @@ from hydralanet.config import CLASSES, CheckpointConfig
 from hydralanet.model import HydraLANet, count_parameters
 
 from .config import TrainConfig, flatten, load_config, save_config
-from .data import LesionDataset, SquareCache, build_augmentation, build_photometric, split_rows, worker_init_fn
+from .data import (
+    LesionDataset,
+    SquareCache,
+    WeightedEpochSampler,
+    build_augmentation,
+    build_photometric,
+    lesion_presence,
+    oversampling_weights,
+    split_rows,
+    worker_init_fn,
+)
 from .losses import DualLoss
 from .metrics import ConfusionAccumulator, PRAccumulator
 from .modelcard import render_model_card
@@ -204,7 +215,7 @@ def validate(
     pr = PRAccumulator(num_classes=len(CLASSES))
     loss_sum = 0.0
     for batch in loader:
-        images, masks, valid = (batch[k].to(device) for k in ("image", "masks", "valid"))
+        images, masks, valid = (batch[k].to(device).float() for k in ("image", "masks", "valid"))
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(images).float()
         loss_sum += float(loss_fn(logits, masks, valid))
@@ -225,11 +236,11 @@ def validate(
 
 
 def confusion_at(pr: PRAccumulator, thresholds: list[float]) -> ConfusionAccumulator:
-    """The confusion counts at ``thresholds`` read off PR histograms: ``p >= k / bins`` is
-    exactly "bin >= k", so this is exact for thresholds on bin edges (tuned ones always are)."""
+    """The confusion counts at ``thresholds`` read off PR histograms: ``p >= edge(k)`` is
+    "bin >= k", so this is exact for thresholds on bin edges (tuned ones always are)."""
     confusion = ConfusionAccumulator(num_classes=pr.num_classes, thresholds=thresholds)
     for c, t in enumerate(confusion.thresholds):
-        k = int(round(t * pr.bins))
+        k = pr.threshold_index(t)
         confusion.tp[c], confusion.fn[c] = pr.positives[c, k:].sum(), pr.positives[c, :k].sum()
         confusion.fp[c], confusion.tn[c] = pr.negatives[c, k:].sum(), pr.negatives[c, :k].sum()
     return confusion
@@ -279,9 +290,15 @@ def train(
     """Run (or resume) training on manifest rows (:func:`training.prepare.read_manifest`);
     returns the final summary. Raises :class:`NonFiniteLoss`."""
     ddp = Dist()
+    cv2_threads = cv2.getNumThreads()
+    if cfg.num_workers > 0:
+        # Loader workers inherit OpenCV's pool: 15 workers x 16 threads fought over 16 cores.
+        # Set here, before any worker forks (resizing an inherited pool inside a worker deadlocked).
+        cv2.setNumThreads(1)
     try:
         return _train(rows, cfg, out, ddp, resume=resume, command=command)
     finally:
+        cv2.setNumThreads(cv2_threads)
         ddp.close()
 
 
@@ -301,7 +318,15 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
     )
     val_set = LesionDataset(val_rows, cfg.preprocessing, cache=cache)
     # Shuffling is a function of (seed, epoch) on every rank; with one process it is the same sampler.
-    sampler = DistributedSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
+    if any(f != 1.0 for f in cfg.oversample):
+        presence = lesion_presence(train_set, cfg.num_workers)
+        weights = oversampling_weights(presence, cfg.oversample)
+        share = {c: round(float(weights[presence[:, i]].sum() / weights.sum()), 3) for i, c in enumerate(CLASSES)}
+        log(f"oversampling {dict(zip(CLASSES, cfg.oversample))}: images with each lesion, share of draws {share} "
+            f"(in the data: { {c: round(float(presence[:, i].float().mean()), 3) for i, c in enumerate(CLASSES)} })")
+        sampler = WeightedEpochSampler(weights, num_replicas=ddp.world, rank=ddp.rank, seed=cfg.seed)
+    else:
+        sampler = DistributedSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
     loader_args = dict(
         num_workers=cfg.num_workers,
@@ -389,7 +414,7 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
         n_batches = len(train_loader)
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not ddp.main, leave=False, file=sys.stderr)
         for i, batch in enumerate(bar):
-            images, masks, valid = (batch[k].to(device, non_blocking=True) for k in ("image", "masks", "valid"))
+            images, masks, valid = (batch[k].to(device, non_blocking=True).float() for k in ("image", "masks", "valid"))
             group_start = (i // cfg.grad_accum) * cfg.grad_accum
             group_size = min(cfg.grad_accum, n_batches - group_start)  # the last group may be short
             stepping = i + 1 == group_start + group_size
