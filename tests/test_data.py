@@ -232,3 +232,25 @@ def test_weighted_sampler_is_seeded_split_across_ranks_and_proportional():
         data_module.WeightedEpochSampler(torch.zeros(3))
     with pytest.raises(ValueError, match="oversample factors must be finite and >= 1"):
         load_config("demo", ["oversample=1,1,1,0.5"])
+
+
+def test_disc_crops_centre_the_window_on_the_brightest_region():
+    cfg = load_config("cpu-small", ["crop_size=64", "preprocessing.input_size=256", "disc_crop_p=1.0", "affine_p=0"])
+    augment = build_augmentation(cfg)
+    image = np.full((256, 256, 3), 60, np.uint8)
+    cv2.circle(image, (200, 40), 14, (230, 220, 200), -1)  # a pale disc near a corner
+    assert data_module.brightest_point(image) == pytest.approx((200, 40), abs=4)
+    mask = np.zeros((256, 256, 2), np.uint8)
+    mask[120:130, 20:30, 0] = 0b1000  # an SE patch far from the disc
+    for seed in range(10):
+        augment.set_random_seed(seed)
+        x0, y0 = augment.origin(image, mask[..., 0])
+        assert x0 <= 200 < x0 + 96 and y0 <= 40 < y0 + 96  # the 96 px window holds the disc
+    cfg = load_config("cpu-small", ["crop_size=64", "preprocessing.input_size=256"])
+    plain = build_augmentation(cfg)
+    on_disc = 0
+    for seed in range(40):
+        plain.set_random_seed(seed)
+        x0, y0 = plain.origin(image, mask[..., 0])
+        on_disc += x0 <= 200 < x0 + 96 and y0 <= 40 < y0 + 96
+    assert on_disc < 20  # without disc_crop_p the disc is only in some random windows

@@ -57,6 +57,9 @@ class TrainConfig:
     # crops of a large input keep lesions at full scale for a fraction of the compute. Half
     # the crops are centred on a lesion when the sample has one. Validation sees whole squares.
     crop_size: int = 0
+    # Share of training crops centred on the brightest region of the square, the optic disc:
+    # pale lesions (soft exudates) are falsely seen there, and random crops rarely hold it.
+    disc_crop_p: float = 0.0
     # Photometric jitter before CLAHE (brightness, contrast, gamma, hue/saturation); §6 has none
     # (CLAHE handles contrast on real photos). The synthetic demo model uses it so it learns
     # lesions, not one generator's colours.
@@ -118,7 +121,7 @@ class TrainConfig:
             raise ValueError(f"amp={self.amp!r} is not supported; choose one of {', '.join(AMP_MODES)}")
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor={self.monitor!r} is not supported; choose one of {', '.join(MONITORS)}")
-        for name in ("hflip_p", "vflip_p", "affine_p", "colour_p", "default_threshold", "translate", "min_lr_ratio"):
+        for name in ("hflip_p", "vflip_p", "affine_p", "colour_p", "disc_crop_p", "default_threshold", "translate", "min_lr_ratio"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "grad_accum"):
