@@ -13,7 +13,7 @@
 # speed, so run it on the CPU that the card should describe), PYTHON (default .venv/bin/python),
 # TRAIN_SET, FINETUNE_SET, REFINE_SET and POLISH_SET (extra `--set key=value` pairs for the
 # four training stages, space-separated), FINETUNE_EPOCHS (default 10), REFINE_EPOCHS (default
-# 16), POLISH_EPOCHS (default 9), N_TRAIN and N_TEST (images; 2000 and 120),
+# 14), POLISH_EPOCHS (default 9), N_TRAIN and N_TEST (images; 2000 and 120),
 # MACHINE (the training machine named in the card; default: read from this machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,27 +45,29 @@ if [[ " $stages " == *" data "* ]]; then
   "$py" -m training.prepare --synthetic "$work/test_data" --out "$work/test.csv"
 fi
 
-if [[ " $stages " == *" train "* ]]; then
-  sets=()
-  for kv in $machine_settings ${TRAIN_SET:-}; do sets+=(--set "$kv"); done
+# stage NAME EXTRA_SETS SETTING...: `training.train --config demo` into $work/NAME with the
+# stage's settings, then the machine's and EXTRA_SETS (space-separated key=value pairs).
+stage() {
+  local name=$1 extra=$2 sets=() kv start
+  shift 2
+  for kv in "$@" $machine_settings $extra; do sets+=(--set "$kv"); done
   start=$(date +%s)
-  "$py" -m training.train --manifest "$work/train.csv" --config demo --out "$work/run" "${sets[@]}"
-  echo "$(( $(date +%s) - start ))" > "$work/run/train_seconds"
-  echo "$machine" > "$work/run/train_machine"
+  "$py" -m training.train --manifest "$work/train.csv" --config demo --out "$work/$name" "${sets[@]}"
+  echo "$(( $(date +%s) - start ))" > "$work/$name/train_seconds"
+  echo "$machine" > "$work/$name/train_machine"
+}
+# Soft exudates' false positives weighted up in every stage after the first (Tversky
+# alpha/beta for SE 0.6/0.4: the first stage marked hard exudates as SE too).
+se_fp="alpha=0.4,0.4,0.2,0.6 beta=0.6,0.6,0.8,0.4"
+
+if [[ " $stages " == *" train "* ]]; then
+  stage run "${TRAIN_SET:-}"  # random init
 fi
 
 if [[ " $stages " == *" finetune "* ]]; then
-  # Fine-tune the best epoch at a lower, decaying learning rate with soft exudates' false
-  # positives weighted up (Tversky alpha/beta for SE 0.6/0.4: the first stage marked hard
-  # exudates as SE too).
-  sets=()
-  for kv in $machine_settings ${FINETUNE_SET:-}; do sets+=(--set "$kv"); done
-  start=$(date +%s)
-  "$py" -m training.train --manifest "$work/train.csv" --config demo --out "$work/finetune" \
-    --set init_weights="$work/run/best" --set lr=3e-4 --set warmup_epochs=0.1 --set epochs="${FINETUNE_EPOCHS:-10}" \
-    --set alpha=0.4,0.4,0.2,0.6 --set beta=0.6,0.6,0.8,0.4 "${sets[@]}"
-  echo "$(( $(date +%s) - start ))" > "$work/finetune/train_seconds"
-  echo "$machine" > "$work/finetune/train_machine"
+  # The best epoch at a lower, decaying learning rate.
+  stage finetune "${FINETUNE_SET:-}" init_weights="$work/run/best" lr=3e-4 warmup_epochs=0.1 \
+    epochs="${FINETUNE_EPOCHS:-10}" $se_fp
 fi
 
 if [[ " $stages " == *" refine "* ]]; then
@@ -74,28 +76,16 @@ if [[ " $stages " == *" refine "* ]]; then
   # gradients clipped (lr 5e-4 under bf16).
   init=$work/run/best
   [[ -d "$work/finetune/best" ]] && init=$work/finetune/best
-  sets=()
-  for kv in $machine_settings ${REFINE_SET:-}; do sets+=(--set "$kv"); done
-  start=$(date +%s)
-  "$py" -m training.train --manifest "$work/train.csv" --config demo --out "$work/refine" \
-    --set init_weights="$init" --set lr=5e-4 --set warmup_epochs=0.5 --set epochs="${REFINE_EPOCHS:-16}" \
-    --set oversample=1,1,1,3 --set grad_clip=1.0 --set alpha=0.4,0.4,0.2,0.6 --set beta=0.6,0.6,0.8,0.4 "${sets[@]}"
-  echo "$(( $(date +%s) - start ))" > "$work/refine/train_seconds"
-  echo "$machine" > "$work/refine/train_machine"
+  stage refine "${REFINE_SET:-}" init_weights="$init" lr=5e-4 warmup_epochs=0.5 epochs="${REFINE_EPOCHS:-14}" \
+    oversample=1,1,1,3 grad_clip=1.0 $se_fp
 fi
 
 if [[ " $stages " == *" polish "* ]]; then
   # More of the refining recipe from its best epoch at a lower learning rate, with a quarter
   # of the crops centred on the optic disc: after refining, the model saw soft exudates on
   # the disc of the real photo in a second generator's test (training/crosscheck.py).
-  sets=()
-  for kv in $machine_settings ${POLISH_SET:-}; do sets+=(--set "$kv"); done
-  start=$(date +%s)
-  "$py" -m training.train --manifest "$work/train.csv" --config demo --out "$work/polish" \
-    --set init_weights="$work/refine/best" --set lr=2e-4 --set warmup_epochs=0.2 --set epochs="${POLISH_EPOCHS:-9}" \
-    --set disc_crop_p=0.25 --set oversample=1,1,1,3 --set grad_clip=1.0 --set alpha=0.4,0.4,0.2,0.6 --set beta=0.6,0.6,0.8,0.4 "${sets[@]}"
-  echo "$(( $(date +%s) - start ))" > "$work/polish/train_seconds"
-  echo "$machine" > "$work/polish/train_machine"
+  stage polish "${POLISH_SET:-}" init_weights="$work/refine/best" lr=2e-4 warmup_epochs=0.2 \
+    epochs="${POLISH_EPOCHS:-9}" disc_crop_p=0.25 oversample=1,1,1,3 grad_clip=1.0 $se_fp
 fi
 
 if [[ " $stages " == *" bundle "* ]]; then
