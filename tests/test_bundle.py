@@ -32,6 +32,7 @@ def test_bundle_measures_and_documents_what_it_ships(tmp_path):
     assert set(prov["real_normal_eye"]["coverage_pct"]) == {"EX", "HE", "MA", "SE"}
     card = (tmp_path / "weights" / "README.md").read_text()
     assert "Not for clinical use" in card and "1.5 min on a GPU" in card
+    assert "below the demonstration model's targets" in card  # an untrained model is below all of them
     assert "AUPR on a second, independent lesion generator (`training/crosscheck.py`, 1 photos)" in card
     config = json.loads((tmp_path / "weights" / "config.json").read_text())
     assert config["provenance"]["command"] == "bash training/make_bundled.sh"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from training import crosscheck
 from training.prepare import main as prepare_main
@@ -34,3 +35,17 @@ def test_written_layout_is_read_by_prepare(tmp_path):
     rows = read_manifest(tmp_path / "m.csv")
     assert [r["split"] for r in rows] == ["test", "test"]
     assert all(r[c] for r in rows for c in crosscheck.LESIONS)
+
+
+def test_ellipse_patch_matches_the_canvas_and_clips_at_every_edge():
+    import cv2
+
+    inside = crosscheck._ellipse(64, 64, 30.3, 20.7, 6.0, 3.5, 0.4)
+    canvas = np.zeros((256, 256), np.uint8)
+    cv2.ellipse(canvas, (121, 83), (24, 14), float(np.degrees(0.4)), 0, 360, 255, -1, cv2.LINE_AA)
+    whole = cv2.resize(canvas, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    assert np.abs(inside - whole).max() < 0.02 and inside.sum() == pytest.approx(np.pi * 6 * 3.5, rel=0.1)
+    for cx, cy in ((-40.0, 30.0), (100.0, 30.0), (30.0, -40.0), (30.0, 100.0)):  # wholly outside
+        assert crosscheck._ellipse(64, 64, cx, cy, 5.0, 5.0, 0.0).sum() == 0
+    edge = crosscheck._ellipse(64, 64, -2.0, 30.0, 5.0, 5.0, 0.0)  # half on the canvas
+    assert 0 < edge.sum() < np.pi * 25 and edge[:, 10:].sum() == 0

@@ -45,6 +45,10 @@ app, `--model <owner/repo>` for the CLI.
 """
 
 
+# What the bundled model is asked to reach on the held-out synthetic test split.
+AUPR_TARGETS = {"EX": 0.7, "HE": 0.7, "MA": 0.4, "SE": 0.7}
+
+
 def measure_real_photo(source: str | Path, repeats: int = 3) -> dict[str, Any]:
     """Lesion coverage (% of the FOV) at the default thresholds on the normal-eye photo, and
     the median wall time of ``predict`` (the fast path) on it."""
@@ -136,12 +140,12 @@ def _facts(prov: dict[str, Any], real: dict[str, Any]) -> str:
         f"{real['predict_s']:.2f} s per image on {prov['machine']}"
     )
     test = (prov.get("metrics") or {}).get("test", {}).get("overall", {})
-    weak = [c for c in CLASSES if isinstance(test.get(c, {}).get("aupr"), float) and test[c]["aupr"] < 0.5]
+    weak = [c for c in CLASSES if isinstance(test.get(c, {}).get("aupr"), float) and test[c]["aupr"] < AUPR_TARGETS[c]]
     if weak:
         lines.append(
-            "- weak: " + ", ".join(f"{c} (test AUPR {test[c]['aupr']:.2f})" for c in weak)
-            + ". Expect its masks for these lesions to be unreliable even on synthetic photos"
-            + ("; it marks many hard exudates as soft exudates too" if "SE" in weak else "") + "."
+            "- below the demonstration model's targets (test AUPR >= 0.7 for EX, HE and SE, >= 0.4 for MA): "
+            + ", ".join(f"{c} (test AUPR {test[c]['aupr']:.2f})" for c in weak)
+            + ". Expect its masks for these lesions to be unreliable even on synthetic photos."
         )
     second = (prov.get("metrics") or {}).get("crosscheck", {}).get("overall", {})
     if second:

@@ -58,8 +58,10 @@ def _ellipse(h: int, w: int, cx: float, cy: float, a: float, b: float, angle: fl
                 255, -1, cv2.LINE_AA)
     small = cv2.resize(patch, (2 * r + 1, 2 * r + 1), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     out = np.zeros((h, w), np.float32)
-    ys, xs = slice(max(0, y0), min(h, y0 + 2 * r + 1)), slice(max(0, x0), min(w, x0 + 2 * r + 1))
-    out[ys, xs] = small[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+    top, bottom = max(0, y0), min(h, y0 + 2 * r + 1)
+    left, right = max(0, x0), min(w, x0 + 2 * r + 1)
+    if top < bottom and left < right:  # else wholly off the canvas
+        out[top:bottom, left:right] = small[top - y0 : bottom - y0, left - x0 : right - x0]
     return out
 
 
