@@ -89,28 +89,19 @@ if [[ " $stages " == *" polish "* ]]; then
 fi
 
 if [[ " $stages " == *" bundle "* ]]; then
+  minutes() { awk -v s="$1" 'BEGIN { printf "%.1f min", s / 60 }'; }
   final=$work/run
   seconds=$(cat "$work/run/train_seconds")
-  minutes() { awk -v s="$1" 'BEGIN { printf "%.1f min", s / 60 }'; }
   where="$(cat "$work/run/train_machine") ($(minutes "$seconds"), first stage)"
-  if [[ -d "$work/finetune/best" ]]; then
-    final=$work/finetune
-    more=$(cat "$work/finetune/train_seconds")
+  # Each later stage that ran adds its time and machine; the last one is what ships.
+  for pair in finetune:fine-tuning refine:refining polish:polishing; do
+    name=${pair%%:*}
+    [[ -d "$work/$name/best" ]] || continue
+    final=$work/$name
+    more=$(cat "$work/$name/train_seconds")
     seconds=$(( seconds + more ))
-    where="$where, then $(cat "$work/finetune/train_machine") ($(minutes "$more"), fine-tuning)"
-  fi
-  if [[ -d "$work/refine/best" ]]; then
-    final=$work/refine
-    more=$(cat "$work/refine/train_seconds")
-    seconds=$(( seconds + more ))
-    where="$where, then $(cat "$work/refine/train_machine") ($(minutes "$more"), refining)"
-  fi
-  if [[ -d "$work/polish/best" ]]; then
-    final=$work/polish
-    more=$(cat "$work/polish/train_seconds")
-    seconds=$(( seconds + more ))
-    where="$where, then $(cat "$work/polish/train_machine") ($(minutes "$more"), polishing)"
-  fi
+    where="$where, then $(cat "$work/$name/train_machine") ($(minutes "$more"), ${pair#*:})"
+  done
   "$py" -m training.bundle --run "$final" --test-manifest "$work/test.csv" --out weights \
     --train-seconds "$seconds" --train-machine "$where" \
     --command "${TRAIN_SET:+TRAIN_SET=\"$TRAIN_SET\" }${FINETUNE_SET:+FINETUNE_SET=\"$FINETUNE_SET\" }${REFINE_SET:+REFINE_SET=\"$REFINE_SET\" }${POLISH_SET:+POLISH_SET=\"$POLISH_SET\" }bash training/make_bundled.sh"
