@@ -38,6 +38,38 @@ def test_focal_tversky_by_hand():
     assert loss.item() == pytest.approx(HAND_TVERSKY, abs=1e-6)
 
 
+def test_focal_tversky_over_the_batch_by_hand():
+    # Image 0 is the hand example; image 1 has no lesion and p = 0.5 on its 4 pixels (FP 2).
+    logits, targets = hand_example()
+    logits = torch.cat([logits, torch.zeros(1, 1, 2, 2)])
+    targets = torch.cat([targets, torch.zeros(1, 1, 2, 2)])
+    # Over the batch: TP 0.75, FP 1.25 + 2, FN 1.25 -> TI = 0.75 / (0.75 + 0.4 * 3.25 + 0.6 * 1.25).
+    ti = 0.75 / (0.75 + 0.4 * 3.25 + 0.6 * 1.25)
+    batch = focal_tversky_loss(logits, targets, alpha=0.4, beta=0.6, gamma=2.0, over="batch")
+    assert batch.item() == pytest.approx((1 - ti) ** 2, abs=1e-6)
+    # Per image: the empty image's TI is s / (0.4 * 2 + s) ~ 0, its term ~1.
+    image = focal_tversky_loss(logits, targets, alpha=0.4, beta=0.6, gamma=2.0)
+    assert image.item() == pytest.approx((HAND_TVERSKY + 1.0) / 2, abs=1e-5)
+
+
+def test_batch_tversky_punishes_false_positives_in_images_without_the_lesion():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 8, 8, requires_grad=True)
+    targets = torch.zeros(3, 4, 8, 8)
+    targets[0, 3, 2:4, 2:4] = 1  # soft exudate in image 0 only
+    grads = {}
+    for over in ("image", "batch"):
+        loss = DualLoss(bce_weight=0.0, tversky_over=over)(logits, targets)
+        (grad,) = torch.autograd.grad(loss, logits)
+        grads[over] = grad[1:, 3]
+    # Per image, the SE term of images 1 and 2 is saturated at 1: (almost) no gradient.
+    assert grads["image"].abs().max() < 1e-8
+    # Over the batch, every predicted SE pixel there is pushed down (positive gradient on its
+    # logit), each thousands of times harder than per image.
+    assert grads["batch"].min() > 1000 * grads["image"].abs().max()
+    assert grads["batch"].min() > 1e-7
+
+
 def test_bce_by_hand_and_pos_weight():
     logits, targets = hand_example()
     assert weighted_bce_with_logits(logits, targets).item() == pytest.approx(HAND_BCE, rel=1e-6)
@@ -139,6 +171,7 @@ def test_valid_mask_removes_pixels_from_both_terms():
         ({"pos_weight": (1, 1, 0, 1)}, "pos_weight values must be finite and > 0"),
         ({"tversky_weight": -0.1}, "tversky_weight must be a finite number >= 0"),
         ({"tversky_weight": 0.0, "bce_weight": 0.0}, "both 0"),
+        ({"tversky_over": "pixel"}, "tversky_over must be one of"),
     ],
 )
 def test_bad_arguments_fail_in_init(kwargs, message):

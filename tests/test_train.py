@@ -293,6 +293,7 @@ def test_named_configs_and_overrides(tmp_path):
         ("lr=fast", "lr='fast': expected a number"),
         ("scale=1.0", "scale=1.0: expected 2 values"),
         ("amp=fp8", "amp='fp8' is not supported; choose one of auto, off, bf16, fp16"),
+        ("tversky_over=pixel", "tversky_over='pixel' is not supported; choose one of image, batch"),
         ("model.encoder=vgg16", "encoder='vgg16' is not supported"),
         ("lr", "expected key=value"),
     ],

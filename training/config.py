@@ -25,6 +25,7 @@ from typing import Any
 from hydralanet.config import DEFAULT_THRESHOLD, ModelConfig, PreprocessConfig
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+TVERSKY_OVER = ("image", "batch")  # §6: per image
 MONITORS = ("f1", "aupr")  # validation macro metric that picks `best` and drives early stopping
 
 
@@ -75,6 +76,9 @@ class TrainConfig:
     alpha: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.4)  # §6: Tversky FP weight per class
     beta: tuple[float, float, float, float] = (0.6, 0.6, 0.8, 0.6)  # §6: FN weight; MA punishes misses most
     gamma: float = 2.0  # §6: focal exponent
+    # Tversky index per image (§6) or over the whole batch: per image, a false positive in an
+    # image without that lesion saturates the term and goes unpunished (training/losses.py).
+    tversky_over: str = "image"
     class_weights: tuple[float, float, float, float] = (1.0, 1.0, 5.0, 1.0)  # §6: MA x 5
     pos_weight: tuple[float, float, float, float] | None = None  # §6: optional BCE pos_weight, off
     aux_weights: tuple[float, float, float] = (0.2, 0.1, 0.05)  # deep supervision d3, d4, d5: small (§3)
@@ -119,6 +123,8 @@ class TrainConfig:
             self.pos_weight = _floats(self.pos_weight, 4, "pos_weight")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp={self.amp!r} is not supported; choose one of {', '.join(AMP_MODES)}")
+        if self.tversky_over not in TVERSKY_OVER:
+            raise ValueError(f"tversky_over={self.tversky_over!r} is not supported; choose one of {', '.join(TVERSKY_OVER)}")
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor={self.monitor!r} is not supported; choose one of {', '.join(MONITORS)}")
         for name in ("hflip_p", "vflip_p", "affine_p", "colour_p", "disc_crop_p", "default_threshold", "translate", "min_lr_ratio"):

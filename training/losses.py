@@ -17,6 +17,8 @@ from torch import Tensor, nn
 
 from hydralanet.config import CLASSES
 
+from .config import TVERSKY_OVER
+
 DEFAULT_ALPHA: tuple[float, ...] = (0.4, 0.4, 0.2, 0.4)  # §6: weight of false positives
 DEFAULT_BETA: tuple[float, ...] = (0.6, 0.6, 0.8, 0.6)  # §6: weight of misses; MA punishes them most
 DEFAULT_GAMMA = 2.0  # §6: focal exponent
@@ -59,6 +61,7 @@ def focal_tversky_loss(
     class_weights: PerClass | None = None,
     smooth: float = DEFAULT_SMOOTH,
     valid: Tensor | None = None,
+    over: str = "image",
 ) -> Tensor:
     """Scalar focal Tversky loss.
 
@@ -66,6 +69,12 @@ def focal_tversky_loss(
     TP = sum p t, FP = sum p (1 - t), FN = sum (1 - p) t; TI = (TP + s) / (TP + a FP + b FN + s);
     loss = (1 - TI) ** gamma, averaged over the batch, times the class weight, averaged over
     classes (a plain mean of C weighted terms, so weights (1, 1, 5, 1) make MA count 5 / 4).
+
+    ``over="batch"`` sums TP, FP and FN over the whole batch before the index (one TI per
+    class). Per image (§6), an image without class c has TI = s / (a FP + s): any false
+    positive at all saturates it at loss 1, with no gradient, so false positives in images
+    without the lesion go unpunished by this term. Over the batch they count as long as some
+    image in it has the lesion.
     """
     _check_shapes(logits, targets, valid)
     p = torch.sigmoid(logits.float())
@@ -73,13 +82,18 @@ def focal_tversky_loss(
     if valid is not None:  # zeroing both p and t removes a pixel from TP, FP and FN alike
         v = valid.float()
         p, t = p * v, t * v
-    tp = (p * t).sum(dim=(2, 3))  # B x C
-    fp = p.sum(dim=(2, 3)) - tp
-    fn = t.sum(dim=(2, 3)) - tp
+    if over not in TVERSKY_OVER:
+        raise ValueError(f"over must be one of {TVERSKY_OVER}, got {over!r}")
+    dims = (2, 3) if over == "image" else (0, 2, 3)
+    tp = (p * t).sum(dim=dims)  # B x C, or C over the batch
+    fp = p.sum(dim=dims) - tp
+    fn = t.sum(dim=dims) - tp
     a, b = _per_class(alpha, logits), _per_class(beta, logits)
     tversky = (tp + smooth) / (tp + a * fp + b * fn + smooth)
     # rounding can push TI a hair above 1; a fractional gamma would turn that into NaN
-    per_class = (1 - tversky).clamp_min(0).pow(gamma).mean(dim=0)  # C
+    per_class = (1 - tversky).clamp_min(0).pow(gamma)
+    if over == "image":
+        per_class = per_class.mean(dim=0)  # C
     return (per_class * _per_class(class_weights, logits)).mean()
 
 
@@ -129,8 +143,12 @@ class FocalTverskyLoss(nn.Module):
         class_weights: PerClass | None = DEFAULT_CLASS_WEIGHTS,
         smooth: float = DEFAULT_SMOOTH,
         num_classes: int = len(CLASSES),
+        over: str = "image",
     ) -> None:
         super().__init__()
+        if over not in TVERSKY_OVER:
+            raise ValueError(f"tversky_over must be one of {TVERSKY_OVER} (image published), got {over!r}")
+        self.over = over
         a = _checked("alpha", alpha, num_classes)
         b = _checked("beta", beta, num_classes)
         if any(x + y <= 0 for x, y in zip(a, b)):
@@ -147,7 +165,8 @@ class FocalTverskyLoss(nn.Module):
 
     def forward(self, logits: Tensor, targets: Tensor, valid: Tensor | None = None) -> Tensor:
         return focal_tversky_loss(
-            logits, targets, self.alpha, self.beta, self.gamma, self.class_weights, self.smooth, valid=valid
+            logits, targets, self.alpha, self.beta, self.gamma, self.class_weights, self.smooth, valid=valid,
+            over=self.over,
         )
 
 
@@ -169,6 +188,7 @@ class DualLoss(nn.Module):
         pos_weight: PerClass | None = None,
         smooth: float = DEFAULT_SMOOTH,
         num_classes: int = len(CLASSES),
+        tversky_over: str = "image",
     ) -> None:
         super().__init__()
         for name, value in (("tversky_weight", tversky_weight), ("bce_weight", bce_weight)):
@@ -177,7 +197,7 @@ class DualLoss(nn.Module):
         if tversky_weight + bce_weight <= 0:
             raise ValueError("tversky_weight and bce_weight are both 0: the loss would be constant")
         self.tversky_weight, self.bce_weight = float(tversky_weight), float(bce_weight)
-        self.tversky = FocalTverskyLoss(alpha, beta, gamma, class_weights, smooth, num_classes)
+        self.tversky = FocalTverskyLoss(alpha, beta, gamma, class_weights, smooth, num_classes, tversky_over)
         if pos_weight is None:
             self.pos_weight = None
         else:

@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-runs/bundled}
 py=${PYTHON:-.venv/bin/python}
-stages=${STAGES:-data train finetune refine polish bundle}
+stages=${STAGES:-data train finetune refine polish harden bundle}
 cores=$(nproc)
 export NO_ALBUMENTATIONS_UPDATE=1
 mkdir -p "$work"
@@ -88,13 +88,22 @@ if [[ " $stages " == *" polish "* ]]; then
     epochs="${POLISH_EPOCHS:-9}" disc_crop_p=0.25 oversample=1,1,1,3 grad_clip=1.0 $se_fp
 fi
 
+if [[ " $stages " == *" harden "* ]]; then
+  # The polishing recipe with the Tversky index over the batch instead of per image: per
+  # image, a false soft exudate in a crop without any saturates that image's term (no
+  # gradient), and most false ones lay in such places (beside hard exudates, on the rim of
+  # the field of view, on pale background spots).
+  stage harden "${HARDEN_SET:-}" init_weights="$work/polish/best" lr=2e-4 warmup_epochs=0.2 \
+    epochs="${HARDEN_EPOCHS:-12}" tversky_over=batch disc_crop_p=0.25 oversample=1,1,1,3 grad_clip=1.0 $se_fp
+fi
+
 if [[ " $stages " == *" bundle "* ]]; then
   minutes() { awk -v s="$1" 'BEGIN { printf "%.1f min", s / 60 }'; }
   final=$work/run
   seconds=$(cat "$work/run/train_seconds")
   where="$(cat "$work/run/train_machine") ($(minutes "$seconds"), first stage)"
   # Each later stage that ran adds its time and machine; the last one is what ships.
-  for pair in finetune:fine-tuning refine:refining polish:polishing; do
+  for pair in finetune:fine-tuning refine:refining polish:polishing harden:hardening; do
     name=${pair%%:*}
     [[ -d "$work/$name/best" ]] || continue
     final=$work/$name
@@ -104,5 +113,5 @@ if [[ " $stages " == *" bundle "* ]]; then
   done
   "$py" -m training.bundle --run "$final" --test-manifest "$work/test.csv" --out weights \
     --train-seconds "$seconds" --train-machine "$where" \
-    --command "${TRAIN_SET:+TRAIN_SET=\"$TRAIN_SET\" }${FINETUNE_SET:+FINETUNE_SET=\"$FINETUNE_SET\" }${REFINE_SET:+REFINE_SET=\"$REFINE_SET\" }${POLISH_SET:+POLISH_SET=\"$POLISH_SET\" }bash training/make_bundled.sh"
+    --command "${TRAIN_SET:+TRAIN_SET=\"$TRAIN_SET\" }${FINETUNE_SET:+FINETUNE_SET=\"$FINETUNE_SET\" }${REFINE_SET:+REFINE_SET=\"$REFINE_SET\" }${POLISH_SET:+POLISH_SET=\"$POLISH_SET\" }${HARDEN_SET:+HARDEN_SET=\"$HARDEN_SET\" }bash training/make_bundled.sh"
 fi

@@ -368,6 +368,7 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
         gamma=cfg.gamma,
         class_weights=cfg.class_weights,
         pos_weight=cfg.pos_weight,
+        tversky_over=cfg.tversky_over,
     ).to(device)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.enabled else model
 
