@@ -5,16 +5,18 @@
 # set (seed 1000, never used in training) -> manifests -> `training.train --config demo`
 # (random init) -> a fine-tuning run from its best epoch -> a refining run from that one with
 # images that contain soft exudates drawn 3x as often -> more of it at a lower learning rate
-# ("polish") -> training.bundle (fp16 weights, test
-# metrics, real-photo check, model card) -> weights/. weights/README.md says which machine
-# ran which stage, for how long, and the exact command.
+# with a quarter of the crops on the optic disc ("polish") -> the same with the Tversky index
+# over the batch ("harden") -> training.bundle (fp16 weights, test metrics, second-generator
+# metrics, real-photo check, model card) -> weights/. weights/README.md says which machine ran
+# which stage, for how long, and the exact command.
 #
-# Environment: STAGES (default "data train finetune bundle"; the bundle stage measures inference
-# speed, so run it on the CPU that the card should describe), PYTHON (default .venv/bin/python),
-# TRAIN_SET, FINETUNE_SET, REFINE_SET and POLISH_SET (extra `--set key=value` pairs for the
-# four training stages, space-separated), FINETUNE_EPOCHS (default 10), REFINE_EPOCHS (default
-# 14), POLISH_EPOCHS (default 9), N_TRAIN and N_TEST (images; 2000 and 120),
-# MACHINE (the training machine named in the card; default: read from this machine).
+# Environment: STAGES (default "data train finetune refine polish harden bundle"; the bundle
+# stage measures inference speed, so run it on the CPU that the card should describe), PYTHON
+# (default .venv/bin/python), TRAIN_SET, FINETUNE_SET, REFINE_SET, POLISH_SET and HARDEN_SET
+# (extra `--set key=value` pairs for the five training stages, space-separated),
+# FINETUNE_EPOCHS (default 10), REFINE_EPOCHS (14), POLISH_EPOCHS (9), HARDEN_EPOCHS (12),
+# N_TRAIN and N_TEST (images; 2000 and 120), MACHINE (the training machine named in the card;
+# default: read from this machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-runs/bundled}
