@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hydralanet import load_model
+from hydralanet import load_model, save_checkpoint
 from training import runfolder
 from training import train as train_module
 from training.config import TrainConfig, load_config
@@ -101,6 +102,66 @@ def test_run_writes_checkpoints_logs_and_curves(runs):
     assert best.provenance["epoch"] == best_epoch + 1
     assert best.thresholds == records[best_epoch]["thresholds"]  # tuned on validation, stored in the checkpoint
     assert not (a / "best" / "training_state.json").exists() and (a / "last" / "training_state.safetensors").exists()
+
+
+def test_average_states_by_hand():
+    from training.average import average_states
+
+    a = {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([4.0, 6.0]), "n": torch.tensor(7)}
+    out = average_states([a, b], [1.0, 3.0])  # weights normalised: 1/4 and 3/4
+    assert torch.equal(out["w"], torch.tensor([3.0, 5.0])) and out["n"].item() == 7  # counters: the last run's
+    with pytest.raises(ValueError, match="run 1 does not have the same tensors"):
+        average_states([{"w": torch.zeros(3)}, b], [1.0, 1.0])
+
+
+def test_average_runs_writes_a_validated_checkpoint(runs, manifest, tmp_path, capsys):
+    from training import average
+
+    # Run B is run A moved along a random direction (A and B of the fixture are identical).
+    a, b = runs["a"], tmp_path / "b"
+    shutil.copytree(a, b, ignore=shutil.ignore_patterns("cache"))
+    moved = load_model(a / "best", device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in moved.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_checkpoint(moved.model, b / "best", moved.config)
+    assert average.main(["--runs", str(a), str(b), "--manifest", str(manifest), "--out", str(tmp_path / "avg")]) == 0
+    assert "validation AUPR EX" in capsys.readouterr().out
+    wa, wb = load_file(str(a / "best" / "model.safetensors")), load_file(str(b / "best" / "model.safetensors"))
+    avg = load_model(tmp_path / "avg" / "best", device="cpu")
+    state = avg.model.state_dict()
+    key = next(k for k in wa if wa[k].ndim > 1 and not torch.equal(wa[k], wb[k]))  # a conv the runs disagree on
+    assert torch.allclose(state[key], (wa[key] + wb[key]) / 2, atol=1e-6)
+    prov = avg.config.provenance
+    assert prov["averaged"]["runs"] == [str(a), str(b)] and prov["averaged"]["weights"] == [1.0, 1.0]
+    assert set(prov["metrics"]["val"]) == {"EX", "HE", "MA", "SE", "macro"}
+    # All weight on run A: its weights exactly, and validation gives run A's own numbers back.
+    assert average.main(["--runs", str(a), str(b), "--weights", "1,0", "--manifest", str(manifest),
+                         "--out", str(tmp_path / "only_a")]) == 0  # fmt: skip
+    only_a = load_model(tmp_path / "only_a" / "best", device="cpu")
+    assert torch.equal(only_a.model.state_dict()[key], wa[key])
+    own = load_model(a / "best", device="cpu").config
+    assert only_a.config.thresholds == pytest.approx(own.thresholds)
+    for c in ("EX", "HE", "MA", "SE"):
+        assert only_a.config.provenance["metrics"]["val"][c]["f1"] == pytest.approx(own.provenance["metrics"]["val"][c]["f1"])
+
+
+def test_average_runs_refuses_what_cannot_be_averaged(runs, manifest, tmp_path, capsys):
+    from training import average
+    from training.untrained import make_untrained
+
+    other = tmp_path / "other"
+    make_untrained(other / "best", decoder_channels=4, input_size=64)
+    args = ["--manifest", str(manifest), "--out", str(tmp_path / "avg")]
+    assert average.main(["--runs", str(runs["a"]), str(other), *args]) == 2
+    assert "differs from" in capsys.readouterr().err
+    assert average.main(["--runs", str(runs["a"]), str(tmp_path / "nothing"), *args]) == 2
+    assert "no best/ checkpoint" in capsys.readouterr().err
+    assert average.main(["--runs", str(runs["a"]), str(runs["b"]), "--weights", "1", *args]) == 2
+    assert "one number >= 0 per run (2)" in capsys.readouterr().err
+    assert not (tmp_path / "avg").exists()
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(runs):

@@ -6,11 +6,11 @@
 # (random init) -> a fine-tuning run from its best epoch -> a refining run from that one with
 # images that contain soft exudates drawn 3x as often -> more of it at a lower learning rate
 # with a quarter of the crops on the optic disc ("polish") -> the same with the Tversky index
-# over the batch ("harden") -> training.bundle (fp16 weights, test metrics, second-generator
+# over the batch ("harden") -> the average of the polished and hardened weights -> training.bundle (fp16 weights, test metrics, second-generator
 # metrics, real-photo check, model card) -> weights/. weights/README.md says which machine ran
 # which stage, for how long, and the exact command.
 #
-# Environment: STAGES (default "data train finetune refine polish harden bundle"; the bundle
+# Environment: STAGES (default "data train finetune refine polish harden average bundle"; the bundle
 # stage measures inference speed, so run it on the CPU that the card should describe), PYTHON
 # (default .venv/bin/python), TRAIN_SET, FINETUNE_SET, REFINE_SET, POLISH_SET and HARDEN_SET
 # (extra `--set key=value` pairs for the five training stages, space-separated),
@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-runs/bundled}
 py=${PYTHON:-.venv/bin/python}
-stages=${STAGES:-data train finetune refine polish harden bundle}
+stages=${STAGES:-data train finetune refine polish harden average bundle}
 cores=$(nproc)
 export NO_ALBUMENTATIONS_UPDATE=1
 mkdir -p "$work"
@@ -52,7 +52,8 @@ fi
 stage() {
   local name=$1 extra=$2 sets=() kv start
   shift 2
-  for kv in "$@" $machine_settings $extra; do sets+=(--set "$kv"); done
+  # One cache of preprocessed squares for every stage (10 GB for 2000 photos).
+  for kv in "$@" $machine_settings cache_dir="$work/cache" $extra; do sets+=(--set "$kv"); done
   start=$(date +%s)
   "$py" -m training.train --manifest "$work/train.csv" --config demo --out "$work/$name" "${sets[@]}"
   echo "$(( $(date +%s) - start ))" > "$work/$name/train_seconds"
@@ -99,13 +100,25 @@ if [[ " $stages " == *" harden "* ]]; then
     epochs="${HARDEN_EPOCHS:-12}" tversky_over=batch disc_crop_p=0.25 oversample=1,1,1,3 grad_clip=1.0 $se_fp
 fi
 
+if [[ " $stages " == *" average "* ]]; then
+  # Hardening lifted soft exudates on this generator's photos but made them worse on the
+  # second generator's (its blobs spill past the lesions there): ship the equal-weight average
+  # of the polished and the hardened weights (WiSE-FT's weight-space ensembling), with
+  # thresholds tuned on validation.
+  start=$(date +%s)
+  "$py" -m training.average --runs "$work/polish" "$work/harden" --weights 0.5,0.5 --manifest "$work/train.csv" \
+    --out "$work/average"
+  echo "$(( $(date +%s) - start ))" > "$work/average/train_seconds"
+  echo "$machine" > "$work/average/train_machine"
+fi
+
 if [[ " $stages " == *" bundle "* ]]; then
   minutes() { awk -v s="$1" 'BEGIN { printf "%.1f min", s / 60 }'; }
   final=$work/run
   seconds=$(cat "$work/run/train_seconds")
   where="$(cat "$work/run/train_machine") ($(minutes "$seconds"), first stage)"
   # Each later stage that ran adds its time and machine; the last one is what ships.
-  for pair in finetune:fine-tuning refine:refining polish:polishing harden:hardening; do
+  for pair in finetune:fine-tuning refine:refining polish:polishing harden:hardening average:averaging; do
     name=${pair%%:*}
     [[ -d "$work/$name/best" ]] || continue
     final=$work/$name
