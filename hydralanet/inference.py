@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .checkpoint import LoadedModel, module_device
-from .config import CLASSES, PreprocessConfig, validate_thresholds
+from .config import CLASSES, PreprocessConfig, format_threshold, validate_thresholds
 from .fast import PRECISIONS, InferenceModel, cpu_has_native_bf16, resolve_precision  # noqa: F401  (public here too)
 from .preprocessing import FovGeometry, preprocess
 from .tiling import ALIGN, native_input_size, run_tiled
@@ -150,7 +150,7 @@ def lesion_statistics(
         rows.append(
             {
                 "lesion": c,
-                "threshold": round(thresholds[c], 4),
+                "threshold": float(format_threshold(thresholds[c])),  # 0.999995 must not read as 1.0
                 "pixels": pixels,
                 "coverage_pct": round(100.0 * pixels / fov_pixels, 4),
                 "count": count,

@@ -78,6 +78,8 @@ def test_statistics_count_components_and_coverage():
     assert rows[0] == {"lesion": "EX", "threshold": 0.4, "pixels": 110, "coverage_pct": 2.2, "count": 2, "largest_px": 100}
     assert rows[1]["count"] == 0 and rows[1]["threshold"] == 0.35
     assert rows[2]["count"] == 1 and rows[2]["pixels"] == 2
+    # A tuned threshold near 1 keeps the digits that tell it from 1 (the bundled MA: 0.999995).
+    assert lesion_statistics(masks, fov, {"MA": 0.9999951234})[2]["threshold"] == 0.999995
 
 
 def test_threshold_masks_per_class_and_fov():
