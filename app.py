@@ -1,7 +1,9 @@
 """HydraLA-Net web app: upload fundus photos, read the four lesion overlays, move thresholds.
 
-Run with ``streamlit run app.py``. ``HYDRALANET_MODEL`` picks the model (a Hub repo id
-``owner/name[@revision]`` or a checkpoint folder; default: the bundled ``weights/``).
+Run with ``streamlit run app.py``. ``HYDRALANET_MODEL`` picks the model (a Hub source
+``[spaces/]owner/name[@revision][:path]``, a checkpoint folder or a weights file; default: the
+bundled ``weights/``). ``HYDRALANET_ALLOW_PICKLE=1`` lets the operator allow a pickled state
+dict such as the original code's ``best_model.pt`` (read with ``weights_only=True``).
 
 The page is thin: every computation is a ``hydralanet`` call. The network runs once per
 (image, preprocessing setting); thresholds, visibility, opacity and zoom only re-render
@@ -37,7 +39,7 @@ from hydralanet import (
     render_overlay,
 )
 from hydralanet.checkpoint import load_model_or_bundled
-from hydralanet.config import CLAHE_MODES, CLASS_NAMES, format_threshold
+from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, format_threshold
 from hydralanet.io import IMAGE_EXTENSIONS, encode_png
 from hydralanet.overlay import downscale_for_display, legend_html
 from hydralanet.preprocessing import BlankImageError
@@ -56,6 +58,12 @@ RETRY_FAILED_MODEL_S = 300  # a source that failed is retried after this long: o
 PRECISIONS = {"fast": "auto", "exact (fp32)": "fp32"}
 SAMPLE_NAME = "retina_sample.png"
 MEDICAL_NOTE = "Research software, not a medical device: not for diagnosis or clinical decisions."
+CROP_LABELS = {"fov": "whole field of view", "centre_square": "centre square (original code)"}
+
+
+def pickle_allowed() -> bool:
+    """The operator's opt-in for pickled state dicts; visitors cannot set it."""
+    return os.environ.get("HYDRALANET_ALLOW_PICKLE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 # --------------------------------------------------------------------------- the model
@@ -66,7 +74,7 @@ def shared_model(source: str) -> tuple[LoadedModel, str | None, float]:
     """One model per source per process, shared by every session ("" = bundled). A source
     that cannot be loaded gives the bundled model and a one-line warning; returns
     ``(model, warning, when loaded)``."""
-    loaded, warning = load_model_or_bundled(source or None)
+    loaded, warning = load_model_or_bundled(source or None, allow_pickle=pickle_allowed())
     return loaded, warning, time.monotonic()
 
 
@@ -95,6 +103,7 @@ def reset_controls(loaded: LoadedModel) -> None:
     clahe = loaded.config.preprocessing.clahe
     st.session_state.clahe_on = clahe != "off"
     st.session_state.clahe_mode = clahe if clahe != "off" else CLAHE_MODES[0]
+    st.session_state.crop = loaded.config.preprocessing.crop
 
 
 def reset_thresholds(loaded: LoadedModel) -> None:
@@ -114,14 +123,21 @@ def model_panel(loaded: LoadedModel) -> None:
             [
                 f"source: `{identity['source']}`",
                 f"revision: `{identity.get('revision') or '–'}`",
+                f"file: `{identity.get('file') or '–'}`",
                 f"architecture: {config.model.encoder}, D = {config.model.decoder_channels}, "
                 f"{identity['parameters'] / 1e6:.1f} M parameters",
-                f"input: {config.preprocessing.input_size} px, CLAHE {config.preprocessing.clahe}",
+                f"input: {config.preprocessing.input_size} px, CLAHE {config.preprocessing.clahe}, "
+                f"crop {config.preprocessing.crop}",
                 f"weights: sha256 `{identity['sha256'][:16]}`",
                 f"device: `{loaded.device}`",
             ]
         )
     )
+    if identity.get("converted_from"):
+        st.info(
+            f"Converted from {identity['converted_from']}: its accuracy is unknown until it is scored "
+            "(`python -m training.evaluate`).", icon=":material/swap_horiz:",
+        )
     if provenance.get("trained") is False:
         st.warning("Untrained placeholder (random weights): its masks mean nothing.", icon=":material/warning:")
     with st.expander("Training data and metrics"):
@@ -137,8 +153,9 @@ def model_panel(loaded: LoadedModel) -> None:
     st.text_input(
         "Load another model",
         key="model_source_input",
-        placeholder="owner/name[@revision] or a folder",
-        help="A Hugging Face Hub repo id or a checkpoint folder on the server. Empty: the bundled model.",
+        placeholder="[spaces/]owner/name[@revision][:path] or a folder",
+        help="A Hugging Face Hub model repo or Space (spaces/owner/name), optionally :path/to/best_model.pt "
+        "inside it, or a checkpoint folder on the server. Empty: the bundled model.",
     )
     st.button("Load", on_click=load_requested_model, width="stretch")
 
@@ -166,6 +183,12 @@ def controls(loaded: LoadedModel) -> dict:
         "CLAHE mode", [m for m in CLAHE_MODES if m != "off"], key="clahe_mode", disabled=not clahe_on,
         help="green: CLAHE on the green channel (as published); lab: on L of L*a*b*; casp: on all channels",
     )
+    crop = st.selectbox(
+        "Crop", list(CROP_MODES), key="crop", format_func=CROP_LABELS.get,
+        help="whole field of view: every pixel of the fundus is read (this project's models); centre square: "
+        "the photo's centred square, as the original HydraLA-Net code trained (the sides of a wide photo "
+        "are not read)",
+    )
     tta = st.toggle("Test-time augmentation (flips, 3x slower)", key="tta")
     precision = st.radio(
         "Precision", list(PRECISIONS), key="precision", horizontal=True,
@@ -184,6 +207,7 @@ def controls(loaded: LoadedModel) -> dict:
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, step=0.05, key="opacity")
     return {
         "clahe": mode if clahe_on else "off",
+        "crop": crop,
         "tta": tta,
         "precision": PRECISIONS[precision],
         "thresholds": thresholds,
@@ -266,7 +290,7 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Pred
     """The model's output for this image and preprocessing, from the session cache when
     possible. Bad input ends the run with a one-line ``st.error``."""
     key = (
-        hashlib.sha256(data).hexdigest(), settings["clahe"], settings["tta"], settings["precision"],
+        hashlib.sha256(data).hexdigest(), settings["clahe"], settings["crop"], settings["tta"], settings["precision"],
         loaded.identity["source"], loaded.identity["sha256"],
     )
     prediction = cached_prediction(key)
@@ -278,7 +302,8 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Pred
             # Counts real model calls; the tests read it to prove that thresholds do not re-run the model.
             st.session_state.model_runs = st.session_state.get("model_runs", 0) + 1
             prediction = predict(
-                loaded, image, clahe=settings["clahe"], tta=settings["tta"], precision=settings["precision"]
+                loaded, image, clahe=settings["clahe"], tta=settings["tta"], precision=settings["precision"],
+                crop=settings["crop"],
             )
     except ImageError as exc:
         error = str(exc)
@@ -395,7 +420,9 @@ def show_downloads(name: str, prediction: Prediction, masks: np.ndarray, rows: l
                    loaded: LoadedModel, settings: dict) -> None:
     st.subheader("Downloads")
     stem = Path(name).stem
-    preprocessing = loaded.config.preprocessing.replace(clahe=prediction.settings["clahe"])
+    preprocessing = loaded.config.preprocessing.replace(
+        clahe=prediction.settings["clahe"], crop=prediction.settings["crop"]
+    )
     record = run_record(loaded, preprocessing, settings["thresholds"], tta=settings["tta"],
                         precision=prediction.settings["precision"])
     csv_rows = [{"image": name, **row, **record_columns(record)} for row in rows]

@@ -1,9 +1,10 @@
 """Checkpoint folders (DESIGN §7): ``config.json`` + ``model.safetensors`` + ``README.md``.
 
 One loader, :func:`load_model`, for the app, the CLI, evaluation and tests. Sources: a local
-folder, a Hugging Face Hub repo id with optional ``@revision``, or nothing (the bundled
-model under ``weights/``). Nothing is unpickled unless the caller explicitly allows a legacy
-``.pt`` state dict, and then only with ``weights_only=True``.
+folder or file, a Hugging Face Hub model repo or Space (:mod:`hydralanet.hub`), or nothing
+(the bundled model under ``weights/``); state dicts of the original HydraLA-Net code are
+mapped by :mod:`hydralanet.original`. Nothing is unpickled unless the caller explicitly allows
+a pickled state dict, and then only with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -23,20 +23,33 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import CLASS_NAMES, CLASSES, CheckpointConfig
+from .checkpoint_format import (  # noqa: F401  (CARD_NAME, CheckpointError: public here too)
+    CANDIDATES_TEXT,
+    CARD_NAME,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    folder_files,
+    is_pickle,
+    pickle_refusal,
+    several_candidates,
+    weight_candidates,
+)
+from .config import CLASS_NAMES, CLASSES, DEFAULT_THRESHOLD, CheckpointConfig, PreprocessConfig, format_threshold
 from .fast import optimize_for_inference, resolve_precision
+from .hub import parse_hub_source
 from .model import HydraLANet, count_parameters
+from .original import (
+    ORIGINAL_LAYOUT,
+    LayoutError,
+    check_entries,
+    from_original,
+    infer_model_config,
+    is_original_layout,
+    unwrap_state,
+)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-CARD_NAME = "README.md"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
-# "owner/name" or "owner/name@revision", as the Hub spells repo ids.
-_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message is one line naming the source."""
 
 
 @dataclass
@@ -142,7 +155,7 @@ def default_model_card(config: CheckpointConfig, model: nn.Module | None = None)
         "",
         "| lesion | threshold |",
         "|---|---|",
-        *[f"| {c} ({CLASS_NAMES[c]}) | {config.thresholds[c]:.2f} |" for c in CLASSES],
+        *[f"| {c} ({CLASS_NAMES[c]}) | {format_threshold(config.thresholds[c])} |" for c in CLASSES],
         "",
         "Research software, not a medical device: not for diagnosis or clinical decisions.",
         "",
@@ -153,6 +166,18 @@ def default_model_card(config: CheckpointConfig, model: nn.Module | None = None)
 # --------------------------------------------------------------------------- loading
 
 
+@dataclass(frozen=True)
+class _Located:
+    """Where a source's files are: the weights file, the config.json to use (or None), how to
+    name the source in messages, the Hub revision, and the weights file as people name it."""
+
+    weights: Path
+    config: Path | None
+    label: str
+    revision: str | None = None
+    file: str = WEIGHTS_NAME
+
+
 def load_model(
     source: str | os.PathLike | None = None,
     *,
@@ -161,54 +186,117 @@ def load_model(
 ) -> LoadedModel:
     """Load a checkpoint for inference (eval mode, on ``device``; default CUDA if present).
 
-    ``source``: ``None`` (bundled ``weights/``), a checkpoint folder, a ``.safetensors`` file
-    (with ``config.json`` beside it), a legacy ``.pt``/``.pth`` state dict (only with
-    ``allow_pickle=True``), or a Hub repo id ``owner/name[@revision]``.
+    ``source``: ``None`` (bundled ``weights/``); a checkpoint folder; a folder without
+    ``config.json`` holding one weights file (``best_model.pt``, ``model.pt``, ``*.pth``,
+    ``*.safetensors``, any subfolder); a ``.safetensors`` file (``config.json`` beside it unless
+    it is in the original layout); a pickled ``.pt``/``.pth``/``.bin`` state dict (only with
+    ``allow_pickle=True``, read with ``weights_only=True``); or a Hub source
+    ``[spaces/]owner/name[@revision][:path]``. State dicts in the original HydraLA-Net code's
+    layout (:mod:`hydralanet.original`) are recognised and mapped exactly, plain or wrapped
+    (``state_dict``/``model_state_dict``/``model``) and with DDP's ``module.`` prefix.
     Raises :class:`CheckpointError` (or :class:`HubError`) with a one-line message.
     """
-    revision = None
-    if source is None or str(source) == "":
-        folder, label = BUNDLED_DIR, "bundled model (weights/)"
-        if not (folder / CONFIG_NAME).exists():
-            raise CheckpointError(f"{label}: no {CONFIG_NAME} found in {folder}; run `python -m weights.make_untrained`")
-        weights = folder / WEIGHTS_NAME
+    found = _locate(source, allow_pickle=allow_pickle)
+    label = found.label
+    state = _read_state(found.weights, label, allow_pickle=allow_pickle, config_missing=found.config is None)
+    sha256 = _sha256(found.weights)
+    original = is_original_layout(state)
+    if found.config is not None:
+        config = _read_config(found.config, label)
+    elif original:
+        config = original_config(state, file=found.file, sha256=sha256)
+    elif is_pickle(found.weights):
+        config = CheckpointConfig()  # a bare legacy state dict: assume the published architecture
     else:
-        path = Path(source).expanduser()
-        label = str(source)
-        if path.is_dir():
-            folder, weights = path, path / WEIGHTS_NAME
-        elif path.is_file():
-            folder, weights = path.parent, path
-        elif _HUB_ID.match(str(source)) and not str(source).startswith((".", "/")):
-            from .hub import download_checkpoint  # imported lazily: huggingface_hub is slow to import
-
-            folder, revision = download_checkpoint(str(source))
-            weights = folder / WEIGHTS_NAME
-        else:
-            raise CheckpointError(
-                f"{label}: no such file or folder, and not a Hub repo id (expected owner/name[@revision])"
-            )
-
-    config = _read_config(folder, label, required=weights.suffix not in (".pt", ".pth"))
+        raise CheckpointError(f"{label}: {CONFIG_NAME} is missing (a checkpoint folder needs config.json)")
     model = HydraLANet.from_config(config.model)
-    state = _read_state(weights, label, allow_pickle=allow_pickle)
-    missing, unexpected = _match_state(model, state)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{label}: weights do not match the {config.model.encoder}/D={config.model.decoder_channels} "
-            f"architecture in its config ({len(missing)} missing keys e.g. {missing[:2]}, "
-            f"{len(unexpected)} unexpected e.g. {unexpected[:2]})"
-        )
+    if original:
+        try:
+            state = from_original(state, config.model, model.state_dict())
+        except LayoutError as exc:
+            raise CheckpointError(f"{label}: {found.file} is in {ORIGINAL_LAYOUT} but does not match it: {exc}") from None
+    else:
+        _check_own_layout(model, state, config, label)
     model.load_state_dict(state, strict=True)
     model.eval().to(resolve_device(device))
     identity = {
         "name": config.name,
         "source": "bundled" if source in (None, "") else str(source),
-        "revision": revision,
-        "sha256": _sha256(weights),
+        "revision": found.revision,
+        "file": found.file,
+        "sha256": sha256,
         "parameters": count_parameters(model),
+        # Loaded from the original layout now, or a folder `convert` wrote from it earlier.
+        "converted_from": ORIGINAL_LAYOUT if original else config.provenance.get("converted_from"),
     }
     return LoadedModel(model=model, config=config, identity=identity)
+
+
+def original_config(state: dict[str, torch.Tensor], *, file: str, sha256: str) -> CheckpointConfig:
+    """The config of an original-layout state dict that came without one: its architecture,
+    the original code's preprocessing (green CLAHE 1.5 / 8x8 after resizing the photo's centre
+    square to 1024 px, ImageNet mean/std) and its 0.35 thresholds."""
+    return CheckpointConfig(
+        model=infer_model_config(state),
+        preprocessing=PreprocessConfig(crop="centre_square"),
+        thresholds={c: DEFAULT_THRESHOLD for c in CLASSES},
+        name=f"hydralanet-original ({Path(file).name})",
+        provenance={
+            "converted_from": ORIGINAL_LAYOUT,
+            "source_file": file,
+            "source_sha256": sha256,
+            "metrics": "unknown until scored (python -m training.evaluate --model DIR --manifest M)",
+        },
+    )
+
+
+def _locate(source: str | os.PathLike | None, *, allow_pickle: bool) -> _Located:
+    if source is None or str(source) == "":
+        label = "bundled model (weights/)"
+        if not (BUNDLED_DIR / CONFIG_NAME).exists():
+            raise CheckpointError(f"{label}: no {CONFIG_NAME} in {BUNDLED_DIR}; reinstall hydralanet or restore weights/ from git")
+        return _Located(BUNDLED_DIR / WEIGHTS_NAME, BUNDLED_DIR / CONFIG_NAME, label)
+    path = Path(source).expanduser()
+    label = str(source)
+    if path.is_dir():
+        return _in_folder(path, label, hint=f"pass the file itself, e.g. {path / '<file>'}")
+    if path.is_file():
+        beside = path.parent / CONFIG_NAME
+        return _Located(path, beside if beside.exists() else None, label, file=path.name)
+    hub = parse_hub_source(str(source))
+    if hub is None or path.parent.is_dir() and str(path.parent) not in ("", "."):
+        # A path whose folder exists here is a mistyped local path, not a Hub repo.
+        raise CheckpointError(
+            f"{label}: no such file or folder, and not a Hub repo id (expected [spaces/]owner/name[@revision][:path])"
+        )
+    from .hub import download_checkpoint  # imported lazily: huggingface_hub is slow to import
+
+    folder, revision, chosen = download_checkpoint(hub, allow_pickle=allow_pickle)
+    if chosen is None:
+        return _Located(folder / WEIGHTS_NAME, folder / CONFIG_NAME, label, revision)
+    located = _in_folder(folder, label, chosen=chosen, hint=f"{hub.where.split('@')[0]}[@revision]:PATH")
+    return _Located(located.weights, located.config, label, revision, located.file)
+
+
+def _in_folder(folder: Path, label: str, *, chosen: str | None = None, hint: str) -> _Located:
+    """A checkpoint folder (config.json + model.safetensors), or the one weights file in it."""
+    if chosen is None and (folder / CONFIG_NAME).exists():
+        return _Located(folder / WEIGHTS_NAME, folder / CONFIG_NAME, label)
+    if chosen is None:
+        candidates = weight_candidates(folder_files(folder))
+        if not candidates:
+            raise CheckpointError(
+                f"{label}: {CONFIG_NAME} is missing (a checkpoint folder needs config.json) and no weights file "
+                f"({CANDIDATES_TEXT}) is in it"
+            )
+        if len(candidates) > 1:
+            raise CheckpointError(several_candidates(label, candidates, hint))
+        chosen = candidates[0]
+    weights = folder / chosen
+    if not weights.is_file():
+        raise CheckpointError(f"{label}: {chosen} is missing")
+    beside = weights.parent / CONFIG_NAME
+    return _Located(weights, beside if beside.exists() else None, label, file=chosen)
 
 
 def load_model_or_bundled(
@@ -236,12 +324,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _read_config(folder: Path, label: str, *, required: bool) -> CheckpointConfig:
-    path = folder / CONFIG_NAME
-    if not path.exists():
-        if required:
-            raise CheckpointError(f"{label}: {CONFIG_NAME} is missing (a checkpoint folder needs config.json)")
-        return CheckpointConfig()  # a bare legacy state dict: assume the published architecture
+def _read_config(path: Path, label: str) -> CheckpointConfig:
     try:
         return CheckpointConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -250,36 +333,45 @@ def _read_config(folder: Path, label: str, *, required: bool) -> CheckpointConfi
         raise CheckpointError(f"{label}: {CONFIG_NAME} is invalid ({exc})") from None
 
 
-def _read_state(weights: Path, label: str, *, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    if weights.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+def _read_state(weights: Path, label: str, *, allow_pickle: bool, config_missing: bool) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file, unwrapped (:func:`hydralanet.original.unwrap_state`)."""
+    if is_pickle(weights):
         if not allow_pickle:
-            raise CheckpointError(
-                f"{label}: {weights.name} is a pickled PyTorch file; refusing to unpickle it. Convert it to "
-                "safetensors, or pass allow_pickle=True (CLI: --allow-pickle) if you trust its origin"
-            )
+            raise CheckpointError(pickle_refusal(label, weights.name))
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+            loaded = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError for objects weights_only refuses, and more
-            raise CheckpointError(f"{label}: cannot load {weights.name} as a plain state dict ({exc})") from None
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]  # a training checkpoint dict: take the model part
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise CheckpointError(f"{label}: {weights.name} does not hold a state dict of tensors")
-        return state
-    if not weights.exists():
-        raise CheckpointError(f"{label}: {weights.name} is missing")
+            raise CheckpointError(f"{label}: cannot load {weights.name} as a plain state dict ({_one_line(exc)})") from None
+    else:
+        if not weights.exists():
+            raise CheckpointError(f"{label}: {weights.name} is missing")
+        try:
+            loaded = load_file(str(weights))
+        except (SafetensorError, OSError, ValueError) as exc:
+            if config_missing:
+                raise CheckpointError(
+                    f"{label}: {CONFIG_NAME} is missing and {weights.name} is not a valid safetensors file ({exc})"
+                ) from None
+            raise CheckpointError(f"{label}: {weights.name} is not a valid safetensors file ({exc})") from None
+    state = unwrap_state(loaded)
+    if state is None:
+        raise CheckpointError(f"{label}: {weights.name} does not hold a state dict of tensors")
+    return state
+
+
+def _check_own_layout(model: nn.Module, state: dict[str, torch.Tensor], config: CheckpointConfig, label: str) -> None:
     try:
-        return load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{label}: {weights.name} is not a valid safetensors file ({exc})") from None
+        check_entries(state, model.state_dict())
+    except LayoutError as exc:
+        raise CheckpointError(
+            f"{label}: weights do not match the {config.model.encoder}/D={config.model.decoder_channels} "
+            f"architecture in its config: {exc}"
+        ) from None
 
 
-def _match_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    return missing + wrong, unexpected
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def _sha256(path: Path) -> str:

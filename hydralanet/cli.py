@@ -1,4 +1,4 @@
-"""Command line: ``python -m hydralanet predict PATH... --out DIR``.
+"""Command line: ``python -m hydralanet predict PATH... --out DIR`` and ``convert SRC --out DIR``.
 
 Output layout (other tools rely on it)::
 
@@ -7,6 +7,10 @@ Output layout (other tools rely on it)::
     DIR/<stem>/prob_EX.png ...               16-bit PNG, p x 65535 (--save-probabilities)
     DIR/summary.csv                          one row per image and lesion
     DIR/summary.json                         the same + model identity, settings, failures
+
+``convert SRC --out DIR`` writes SRC (a checkpoint folder, a weights file such as the original
+code's best_model.pt, or a Hub source) as a checkpoint folder; ``--to original --out FILE``
+writes the original code's state-dict layout instead.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import CLAHE_MODES, CLASSES, PreprocessConfig, validate_thresholds
+from .config import CLAHE_MODES, CLASSES, CROP_MODES, PreprocessConfig, validate_thresholds
 from .io import ImageError, list_images, read_image, save_png, write_atomic
 from .report import SUMMARY_COLUMNS, run_record, summary_csv  # noqa: F401  (re-exported for callers)
 
@@ -55,12 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment fundus photos (files and folders) into lesion masks")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--model", default=None, help="checkpoint folder or Hub repo id[@revision] (default: bundled)")
+    p.add_argument("--model", default=None, help=f"{SOURCE_HELP} (default: the bundled model)")
     p.add_argument(
         "--threshold", action="append", type=_threshold_arg, default=[], metavar="LESION=P",
         help="per-class threshold, e.g. --threshold EX=0.4 (repeatable; default: the checkpoint's)",
     )
     p.add_argument("--clahe", choices=CLAHE_MODES, default=None, help="CLAHE mode (default: the checkpoint's)")
+    p.add_argument(
+        "--crop", choices=CROP_MODES, default=None,
+        help="fov: the whole field of view; centre_square: the photo's centre square, as the original "
+        "HydraLA-Net code trained (default: the checkpoint's)",
+    )
     p.add_argument("--tta", action="store_true", help="average over horizontal/vertical flips (3x slower)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument(
@@ -69,18 +78,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--save-probabilities", action="store_true", help="also write prob_<LESION>.png (16-bit)")
     p.add_argument("--opacity", type=float, default=0.5, help="overlay fill opacity in [0, 1] (default 0.5)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow a legacy pickled .pt checkpoint (trusted only)")
+    p.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     p.add_argument(
         "--tile", type=_tile_arg, default=None, metavar="SIZE",
         help="segment at native resolution in overlapping SIZE px tiles (multiple of 32; for large photos)",
     )
+
+    c = sub.add_parser(
+        "convert", help="write weights (e.g. the original code's best_model.pt) as a checkpoint folder, or back",
+        description="Convert SRC to a checkpoint folder (safetensors + config.json + model card), or with "
+        "--to original to a best_model.pt the original HydraLA-Net code loads with strict=True.",
+    )
+    c.add_argument("source", metavar="SRC", help=SOURCE_HELP)
+    c.add_argument("--out", required=True, type=Path, help="folder to write (--to hydralanet) or .pt file (--to original)")
+    c.add_argument("--to", choices=("hydralanet", "original"), default="hydralanet", help="output layout (default hydralanet)")
+    c.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
+    c.add_argument("--name", default=None, help="model name in config.json (default: the source's)")
+    c.add_argument(
+        "--threshold", action="append", type=_threshold_arg, default=[], metavar="LESION=P",
+        help="per-class threshold to store, e.g. --threshold EX=0.4 (repeatable; default: the source's)",
+    )
+    c.add_argument("--crop", choices=CROP_MODES, default=None, help="crop to store (default: the source's)")
     return parser
+
+
+SOURCE_HELP = (
+    "checkpoint folder, weights file (.safetensors, or .pt/.pth/.bin with --allow-pickle), or Hub source "
+    "[spaces/]owner/name[@revision][:path/in/repo]"
+)
+PICKLE_HELP = "allow a pickled .pt/.pth/.bin state dict (read with weights_only=True; only from a source you trust)"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "predict":
         return predict_command(args)
+    if args.command == "convert":
+        return convert_command(args)
     return 2  # pragma: no cover - argparse enforces the sub-command
 
 
@@ -104,9 +138,12 @@ def predict_command(args: argparse.Namespace) -> int:
     except (CheckpointError, ValueError) as exc:
         return _fail(str(exc))
     thresholds = validate_thresholds({**loaded.config.thresholds, **dict(args.threshold)})
+    print(f"model: {describe_model(loaded)}", file=sys.stderr)
     preprocessing: PreprocessConfig = loaded.config.preprocessing
     if args.clahe:
         preprocessing = preprocessing.replace(clahe=args.clahe)
+    if args.crop:
+        preprocessing = preprocessing.replace(crop=args.crop)
 
     paths = list_images(args.paths)
     if not paths:
@@ -122,7 +159,7 @@ def predict_command(args: argparse.Namespace) -> int:
         try:
             image = read_image(path)
             prediction = predict(loaded, image, clahe=preprocessing.clahe, tta=args.tta, precision=args.precision,
-                                 tile=args.tile)
+                                 tile=args.tile, crop=preprocessing.crop)
         except ImageError as exc:
             failures.append({"image": str(path), "error": exc.problem})
             tqdm.write(f"error: {exc}", file=sys.stderr)
@@ -159,6 +196,47 @@ def predict_command(args: argparse.Namespace) -> int:
         print(f"{len(failures)} file(s) failed; see {out / 'summary.json'}", file=sys.stderr)
         return 1
     return 0
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .convert import convert_to_folder, export_original
+    from .original import ORIGINAL_LAYOUT
+
+    try:
+        if args.to == "original":
+            if args.name or args.threshold or args.crop:
+                return _fail("--name, --threshold and --crop describe a checkpoint folder; the original layout has no place for them")
+            out, loaded = export_original(args.source, args.out, allow_pickle=args.allow_pickle)
+            arch = loaded.config.model
+            print(
+                f"wrote {out} ({ORIGINAL_LAYOUT}, {arch.encoder}, D = {arch.decoder_channels}) from {describe_model(loaded)}; "
+                f"the original code thresholds at 0.35 and reads the centre square",
+                file=sys.stderr,
+            )
+        else:
+            out, loaded = convert_to_folder(
+                args.source, args.out, allow_pickle=args.allow_pickle, name=args.name,
+                thresholds=dict(args.threshold), crop=args.crop,
+            )
+            print(f"wrote {out} from {describe_model(loaded)}; its metrics are unknown until scored "
+                  f"(python -m training.evaluate --model {out} ...)", file=sys.stderr)
+    except (CheckpointError, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def describe_model(loaded) -> str:
+    """One line: name, source, the file used, and whether it was converted."""
+    identity = loaded.identity
+    parts = [identity["source"]]
+    if identity.get("revision"):
+        parts.append(f"revision {identity['revision'][:12]}")
+    if identity.get("file"):
+        parts.append(f"file {identity['file']}")
+    if identity.get("converted_from"):
+        parts.append(f"converted from {identity['converted_from']}")
+    return f"{identity['name']} ({', '.join(parts)})"
 
 
 def _unique_name(stem: str, used: set[str]) -> str:

@@ -22,6 +22,9 @@ CLASS_NAMES: dict[str, str] = {
 
 ENCODERS: tuple[str, ...] = ("resnet50", "resnet34", "resnet18")
 CLAHE_MODES: tuple[str, ...] = ("green", "lab", "casp", "off")
+# How the model's square is cut from a photo: the field of view's bounding box padded to a
+# square (this project), or the photo's centred square (the original HydraLA-Net code).
+CROP_MODES: tuple[str, ...] = ("fov", "centre_square")
 
 # ImageNet statistics: the encoder's pretrained weights expect them (DESIGN §4.5).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -72,11 +75,15 @@ class PreprocessConfig:
     # FOV detection: a blurred max(R, G) above this fraction of its robust maximum is "inside".
     # 0.1 separates the black surround (< 5 % in every camera we tried) from dim rims.
     fov_threshold: float = 0.1
+    # fov: every pixel of the field of view is read. centre_square: what the original code
+    # trained on (checkpoints converted from it default to it; README, original checkpoints).
+    crop: str = "fov"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         _check_choice("clahe", self.clahe, CLAHE_MODES)
+        _check_choice("crop", self.crop, CROP_MODES)
         if int(self.input_size) < 32 or int(self.input_size) % 32:
             raise ValueError(f"input_size must be a multiple of 32 and >= 32, got {self.input_size!r}")
         if float(self.clip_limit) <= 0:

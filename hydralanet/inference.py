@@ -77,10 +77,12 @@ def predict(
     precision: str = "auto",
     tile: int | None = None,
     scale: float | None = None,
+    crop: str | None = None,
 ) -> Prediction:
     """Run the model once on an RGB uint8 image (``H x W x 3``, any size).
 
-    ``clahe`` overrides the checkpoint's CLAHE mode (``green``, ``lab``, ``casp``, ``off``).
+    ``clahe`` overrides the checkpoint's CLAHE mode (``green``, ``lab``, ``casp``, ``off``),
+    ``crop`` its crop (``fov``, ``centre_square``: :data:`hydralanet.config.CROP_MODES`).
     ``precision``: ``auto`` is the fast path (:mod:`hydralanet.fast`), ``fp32`` the exact one.
     ``tile``: segment in overlapping tiles of this many pixels (:mod:`hydralanet.tiling`), at
     native resolution unless ``scale`` is given; ``scale``: the FOV square's side as a multiple
@@ -90,6 +92,8 @@ def predict(
     config: PreprocessConfig = loaded.config.preprocessing
     if clahe is not None:
         config = config.replace(clahe=clahe)
+    if crop is not None:
+        config = config.replace(crop=crop)
     if scale is not None:
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale!r}")
@@ -99,7 +103,7 @@ def predict(
     prepared = preprocess(image, config)
     model = loaded.inference_model(precision)
     precision = resolve_precision(precision, loaded.device)
-    settings = {"clahe": config.clahe, "tta": bool(tta), "precision": precision, "input_size": config.input_size,
+    settings = {"clahe": config.clahe, "crop": config.crop, "tta": bool(tta), "precision": precision, "input_size": config.input_size,
                 "tile": tile}
     if tile is None:
         probs = run_model(model, prepared.tensor[None], precision=precision, tta=tta)[0].cpu().numpy()

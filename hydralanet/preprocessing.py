@@ -27,7 +27,8 @@ class BlankImageError(ValueError):
 class FovGeometry:
     """Where the FOV square came from: original ``(height, width)``, the crop box
     ``(y0, y1, x0, x1)`` in original pixels, and the square's side before resizing; the crop
-    sits at ``(pad_top, pad_left)`` inside the square. ``size`` is the model input side."""
+    sits at ``(pad_top, pad_left)`` inside the square. ``size`` is the model input side.
+    ``crop`` is how the box was chosen (:data:`hydralanet.config.CROP_MODES`)."""
 
     original_shape: tuple[int, int]
     box: tuple[int, int, int, int]
@@ -35,6 +36,7 @@ class FovGeometry:
     pad_top: int
     pad_left: int
     size: int
+    crop: str = "fov"
 
     def to_square(self, array: np.ndarray, *, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
         """Original-resolution ``H x W [x C]`` -> model square ``size x size [x C]``.
@@ -47,8 +49,10 @@ class FovGeometry:
         square[self.pad_top : self.pad_top + (y1 - y0), self.pad_left : self.pad_left + (x1 - x0)] = crop
         if self.side == self.size:
             return square
-        if interpolation == cv2.INTER_LINEAR and self.size < self.side:
-            interpolation = cv2.INTER_AREA  # anti-aliased downscale: tiny MA survive it better
+        if interpolation == cv2.INTER_LINEAR and self.size < self.side and self.crop == "fov":
+            # Anti-aliased downscale: tiny MA survive it better. The centre square keeps plain
+            # bilinear: that is how the original code resized its training photos.
+            interpolation = cv2.INTER_AREA
         return cv2.resize(square, (self.size, self.size), interpolation=interpolation)
 
     def to_original(self, maps: np.ndarray) -> np.ndarray:
@@ -114,6 +118,23 @@ def fov_geometry(fov: np.ndarray, size: int) -> FovGeometry:
     )
 
 
+def centre_square_geometry(shape: tuple[int, int], size: int) -> FovGeometry:
+    """The photo's centred ``min(H, W)`` square, as the original HydraLA-Net code cropped its
+    training photos (on IDRiD's 4288 x 2848 photos it cuts off the sides of the field of view)."""
+    h, w = int(shape[0]), int(shape[1])
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return FovGeometry((h, w), (y0, y0 + side, x0, x0 + side), side, 0, 0, int(size), crop="centre_square")
+
+
+def square_geometry(fov: np.ndarray, config: PreprocessConfig) -> FovGeometry:
+    """The square the model reads, by ``config.crop``: ``fov`` = the FOV's bounding box padded
+    to a square, ``centre_square`` = the photo's centred square."""
+    if config.crop == "centre_square":
+        return centre_square_geometry(fov.shape, config.input_size)
+    return fov_geometry(fov, config.input_size)
+
+
 def apply_clahe(image: np.ndarray, mode: str = "green", *, clip_limit: float = 1.5, tile_grid: int = 8) -> np.ndarray:
     """Contrast-limited adaptive histogram equalisation on RGB uint8 ``H x W x 3``.
 
@@ -163,9 +184,17 @@ class Preprocessed:
 
 def crop_to_fov(image: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray, FovGeometry]:
     """Steps 2-3: ``(square uint8 S x S x 3, fov H x W bool, geometry)``. Training applies
-    ``geometry.to_square(mask, interpolation=cv2.INTER_NEAREST)`` to its masks."""
+    ``geometry.to_square(mask, interpolation=cv2.INTER_NEAREST)`` to its masks.
+
+    With ``crop="centre_square"`` the returned ``fov`` is the part of the field of view inside
+    the square: what lies outside is not read, and statistics are of what was read."""
     fov = fov_mask(image, threshold=config.fov_threshold)
-    geometry = fov_geometry(fov, config.input_size)
+    geometry = square_geometry(fov, config)
+    if geometry.crop != "fov":
+        y0, y1, x0, x1 = geometry.box
+        inside = np.zeros_like(fov)
+        inside[y0:y1, x0:x1] = True
+        fov &= inside
     return geometry.to_square(image), fov, geometry
 
 

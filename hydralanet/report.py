@@ -56,6 +56,7 @@ def record_columns(record: dict[str, Any]) -> dict[str, Any]:
         "model_revision": model.get("revision") or "",
         "model_sha256": model.get("sha256"),
         "clahe": record["preprocessing"]["clahe"],
+        "crop": record["preprocessing"]["crop"],
         "input_size": record["preprocessing"]["input_size"],
         "tta": record["tta"],
         "precision": record["precision"],

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .config import PreprocessConfig
-from .preprocessing import fov_geometry, fov_mask
+from .preprocessing import fov_mask, square_geometry
 
 ALIGN = 32  # the encoder's stride: tiles on this grid see the same pixel grid as the whole square
 
@@ -38,7 +38,7 @@ class TiledProbabilities:
 def native_input_size(image: np.ndarray, config: PreprocessConfig) -> int:
     """The FOV square's side in the photo's own pixels, rounded to a multiple of 32: the input
     size at which the model sees the photo at native resolution (no down-sampling)."""
-    side = fov_geometry(fov_mask(image, threshold=config.fov_threshold), config.input_size).side
+    side = square_geometry(fov_mask(image, threshold=config.fov_threshold), config).side
     return max(ALIGN, int(round(side / ALIGN)) * ALIGN)
 
 
