@@ -70,20 +70,20 @@ def pickle_allowed() -> bool:
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def shared_model(source: str) -> tuple[LoadedModel, str | None, float]:
+def shared_model(source: str, allow_pickle: bool) -> tuple[LoadedModel, str | None, float]:
     """One model per source per process, shared by every session ("" = bundled). A source
     that cannot be loaded gives the bundled model and a one-line warning; returns
     ``(model, warning, when loaded)``."""
-    loaded, warning = load_model_or_bundled(source or None, allow_pickle=pickle_allowed())
+    loaded, warning = load_model_or_bundled(source or None, allow_pickle=allow_pickle)
     return loaded, warning, time.monotonic()
 
 
 def resolve_model(source: str) -> tuple[LoadedModel, str | None]:
-    loaded, warning, when = shared_model(source)
+    loaded, warning, when = shared_model(source, pickle_allowed())
     asked_at = st.session_state.pop("load_clicked_at", -float("inf"))
     if warning and (when < asked_at or time.monotonic() - when > RETRY_FAILED_MODEL_S):
-        shared_model.clear(source)  # the Hub may be back: try again (only failed sources are reloaded)
-        loaded, warning, _ = shared_model(source)
+        shared_model.clear(source, pickle_allowed())  # the Hub may be back: try again (only failed sources)
+        loaded, warning, _ = shared_model(source, pickle_allowed())
     return loaded, warning
 
 

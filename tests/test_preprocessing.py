@@ -120,3 +120,23 @@ def test_config_rejects_bad_values():
         PreprocessConfig(input_size=100)
     with pytest.raises(ValueError, match="clahe"):
         PreprocessConfig(clahe="hist")
+
+
+def test_centre_square_crop_is_the_original_codes_geometry():
+    """crop=centre_square: the photo's centred min(H, W) square, resized bilinearly (as the
+    original HydraLA-Net code trained); the FOV is limited to what the square reads."""
+    img = synthetic_fundus(300, 500, centre=(150, 250), radius=200)  # wider than tall, clipped top/bottom
+    config = PreprocessConfig(input_size=128, crop="centre_square")
+    square, fov, geometry = crop_to_fov(img, config)
+    assert geometry.box == (0, 300, 100, 400) and (geometry.side, geometry.pad_top, geometry.pad_left) == (300, 0, 0)
+    assert np.array_equal(square, cv2.resize(img[:, 100:400], (128, 128), interpolation=cv2.INTER_LINEAR))
+    whole = fov_mask(img)
+    assert np.array_equal(fov, whole & (np.arange(500) >= 100)[None] & (np.arange(500) < 400)[None])
+    assert whole[:, :100].any() and not fov[:, :100].any()  # the sides of the FOV are not read
+    # The default crop keeps the area downscale and reads the whole FOV.
+    square_fov, fov_all, g = crop_to_fov(img, PreprocessConfig(input_size=128))
+    assert g.crop == "fov" and np.array_equal(fov_all, whole) and g.box[3] - g.box[2] > 300
+    prepared = preprocess(img, config)
+    assert np.array_equal(prepared.fov, fov) and prepared.tensor.shape == (3, 128, 128)
+    with pytest.raises(ValueError, match="crop='square' is not supported; choose one of fov, centre_square"):
+        PreprocessConfig(crop="square")

@@ -70,7 +70,7 @@ def evaluate(
         "thresholds": dict(loaded.config.thresholds),
         "settings": {"tta": tta, "precision": precision, "device": str(loaded.device),
                      "resolution": "original", "input_size": loaded.config.preprocessing.input_size,
-                     "clahe": loaded.config.preprocessing.clahe},
+                     "clahe": loaded.config.preprocessing.clahe, "crop": loaded.config.preprocessing.crop},
         "seconds": round(seconds, 2),
         "metrics": metrics,
     }
