@@ -234,7 +234,7 @@ def test_hub_model_repo_with_only_best_model_pt(hub, best_model, golden):
     assert_golden(loaded, golden)
 
 
-def test_hub_space_sources_and_naming_the_file(hub, tmp_path):
+def test_hub_space_sources_and_naming_the_file(hub, tmp_path, monkeypatch):
     model, state = tiny_original(seed=7)
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -258,6 +258,11 @@ def test_hub_space_sources_and_naming_the_file(hub, tmp_path):
 
     with pytest.raises(HubError, match=r"no file 'runs/exp3/best_model.pt' in the repo"):
         load_model("spaces/someone/HydraLA-Net-demo:runs/exp3/best_model.pt", allow_pickle=True)
+
+    # Offline, the cached copy of the Space's file serves the same source.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = load_model(source, allow_pickle=True, device="cpu")
+    assert offline.identity["file"] == "runs/exp2/model.pt" and same_function(offline.model, model)
 
 
 # --------------------------------------------------------------------------- convert and use
