@@ -8,6 +8,7 @@ CLI maps its flags onto their fields.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,9 +124,13 @@ class CheckpointConfig:
     thresholds: dict[str, float] = field(default_factory=lambda: {c: DEFAULT_THRESHOLD for c in CLASSES})
     name: str = "hydralanet"
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Per-class Platt calibration of the logits, {class: (a, b)}: p = sigmoid(a * logit + b),
+    # fitted on validation (training.calibrate); None = raw sigmoid (checkpoints made before it).
+    calibration: dict[str, tuple[float, float]] | None = None
 
     def __post_init__(self) -> None:
         self.thresholds = validate_thresholds(self.thresholds)
+        self.calibration = validate_calibration(self.calibration)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +141,7 @@ class CheckpointConfig:
             "model": self.model.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "thresholds": dict(self.thresholds),
+            "calibration": {c: list(ab) for c, ab in self.calibration.items()} if self.calibration else None,
             "provenance": self.provenance,
         }
 
@@ -152,6 +158,7 @@ class CheckpointConfig:
             thresholds=data.get("thresholds", {}),
             name=str(data.get("name", "hydralanet")),
             provenance=dict(data.get("provenance", {})),
+            calibration=data.get("calibration"),
         )
 
 
@@ -166,6 +173,25 @@ def format_threshold(value: float) -> str:
     while digits < 9 and round(value, digits) in (0.0, 1.0):
         digits += 1
     return f"{value:.{digits}f}"
+
+
+def validate_calibration(calibration: dict[str, Any] | None) -> dict[str, tuple[float, float]] | None:
+    """``{class: (a, b)}`` for all four classes with finite ``a > 0`` (monotone: it must not
+    reorder pixels, so AUPR is unchanged), or None."""
+    if not calibration:
+        return None
+    if set(calibration) != set(CLASSES):
+        raise ValueError(f"calibration must give (a, b) for each of {', '.join(CLASSES)}, got {sorted(calibration)}")
+    out = {}
+    for c in CLASSES:
+        try:
+            a, b = (float(v) for v in calibration[c])
+        except (TypeError, ValueError):
+            raise ValueError(f"calibration for {c} must be a pair (a, b), got {calibration[c]!r}") from None
+        if not (math.isfinite(a) and math.isfinite(b) and a > 0):
+            raise ValueError(f"calibration for {c} must have a finite a > 0 and a finite b, got ({a}, {b})")
+        out[c] = (a, b)
+    return out
 
 
 def validate_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:

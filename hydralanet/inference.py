@@ -44,11 +44,19 @@ class Prediction:
 
 
 @torch.inference_mode()
-def run_model(model: torch.nn.Module, batch: torch.Tensor, *, precision: str = "fp32", tta: bool = False) -> torch.Tensor:
+def run_model(
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    *,
+    precision: str = "fp32",
+    tta: bool = False,
+    calibration: dict[str, tuple[float, float]] | None = None,
+) -> torch.Tensor:
     """Probabilities ``B x 4 x S x S`` (float32) for a normalised batch ``B x 3 x S x S``.
 
-    ``tta`` averages the probabilities of the plain, horizontally and vertically flipped
-    inputs (flips undone before averaging).
+    ``calibration`` ``{class: (a, b)}`` makes them ``sigmoid(a * logit + b)`` (the checkpoint's
+    ``config.calibration``); None is the raw sigmoid. ``tta`` averages the probabilities of the
+    plain, horizontally and vertically flipped inputs (flips undone before averaging).
     """
     device = module_device(model)
     batch = batch.to(device)
@@ -57,12 +65,19 @@ def run_model(model: torch.nn.Module, batch: torch.Tensor, *, precision: str = "
     # An InferenceModel (hydralanet.fast) carries its own precision; autocast is for plain models.
     dtype = None if isinstance(model, InferenceModel) else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     views = [()] + ([(-1,), (-2,)] if tta else [])
+    scale = shift = None
+    if calibration:
+        scale = torch.tensor([calibration[c][0] for c in CLASSES], device=device).view(1, -1, 1, 1)
+        shift = torch.tensor([calibration[c][1] for c in CLASSES], device=device).view(1, -1, 1, 1)
     total = None
     for dims in views:
         x = batch.flip(dims) if dims else batch
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x)
-        probs = torch.sigmoid(logits.float())
+        logits = logits.float()
+        if scale is not None:
+            logits = torch.addcmul(shift, logits, scale)
+        probs = torch.sigmoid(logits)
         probs = probs.flip(dims) if dims else probs
         total = probs if total is None else total + probs
     return total / len(views)
@@ -78,11 +93,14 @@ def predict(
     tile: int | None = None,
     scale: float | None = None,
     crop: str | None = None,
+    calibrated: bool = True,
 ) -> Prediction:
     """Run the model once on an RGB uint8 image (``H x W x 3``, any size).
 
     ``clahe`` overrides the checkpoint's CLAHE mode (``green``, ``lab``, ``casp``, ``off``),
     ``crop`` its crop (``fov``, ``centre_square``: :data:`hydralanet.config.CROP_MODES`).
+    Probabilities are calibrated by the checkpoint's ``calibration`` when it has one;
+    ``calibrated=False`` gives the raw sigmoid (what calibration is fitted on).
     ``precision``: ``auto`` is the fast path (:mod:`hydralanet.fast`), ``fp32`` the exact one.
     ``tile``: segment in overlapping tiles of this many pixels (:mod:`hydralanet.tiling`), at
     native resolution unless ``scale`` is given; ``scale``: the FOV square's side as a multiple
@@ -101,15 +119,17 @@ def predict(
     elif tile is not None:
         config = config.replace(input_size=native_input_size(image, config))
     prepared = preprocess(image, config)
+    calibration = loaded.config.calibration if calibrated else None
     model = loaded.inference_model(precision)
     precision = resolve_precision(precision, loaded.device)
     settings = {"clahe": config.clahe, "crop": config.crop, "tta": bool(tta), "precision": precision, "input_size": config.input_size,
-                "tile": tile}
+                "tile": tile, "calibrated": calibration is not None}
     if tile is None:
-        probs = run_model(model, prepared.tensor[None], precision=precision, tta=tta)[0].cpu().numpy()
+        probs = run_model(model, prepared.tensor[None], precision=precision, tta=tta,
+                          calibration=calibration)[0].cpu().numpy()
     else:
         fov = prepared.geometry.to_square(prepared.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
-        tiled = run_tiled(model, prepared.tensor, fov, tile=tile, precision=precision, tta=tta)
+        tiled = run_tiled(model, prepared.tensor, fov, tile=tile, precision=precision, tta=tta, calibration=calibration)
         probs = tiled.probabilities.numpy()
         settings.update(tiles_run=tiled.tiles_run, tiles_skipped=tiled.tiles_skipped)
     full = prepared.geometry.to_original(probs)

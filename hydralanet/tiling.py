@@ -77,12 +77,13 @@ def run_tiled(
     overlap: int | None = None,
     precision: str = "fp32",
     tta: bool = False,
+    calibration: dict[str, tuple[float, float]] | None = None,
 ) -> TiledProbabilities:
     """Probabilities for a normalised ``3 x S x S`` square from tiles of ``tile`` px.
 
     ``fov``: bool ``S x S``, the field of view in the square; tiles without any of it are
     skipped. ``overlap`` (default ``tile // 4``) is the least overlap between neighbours.
-    ``precision`` and ``tta`` as in :func:`hydralanet.inference.run_model`.
+    ``precision``, ``tta`` and ``calibration`` as in :func:`hydralanet.inference.run_model`.
     """
     from .inference import run_model  # inference imports this module
 
@@ -105,7 +106,9 @@ def run_tiled(
             if not fov[y : y + tile, x : x + tile].any():
                 skipped += 1
                 continue
-            probs = run_model(model, image[None, :, y : y + tile, x : x + tile], precision=precision, tta=tta)[0]
+            probs = run_model(
+                model, image[None, :, y : y + tile, x : x + tile], precision=precision, tta=tta, calibration=calibration
+            )[0]
             w = wy[:, None] * blend_ramp(x, tile, size, overlap)[None, :]
             total[:, y : y + tile, x : x + tile] += probs.cpu() * w
             weight[y : y + tile, x : x + tile] += w

@@ -53,7 +53,7 @@ def test_evaluate_writes_metrics_per_class_and_source(setup):
     for per_source in metrics.values():
         assert set(per_source) == {*CLASSES, "macro"}
         for values in per_source.values():
-            assert set(values) == {"aupr", "f1", "iou", "precision", "recall"}
+            assert set(values) == {"aupr", "f1", "iou", "precision", "recall", "aupr11"}
             assert all(v is None or 0.0 <= v <= 1.0 for v in values.values())
     test_rows = [r for r in read_manifest(setup["manifest"]) if r["split"] == "test"]
     positives = {c: sum(int(read_mask(r[c]).sum()) for r in test_rows) for c in CLASSES}
@@ -63,6 +63,10 @@ def test_evaluate_writes_metrics_per_class_and_source(setup):
     table = (out / "metrics.md").read_text()
     assert "| **macro** |" in table and "## other (1 images)" in table
     assert (out / "pr_curves.png").stat().st_size > 5_000
+    assert "**aupr11** is the 11-threshold AUPR" in table and "| lesion | f1 | iou | precision | recall | aupr | aupr11 |" in table
+    assert set(report["calibration_error"]) == set(CLASSES)
+    assert all(0 <= v <= 1 for v in report["calibration_error"].values())
+    assert (out / "reliability.png").stat().st_size > 5_000
 
 
 def test_evaluate_matches_counting_by_hand_at_original_resolution(setup):

@@ -199,7 +199,7 @@ def test_metric_suite_per_source_and_overall():
     report = suite.compute()
     assert list(report) == ["overall", "idrid", "ddr", "tjdr"]
     assert list(report["overall"]) == ["EX", "HE", "MA", "SE", "macro"]
-    assert set(report["overall"]["MA"]) == {"aupr", "f1", "iou", "precision", "recall"}
+    assert set(report["overall"]["MA"]) == {"aupr", "f1", "iou", "precision", "recall", "aupr11"}
 
     def alone(index: list[int]) -> tuple[np.ndarray, dict]:
         pr, confusion = PRAccumulator(bins=1000), ConfusionAccumulator()
@@ -222,3 +222,28 @@ def test_no_positives_gives_nan_ap():
     acc = PRAccumulator(num_classes=2, bins=10)
     acc.update(np.full((1, 2, 2, 2), 0.3), np.zeros((1, 2, 2, 2)))
     assert np.isnan(acc.average_precision()).all()
+
+
+def test_eleven_point_aupr_by_hand():
+    """Five pixels, three lesion: the literature's 11-threshold AUPR worked out by hand."""
+    from training.metrics import ElevenPointAccumulator
+
+    probs = torch.tensor([0.95, 0.85, 0.55, 0.35, 0.15]).view(1, 1, 1, 5)
+    targets = torch.tensor([1, 0, 1, 0, 1]).view(1, 1, 1, 5)
+    acc = ElevenPointAccumulator(num_classes=1)
+    acc.update(probs, targets)
+    precision, recall = acc.curve(0)
+    # p > t: t = 0, 0.1 all five (P 3/5, R 1); 0.2, 0.3 four (P 1/2, R 2/3); 0.4, 0.5 three (P 2/3, R 2/3);
+    # 0.6-0.8 two (P 1/2, R 1/3); 0.9 one (P 1, R 1/3); 1.0 none (P 1 by definition, R 0).
+    assert np.allclose(precision, [0.6, 0.6, 0.5, 0.5, 2 / 3, 2 / 3, 0.5, 0.5, 0.5, 1, 1])
+    assert np.allclose(recall, [1, 1, 2 / 3, 2 / 3, 2 / 3, 2 / 3, 1 / 3, 1 / 3, 1 / 3, 1 / 3, 0])
+    # From t = 1 down: (0,1)->(1/3,1) = 1/3; (1/3,1/2)->(2/3,2/3) = 7/36; (2/3,1/2)->(1,3/5) = 11/60.
+    assert acc.aupr()[0] == pytest.approx(32 / 45)
+    exact = PRAccumulator(num_classes=1)
+    exact.update(probs, targets)
+    # Exact AP for the same pixels: 1/3 x 1 + 1/3 x 2/3 + 1/3 x 3/5 = 0.7556; here the 11-point one is lower,
+    # on real maps (thousands of pixels per bin) it reads higher: the point is they differ.
+    assert exact.average_precision()[0] == pytest.approx((1 + 2 / 3 + 3 / 5) / 3, abs=1e-6)
+    none = ElevenPointAccumulator(num_classes=1)
+    none.update(probs, torch.zeros_like(targets))
+    assert np.isnan(none.aupr()[0])

@@ -6,8 +6,10 @@
 Each image goes through :func:`hydralanet.predict` (the app's and the CLI's inference path,
 with the checkpoint's preprocessing) and is compared with its masks at the ORIGINAL
 resolution, binarised. Binary metrics use the checkpoint's thresholds. Writes
-``DIR/metrics.json`` (per class + macro: aupr, f1, iou, precision, recall; overall and per
-source dataset), ``DIR/metrics.md`` and ``DIR/pr_curves.png``.
+``DIR/metrics.json`` (per class + macro: aupr (exact average precision), aupr11 (the
+literature's 11-threshold AUPR), f1, iou, precision, recall; overall and per source dataset;
+expected calibration error per class), ``DIR/metrics.md``, ``DIR/pr_curves.png`` and
+``DIR/reliability.png``.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from tqdm import tqdm
 
 from hydralanet import load_model, predict, read_image
 from hydralanet.checkpoint import CheckpointError
-from hydralanet.config import CLASSES
+from hydralanet.config import CLASSES, format_threshold
 from hydralanet.io import write_atomic
 
 from .data import read_mask, split_rows
+from .calibration import ECE_BINS, plot_reliability, reliability
 from .metrics import MetricSuite, PRAccumulator
 from .modelcard import json_safe, metrics_table
 from .prepare import read_manifest
@@ -53,15 +56,12 @@ def evaluate(
     thresholds = [loaded.config.thresholds[c] for c in CLASSES]
     suite = MetricSuite(sources, thresholds=thresholds)
     start = time.time()
-    for row in tqdm(rows, desc=f"evaluating {split}", file=sys.stderr):
-        image = read_image(row["image"])
-        prediction = predict(loaded, image, tta=tta, precision=precision)
-        shape = image.shape[:2]
-        targets = np.stack([read_mask(row[c], shape) if row.get(c) else np.zeros(shape, bool) for c in CLASSES])
-        suite.update(torch.from_numpy(prediction.probabilities)[None], torch.from_numpy(targets)[None], row["source"])
+    score_rows(loaded, rows, suite, desc=f"evaluating {split}", tta=tta, precision=precision)
     seconds = time.time() - start
 
     metrics = json_safe(suite.compute())
+    overall = suite.overall_pr()
+    curves = reliability(overall)
     report = {
         "model": {k: v for k, v in loaded.identity.items()},
         "manifest": str(manifest),
@@ -70,18 +70,32 @@ def evaluate(
         "thresholds": dict(loaded.config.thresholds),
         "settings": {"tta": tta, "precision": precision, "device": str(loaded.device),
                      "resolution": "original", "input_size": loaded.config.preprocessing.input_size,
-                     "clahe": loaded.config.preprocessing.clahe, "crop": loaded.config.preprocessing.crop},
+                     "clahe": loaded.config.preprocessing.clahe, "crop": loaded.config.preprocessing.crop,
+                     "calibrated": loaded.config.calibration is not None},
         "seconds": round(seconds, 2),
         "metrics": metrics,
+        "calibration_error": {c: json_safe(curves[c]["ece"]) for c in CLASSES},
     }
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
     write_atomic(out / "metrics.md", render_markdown(report).encode())
-    overall = PRAccumulator(len(CLASSES), suite.bins, suite.scale)
-    for pr in suite.pr.values():
-        overall.merge(pr)
     plot_pr_curves(overall, thresholds, out / "pr_curves.png", title=f"{loaded.identity['name']} on {split}")
+    plot_reliability(curves, out / "reliability.png", title=f"{loaded.identity['name']} on {split}")
     return report
+
+
+def score_rows(
+    loaded, rows: list[dict[str, Any]], suite: MetricSuite, *, desc: str, tta: bool = False,
+    precision: str = "fp32", calibrated: bool = True,
+) -> None:
+    """Run :func:`hydralanet.predict` on each manifest row and add it to ``suite`` at the
+    image's original resolution (``calibrated=False``: the raw sigmoid, for fitting calibration)."""
+    for row in tqdm(rows, desc=desc, file=sys.stderr):
+        image = read_image(row["image"])
+        prediction = predict(loaded, image, tta=tta, precision=precision, calibrated=calibrated)
+        shape = image.shape[:2]
+        targets = np.stack([read_mask(row[c], shape) if row.get(c) else np.zeros(shape, bool) for c in CLASSES])
+        suite.update(torch.from_numpy(prediction.probabilities)[None], torch.from_numpy(targets)[None], row["source"])
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -90,14 +104,38 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Model `{report['model']['source']}` (sha256 {report['model']['sha256'][:12]}), "
         f"{report['images']['all']} images at their original resolution; thresholds "
-        + ", ".join(f"{c} {report['thresholds'][c]:.2f}" for c in CLASSES)
+        + ", ".join(f"{c} {format_threshold(report['thresholds'][c])}" for c in CLASSES)
+        + f" ({'calibrated' if report['settings'].get('calibrated') else 'raw'} probabilities)"
         + f"; TTA {'on' if report['settings']['tta'] else 'off'}, {report['settings']['precision']}.",
+        "",
+        AUPR_NOTE,
         "",
     ]
     for name, metrics in report["metrics"].items():
         count = report["images"]["all" if name == "overall" else name]
         lines += [f"## {name} ({count} images)", "", *metrics_table(metrics), ""]
+    ece = report.get("calibration_error") or {}
+    if ece:
+        lines += [
+            "## Calibration",
+            "",
+            f"Expected calibration error over all pixels ({ECE_BINS} equal-width probability bins; "
+            "`reliability.png` shows the bins):",
+            "",
+            "| lesion | ECE |",
+            "|---|---:|",
+            *[f"| {c} | {'n/a' if ece.get(c) is None else f'{ece[c]:.5f}'} |" for c in CLASSES],
+            "",
+        ]
     return "\n".join(lines)
+
+
+AUPR_NOTE = (
+    "Two AUPRs: **aupr** is exact average precision over all pixels (every distinct score a threshold, "
+    "step-wise, as scikit-learn's `average_precision_score`); **aupr11** is the 11-threshold AUPR of the "
+    "IDRiD/DDR literature (the challenge, M2MRF, HRDecoder): thresholds 0, 0.1, ..., 1 (`p > t`), precision 1 "
+    "where nothing is predicted, trapezoidal area. Compare aupr11 with published numbers, aupr with exact ones."
+)
 
 
 def plot_pr_curves(pr: PRAccumulator, thresholds: list[float], path: Path, *, title: str) -> None:

@@ -6,7 +6,9 @@
 * :class:`PRAccumulator`: per-class histograms of positive and negative pixels over
   quantised probability -> exact step-wise average precision (AUPR, the IDRiD challenge
   metric, sklearn's ``average_precision_score``), the PR curve, and F1-optimal thresholds.
-* :class:`MetricSuite`: one pair of accumulators per source dataset, plus their sum.
+* :class:`ElevenPointAccumulator`: the 11-threshold AUPR of the IDRiD/DDR literature (the
+  challenge, M2MRF, HRDecoder), comparable with published numbers but not with exact AP.
+* :class:`MetricSuite`: one set of accumulators per source dataset, plus their sum.
 
 Inputs are torch tensors (any device) or numpy arrays: probabilities and targets
 ``B x C x H x W`` (C = 4: EX, HE, MA, SE), optional ``valid`` ``B x 1 x H x W`` (pixels where it
@@ -24,7 +26,8 @@ import torch
 
 from hydralanet.config import CLASSES, DEFAULT_THRESHOLD
 
-METRICS: tuple[str, ...] = ("aupr", "f1", "iou", "precision", "recall")
+METRICS: tuple[str, ...] = ("aupr", "f1", "iou", "precision", "recall", "aupr11")
+ELEVEN_THRESHOLDS = np.linspace(0.0, 1.0, 11)
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -250,6 +253,60 @@ class PRAccumulator:
         return out
 
 
+class ElevenPointAccumulator:
+    """The literature's AUPR (DESIGN §13): precision and recall at the 11 thresholds 0, 0.1,
+    ..., 1 (a pixel is predicted when ``p > t``), precision 1 where nothing is predicted, and
+    the trapezoidal area under those points from the highest threshold to the lowest. At t = 1 nothing is predicted,
+    so the curve always reaches (recall 0, precision 1): on a coarse grid that corner adds area
+    exact AP does not have, which is why it reads several points higher.
+    """
+
+    def __init__(self, num_classes: int = len(CLASSES), thresholds: Sequence[float] = ELEVEN_THRESHOLDS) -> None:
+        self.num_classes, self.thresholds = num_classes, np.asarray(thresholds, dtype=np.float64)
+        k = len(self.thresholds)
+        self.tp = np.zeros((num_classes, k), dtype=np.int64)
+        self.fp = np.zeros((num_classes, k), dtype=np.int64)
+        self.positives = np.zeros(num_classes, dtype=np.int64)
+
+    def update(self, probs: Any, targets: Any, valid: Any = None) -> None:
+        p, t, v = _prepare(probs, targets, valid, self.num_classes)
+        if v is not None:
+            t = t & v
+        self.positives += t.sum(dim=(0, 2, 3)).cpu().numpy().astype(np.int64)
+        for k, threshold in enumerate(self.thresholds):
+            pred = p > float(threshold)
+            if v is not None:
+                pred = pred & v
+            tp = (pred & t).sum(dim=(0, 2, 3))
+            self.tp[:, k] += tp.cpu().numpy().astype(np.int64)
+            self.fp[:, k] += (pred.sum(dim=(0, 2, 3)) - tp).cpu().numpy().astype(np.int64)
+
+    def merge(self, other: "ElevenPointAccumulator") -> "ElevenPointAccumulator":
+        if other.tp.shape != self.tp.shape or not np.array_equal(other.thresholds, self.thresholds):
+            raise ValueError("can only merge 11-point accumulators with the same classes and thresholds")
+        self.tp += other.tp
+        self.fp += other.fp
+        self.positives += other.positives
+        return self
+
+    def curve(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(precision, recall)`` at each threshold, in threshold order."""
+        tp, fp = self.tp[c].astype(np.float64), self.fp[c].astype(np.float64)
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+        recall = tp / self.positives[c] if self.positives[c] else np.full(tp.shape, np.nan)
+        return precision, recall
+
+    def aupr(self) -> np.ndarray:
+        """Per class (length C); NaN for a class without positive pixels."""
+        out = np.full(self.num_classes, np.nan)
+        for c in range(self.num_classes):
+            if self.positives[c]:
+                precision, recall = self.curve(c)
+                order = np.argsort(-self.thresholds)  # highest threshold first: recall never decreases
+                out[c] = float(np.trapezoid(precision[order], recall[order]))
+        return out
+
+
 class MetricSuite:
     """Confusion and PR accumulators per source dataset; ``overall`` is their sum.
 
@@ -272,6 +329,7 @@ class MetricSuite:
         n = len(self.class_names)
         self.confusion = {s: ConfusionAccumulator(n, thresholds) for s in sources}
         self.pr = {s: PRAccumulator(n, bins, scale) for s in sources}
+        self.eleven = {s: ElevenPointAccumulator(n) for s in sources}
         self.thresholds, self.bins, self.scale = thresholds, bins, scale
 
     def update(self, probs: Any, targets: Any, sources: str | Sequence[str], valid: Any = None) -> None:
@@ -286,22 +344,38 @@ class MetricSuite:
             select = (lambda x: None if x is None else x[rows]) if len(rows) < len(names) else (lambda x: x)
             self.confusion[name].update(select(probs), select(targets), select(valid))
             self.pr[name].update(select(probs), select(targets), select(valid))
+            self.eleven[name].update(select(probs), select(targets), select(valid))
 
-    def _report(self, confusion: ConfusionAccumulator, pr: PRAccumulator) -> dict[str, dict[str, float]]:
-        scores, aupr = confusion.compute(), pr.average_precision()
+    def _report(
+        self, confusion: ConfusionAccumulator, pr: PRAccumulator, eleven: ElevenPointAccumulator
+    ) -> dict[str, dict[str, float]]:
+        scores, aupr, aupr11 = confusion.compute(), pr.average_precision(), eleven.aupr()
         report = {
-            name: {"aupr": float(aupr[i]), **{k: float(scores[k][i]) for k in METRICS[1:]}}
+            name: {"aupr": float(aupr[i]), **{k: float(scores[k][i]) for k in METRICS[1:5]}, "aupr11": float(aupr11[i])}
             for i, name in enumerate(self.class_names)
         }
-        macro_aupr = float(np.nanmean(aupr)) if np.isfinite(aupr).any() else float("nan")
-        report["macro"] = {"aupr": macro_aupr, **scores["macro"]}
+        report["macro"] = {"aupr": _nanmean(aupr), **scores["macro"], "aupr11": _nanmean(aupr11)}
         return report
 
     def compute(self) -> dict[str, dict[str, dict[str, float]]]:
         n = len(self.class_names)
         confusion, pr = ConfusionAccumulator(n, self.thresholds), PRAccumulator(n, self.bins, self.scale)
+        eleven = ElevenPointAccumulator(n)
         for name in self.pr:
             confusion.merge(self.confusion[name])
             pr.merge(self.pr[name])
-        per_source = {s: self._report(self.confusion[s], self.pr[s]) for s in self.pr}
-        return {"overall": self._report(confusion, pr), **per_source}
+            eleven.merge(self.eleven[name])
+        per_source = {s: self._report(self.confusion[s], self.pr[s], self.eleven[s]) for s in self.pr}
+        return {"overall": self._report(confusion, pr, eleven), **per_source}
+
+    def overall_pr(self) -> PRAccumulator:
+        """The PR histograms of all sources together."""
+        pr = PRAccumulator(len(self.class_names), self.bins, self.scale)
+        for part in self.pr.values():
+            pr.merge(part)
+        return pr
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """The mean of the finite values (a class without lesion pixels has no AUPR), NaN if none."""
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

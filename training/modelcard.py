@@ -11,7 +11,7 @@ from typing import Any
 
 from hydralanet.config import CLASS_NAMES, CLASSES, CheckpointConfig, format_threshold
 
-METRIC_COLUMNS = ("f1", "iou", "precision", "recall", "aupr")
+METRIC_COLUMNS = ("f1", "iou", "precision", "recall", "aupr", "aupr11")
 
 
 def render_model_card(config: CheckpointConfig, *, parameters: int | None = None) -> str:
