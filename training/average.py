@@ -94,7 +94,7 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
     loss_fn = DualLoss(tversky_weight=cfg.tversky_weight, bce_weight=cfg.bce_weight, alpha=cfg.alpha, beta=cfg.beta,
                        gamma=cfg.gamma, class_weights=cfg.class_weights, pos_weight=cfg.pos_weight,
                        tversky_over=cfg.tversky_over)
-    metrics, thresholds = validate(model, loader, loss_fn, cfg, torch.device("cpu"))
+    metrics, thresholds, calibration = validate(model, loader, loss_fn, cfg, torch.device("cpu"))
 
     last = loaded[-1].config.provenance
     datasets, split_sizes = describe_data(rows)
@@ -105,7 +105,7 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
         "averaged": {"runs": [str(r) for r in runs], "weights": weights,
                      "epochs": [m.config.provenance.get("epoch") for m in loaded]},
     }
-    ckpt = checkpoint_config(cfg, provenance, thresholds, metrics, (last.get("epoch") or 1) - 1)
+    ckpt = checkpoint_config(cfg, provenance, thresholds, metrics, (last.get("epoch") or 1) - 1, calibration)
     ckpt.provenance["metrics_note"]["val"] = (
         f"The weight average of {len(runs)} runs, on the {cfg.preprocessing.input_size} px model input inside the "
         "field of view; F1, IoU, precision and recall at the thresholds above."

@@ -60,7 +60,7 @@ def _newton(z: np.ndarray, pos: np.ndarray, neg: np.ndarray, iterations: int) ->
 
     current = loss(theta)
     for _ in range(iterations):
-        p = 1 / (1 + np.exp(-(x @ theta)))
+        p = _sigmoid(x @ theta)
         grad = x.T @ ((pos + neg) * p - pos)
         hess = (x * ((pos + neg) * p * (1 - p))[:, None]).T @ x + 1e-12 * np.eye(2)
         step = np.linalg.solve(hess, grad)
@@ -99,7 +99,7 @@ def reliability(
     out = {}
     for c, name in enumerate(CLASSES[: pr.num_classes]):
         a, b = calibration[name] if calibration else (1.0, 0.0)
-        p = 1 / (1 + np.exp(-(a * z + b)))
+        p = _sigmoid(a * z + b)
         which = np.minimum((p * bins).astype(int), bins - 1)
         pos, neg = pr.positives[c].astype(np.float64), pr.negatives[c].astype(np.float64)
         n = pos + neg
@@ -138,3 +138,7 @@ def plot_reliability(curves: dict[str, dict], path: Path, *, title: str) -> None
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def _sigmoid(s: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * s))  # no overflow for large |s|, unlike 1 / (1 + exp(-s))

@@ -100,6 +100,9 @@ class TrainConfig:
     # --- thresholds and model selection
     default_threshold: float = DEFAULT_THRESHOLD  # §6: 0.35 per class
     tune_thresholds: bool = True  # §6 "better": per class max-F1 threshold on validation, stored in the checkpoint
+    # §13: per-class Platt calibration of the logits fitted on validation each epoch, stored in
+    # the checkpoint; thresholds are then on calibrated probabilities (raw ones saturate at 0.9999).
+    calibrate: bool = True
     monitor: str = "f1"  # §6: F1 is the primary metric (macro over the classes, tuned thresholds)
     patience: int = 0  # early stopping after this many epochs without a better `monitor`; 0 = off (§6 runs all epochs)
     # Stop after the epoch at which another epoch of the same length would pass this budget

@@ -41,6 +41,9 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
         f"CLAHE `{p.clahe}` (clip {p.clip_limit}, {p.tile_grid}x{p.tile_grid} tiles); ImageNet normalisation",
         "- thresholds (" + ("tuned per lesion for the best F1 on validation" if prov.get("thresholds_tuned") else "defaults")
         + "): " + ", ".join(f"{c} {format_threshold(config.thresholds[c])}" for c in CLASSES),
+        *(["- probabilities calibrated per lesion on validation, `sigmoid(a * logit + b)` (Platt scaling: the "
+           "ranking of pixels and AUPR unchanged); thresholds are on calibrated probabilities"]
+          if config.calibration else []),
         "",
     ]
     if not prov.get("trained", False):

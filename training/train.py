@@ -57,6 +57,7 @@ from .data import (
     worker_init_fn,
 )
 from .losses import DualLoss
+from .calibration import calibrate_threshold, fit_platt
 from .metrics import ConfusionAccumulator, PRAccumulator
 from .modelcard import render_model_card
 from .prepare import read_manifest
@@ -203,12 +204,14 @@ class Dist:
 @torch.no_grad()
 def validate(
     model: nn.Module, loader: DataLoader, loss_fn: nn.Module, cfg: TrainConfig, device: torch.device
-) -> tuple[dict[str, Any], dict[str, float]]:
+) -> tuple[dict[str, Any], dict[str, float], dict[str, tuple[float, float]] | None]:
     """Validation loss and per-class metrics (plus macro) on the square model inputs, inside the FOV.
 
-    Returns ``(metrics, thresholds)``. One pass fills the PR histograms; the thresholds are
-    tuned on them (max F1 per class) when ``cfg.tune_thresholds``, and F1 / IoU / precision /
-    recall are then read off the same histograms at those thresholds.
+    Returns ``(metrics, thresholds, calibration)``. One pass fills the PR histograms; the
+    thresholds are tuned on them (max F1 per class) when ``cfg.tune_thresholds``, and F1 / IoU /
+    precision / recall are then read off the same histograms at those thresholds. With
+    ``cfg.calibrate`` a per-class Platt calibration is fitted on the same histograms and the
+    thresholds returned are the calibrated probabilities of the same cuts (same pixels, same F1).
     """
     model.eval()
     dtype = amp_dtype(cfg.amp, device)
@@ -232,7 +235,11 @@ def validate(
     # A class without positive pixels in the split has no AUPR (NaN): average the others.
     macro_aupr = float(np.nanmean(aupr)) if np.isfinite(aupr).any() else float("nan")
     metrics["macro"] = {"aupr": macro_aupr, **scores["macro"]}
-    return metrics, dict(zip(CLASSES, thresholds))
+    if not cfg.calibrate:
+        return metrics, dict(zip(CLASSES, thresholds)), None
+    calibration = fit_platt(pr)
+    calibrated = {c: round(calibrate_threshold(t, calibration[c]), 4) for c, t in zip(CLASSES, thresholds)}
+    return metrics, calibrated, calibration
 
 
 def confusion_at(pr: PRAccumulator, thresholds: list[float]) -> ConfusionAccumulator:
@@ -250,11 +257,13 @@ def confusion_at(pr: PRAccumulator, thresholds: list[float]) -> ConfusionAccumul
 
 
 def checkpoint_config(
-    cfg: TrainConfig, provenance: dict[str, Any], thresholds: dict[str, float], metrics: dict[str, Any], epoch: int
+    cfg: TrainConfig, provenance: dict[str, Any], thresholds: dict[str, float], metrics: dict[str, Any], epoch: int,
+    calibration: dict[str, tuple[float, float]] | None = None,
 ) -> CheckpointConfig:
     """What ``config.json`` of ``best``/``last`` holds: the run's provenance plus this epoch's
-    validation metrics and thresholds."""
+    validation metrics, thresholds and calibration."""
     return CheckpointConfig(
+        calibration=calibration,
         model=cfg.model,
         preprocessing=cfg.preprocessing,
         thresholds=thresholds,
@@ -452,7 +461,7 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
         # ---- validation, checkpoints and logs: rank 0 only; the other ranks wait
         stop = False
         if ddp.main:
-            metrics, thresholds = validate(model, val_loader, loss_fn, cfg, device)
+            metrics, thresholds, calibration = validate(model, val_loader, loss_fn, cfg, device)
             score = metrics["macro"][cfg.monitor]
             improved = score > best
             if improved:
@@ -465,7 +474,7 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
                  "train_loss": train_loss, "val": metrics, "thresholds": thresholds, "best": improved}
             )
             write_metrics_log(out / "metrics.jsonl", records)  # first: resume drops lines past `last`
-            ckpt = checkpoint_config(cfg, provenance, thresholds, metrics, epoch)
+            ckpt = checkpoint_config(cfg, provenance, thresholds, metrics, epoch, calibration)
             card = render_model_card(ckpt, parameters=count_parameters(model))
             if improved:
                 save_checkpoint(model, out / "best", ckpt, model_card=card)

@@ -1,0 +1,136 @@
+"""Calibration (DESIGN §13): Platt scaling fitted on PR histograms, applied in predict, fitted
+for an existing checkpoint by ``training.calibrate``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+
+from hydralanet import HydraLANet, load_model, predict, save_checkpoint
+from hydralanet.config import CLASSES, CheckpointConfig, PreprocessConfig
+from training.calibrate import main as calibrate_main
+from training.calibration import calibrate_threshold, fit_platt, reliability
+from training.metrics import PRAccumulator
+from training.prepare import main as prepare_main
+from training.synthetic import write_dataset
+
+
+def miscalibrated(a0: float, b0: float, n: int = 400_000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw probabilities sigmoid(z) whose true lesion rate is sigmoid(a0 z + b0): overconfident
+    for a0 < 1, as Focal-Tversky models are."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, generator=g) * 6
+    labels = torch.rand(n, generator=g) < torch.sigmoid(a0 * z + b0)
+    shape = (1, 1, 1, n)
+    probs = torch.sigmoid(z).view(shape).expand(1, 4, 1, n).contiguous()
+    return probs, labels.view(shape).expand(1, 4, 1, n).contiguous()
+
+
+def test_platt_fit_recovers_the_true_calibration_and_lowers_ece():
+    probs, labels = miscalibrated(0.3, -1.0)
+    pr = PRAccumulator()
+    pr.update(probs, labels)
+    fitted = fit_platt(pr)
+    for c in CLASSES:
+        a, b = fitted[c]
+        assert a == pytest.approx(0.3, abs=0.02) and b == pytest.approx(-1.0, abs=0.05)
+    before, after = reliability(pr), reliability(pr, fitted)
+    for c in CLASSES:
+        assert before[c]["ece"] > 0.1 and after[c]["ece"] < 0.01  # measured: ~0.2 -> ~0.003
+    # A class without lesion pixels keeps the identity.
+    empty = PRAccumulator()
+    empty.update(probs, torch.zeros_like(labels))
+    assert fit_platt(empty) == {c: (1.0, 0.0) for c in CLASSES}
+
+
+def test_calibrated_threshold_cuts_the_same_pixels():
+    z = torch.linspace(-12.0005, 12.0005, 2001, dtype=torch.float64)  # no grid point on the cut itself
+    ab = (0.25, -0.7)
+    raw_t = float(torch.sigmoid(torch.tensor(9.0, dtype=torch.float64)))  # a saturated model's threshold, 0.99988
+    t = calibrate_threshold(raw_t, ab)
+    assert 0.05 < t < 0.95
+    assert torch.equal(torch.sigmoid(z) >= raw_t, torch.sigmoid(ab[0] * z + ab[1]) >= t)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("calib")
+    write_dataset(root / "syn", n=10, seed=21, size=160)
+    assert prepare_main(["--synthetic", str(root / "syn"), "--out", str(root / "manifest.csv")]) == 0
+    torch.manual_seed(0)
+    model = HydraLANet(encoder="resnet18", decoder_channels=8)
+    with torch.no_grad():  # spread the logits so the raw sigmoid is far from calibrated
+        for branch in model.head.branches.values():
+            branch[-1].weight.mul_(40.0)
+    save_checkpoint(model, root / "model", CheckpointConfig(preprocessing=PreprocessConfig(input_size=64), name="c"))
+    return root
+
+
+def test_predict_applies_the_calibration_monotonically(tiny, retina):
+    import cv2
+
+    from hydralanet.inference import run_model
+
+    loaded = load_model(tiny / "model", device="cpu")
+    calibration = {"EX": (0.5, -1.0), "HE": (2.0, 0.5), "MA": (0.1, 0.0), "SE": (1.0, 3.0)}
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = loaded.model(x).double()
+    raw = run_model(loaded.model, x).double()
+    cal = run_model(loaded.model, x, calibration=calibration).double()
+    assert torch.allclose(raw, torch.sigmoid(logits), atol=1e-6)
+    for i, c in enumerate(CLASSES):
+        a, b = calibration[c]
+        assert torch.allclose(cal[:, i], torch.sigmoid(a * logits[:, i] + b), atol=1e-6)
+        # Monotone: ordered by raw probability (ties broken by the calibrated one), the calibrated
+        # probabilities never decrease, so every threshold on one is a threshold on the other.
+        r, k = raw[:, i].flatten().numpy(), cal[:, i].flatten().numpy()
+        order = np.lexsort((k, r))
+        assert np.all(np.diff(k[order]) >= 0)
+
+    # Through predict, at the photo's resolution: the maps are calibrated; the ranking survives up
+    # to the bilinear resize back to the photo (interpolated between calibrated pixels).
+    loaded.config.calibration = calibration
+    image = cv2.resize(retina, (200, 200))
+    calibrated = predict(loaded, image, precision="fp32")
+    plain = predict(loaded, image, precision="fp32", calibrated=False)
+    assert calibrated.settings["calibrated"] and not plain.settings["calibrated"]
+    truth = np.random.default_rng(0).random(plain.fov.sum()) < 0.1
+    for i, c in enumerate(CLASSES):
+        p_raw, p_cal = plain.probabilities[i][plain.fov], calibrated.probabilities[i][plain.fov]
+        assert not np.allclose(p_raw, p_cal)
+        assert average_precision_score(truth, p_raw) == pytest.approx(average_precision_score(truth, p_cal), abs=1e-3)
+
+
+def test_calibrate_command_writes_calibration_thresholds_and_card(tiny, tmp_path):
+    out = tmp_path / "calibrated"
+    assert calibrate_main(["--model", str(tiny / "model"), "--manifest", str(tiny / "manifest.csv"), "--split", "train",
+                           "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["calibration"]) == set(CLASSES)
+    assert all(ab[0] > 0 for ab in config["calibration"].values())
+    record = config["provenance"]["calibration"]
+    assert record["fitted_on"]["split"] == "train" and set(record["ece"]) == {"train", "test"}
+    for c in CLASSES:  # fitted on train: its ECE cannot get worse there
+        assert record["ece"]["train"][c]["after"] <= record["ece"]["train"][c]["before"] + 1e-9
+    digest = hashlib.sha256
+    assert digest((out / "model.safetensors").read_bytes()).digest() == digest(
+        (tiny / "model" / "model.safetensors").read_bytes()).digest()
+    card = (out / "README.md").read_text()
+    assert "## Calibration" in card and "| lesion | a | b | threshold before | threshold now |" in card
+    loaded = load_model(out, device="cpu")
+    assert loaded.config.calibration == {c: tuple(v) for c, v in config["calibration"].items()}
+    # Calibrating again replaces the section instead of adding a second one.
+    assert calibrate_main(["--model", str(out), "--manifest", str(tiny / "manifest.csv"), "--split", "train"]) == 0
+    assert (out / "README.md").read_text().count("## Calibration") == 1
+
+
+def test_calibrate_refuses_what_is_not_a_checkpoint_folder(tmp_path, tiny, capsys):
+    assert calibrate_main(["--model", str(tmp_path), "--manifest", str(tiny / "manifest.csv")]) == 2
+    assert "not a checkpoint folder" in capsys.readouterr().err
