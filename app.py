@@ -39,7 +39,7 @@ from hydralanet import (
     render_overlay,
 )
 from hydralanet.checkpoint import load_model_or_bundled
-from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, format_threshold
+from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, format_threshold, threshold_stops
 from hydralanet.io import IMAGE_EXTENSIONS, encode_png
 from hydralanet.overlay import downscale_for_display, legend_html
 from hydralanet.preprocessing import BlankImageError
@@ -197,7 +197,12 @@ def controls(loaded: LoadedModel) -> dict:
 
     st.subheader("Thresholds")
     thresholds = {
-        c: st.slider(f"{c} · {CLASS_NAMES[c]}", 0.0, 1.0, step=0.01, key=f"threshold_{c}", format="%.2f")
+        c: st.select_slider(
+            f"{c} · {CLASS_NAMES[c]}", threshold_stops(loaded.config.thresholds[c], st.session_state[f"threshold_{c}"]),
+            key=f"threshold_{c}", format_func=format_threshold,
+            help="Steps of 0.01 between 0.05 and 0.95, finer towards 0 and 1 (equal steps in log-odds), "
+            "and the model's own threshold exactly",
+        )
         for c in CLASSES
     }
     st.button("Reset to the model's thresholds", on_click=reset_thresholds, args=(loaded,), width="stretch")

@@ -163,16 +163,38 @@ class CheckpointConfig:
 
 
 def format_threshold(value: float) -> str:
-    """A threshold for people: two decimals when it has no more (the app's sliders), else four,
-    else as many as it takes (up to nine) not to read as 0 or 1 (logit-tuned thresholds of
-    saturated models sit at 0.99999...)."""
+    """A threshold for people: two decimals when it has no more (the app's slider stops), else
+    at least four, and near 0 or 1 enough to show two significant digits of the distance to
+    that end (up to twelve decimals), trailing zeros dropped: it never reads as 0 or 1, and two
+    nearby stops of a slider never read the same (0.0000011 and 0.0000014; 0.99999994)."""
     value = float(value)
     if round(value, 2) == value:
         return f"{value:.2f}"
-    digits = 4
-    while digits < 9 and round(value, digits) in (0.0, 1.0):
-        digits += 1
-    return f"{value:.{digits}f}"
+    distance = min(abs(value), abs(1.0 - value))
+    digits = 4 if distance == 0 else max(4, min(12, 1 - math.floor(math.log10(distance))))
+    text = f"{value:.{digits}f}".rstrip("0")
+    return text if len(text.partition(".")[2]) >= 2 else f"{value:.2f}"
+
+
+def _threshold_grid() -> tuple[float, ...]:
+    """Every 0.01 in [0.05, 0.95], where calibrated thresholds lie; towards 0 and 1 equal steps of
+    0.25 in log-odds (1e-6 .. 0.05 and 0.95 .. 1 - 1e-6: a saturated model's threshold near 1
+    can still be nudged), at three significant digits of the distance to the end; 0 and 1."""
+    middle = {round(i / 100, 2) for i in range(5, 96)}
+    low, z = set(), -13.75
+    while z < math.log(0.05 / 0.95):
+        low.add(float(f"{1 / (1 + math.exp(-z)):.3g}"))
+        z += 0.25
+    return tuple(sorted({0.0, 1.0} | middle | low | {round(1 - p, 9) for p in low}))
+
+
+THRESHOLD_GRID = _threshold_grid()
+
+
+def threshold_stops(*exact: float) -> list[float]:
+    """Stops of a threshold slider: :data:`THRESHOLD_GRID` plus ``exact`` values (the model's
+    own threshold, the current value), so each of them can be shown as it is."""
+    return sorted(set(THRESHOLD_GRID) | {float(v) for v in exact})
 
 
 def validate_calibration(calibration: dict[str, Any] | None) -> dict[str, tuple[float, float]] | None:

@@ -113,7 +113,7 @@ def test_display_controls_change_statistics_without_rerunning_the_model(
     click(app.run(), "Try a sample")
     assert len(forward_calls) == 1
 
-    app.slider(key="threshold_EX").set_value(0.05).run()
+    app.select_slider(key="threshold_EX").set_value(0.05).run()
     stats = statistics(app)
     assert stats["EX"]["% of FOV"] == pytest.approx(100.0)  # every FOV pixel is above 0.05
     assert stats["EX"]["lesions"] == 1 and stats["EX"]["largest (px)"] == stats["EX"]["pixels"] > 100_000
@@ -210,7 +210,7 @@ def test_unusable_configured_model_warns_and_falls_back_to_bundled(
 def test_sidebar_loads_another_model_and_resets_its_thresholds(app: AppTest, tiny_checkpoint: Path) -> None:
     app.run()
     assert any(f"source: `{tiny_checkpoint}`" in c.value for c in app.sidebar.caption)
-    app.slider(key="threshold_MA").set_value(0.9).run()
+    app.select_slider(key="threshold_MA").set_value(0.9).run()
 
     app.text_input(key="model_source_input").input("").run()  # empty: the bundled model
     click(app, "Load")
@@ -218,7 +218,7 @@ def test_sidebar_loads_another_model_and_resets_its_thresholds(app: AppTest, tin
     assert not [w for w in app.warning if "bundled model instead" in w.value]
     assert any("source: `bundled`" in c.value for c in app.sidebar.caption)
     bundled = json.loads((APP.parent / "weights" / "config.json").read_text())["thresholds"]
-    assert app.slider(key="threshold_MA").value == pytest.approx(bundled["MA"])  # the new model's default
+    assert app.select_slider(key="threshold_MA").value == pytest.approx(bundled["MA"])  # the new model's default
 
     app.text_input(key="model_source_input").input("/no/such/checkpoint").run()
     click(app, "Load")

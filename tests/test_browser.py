@@ -23,6 +23,7 @@ import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -65,15 +66,17 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("browser")
 
 
-@pytest.fixture(scope="module")
-def server(chromium: Path, tiny_checkpoint: Path, workdir: Path) -> Iterator[str]:
-    """``streamlit run app.py`` on a free local port, with conftest's tiny checkpoint; stopped at the end."""
+@contextmanager
+def streamlit_server(workdir: Path, name: str, model: str | None) -> Iterator[str]:
+    """``streamlit run app.py`` on a free local port (``model``: ``HYDRALANET_MODEL``, None for the
+    bundled model); stopped at the end."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    log_path = workdir / "streamlit.log"
-    env = {**os.environ, "HYDRALANET_MODEL": str(tiny_checkpoint), "PYTHONUNBUFFERED": "1"}
+    log_path = workdir / f"streamlit-{name}.log"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRALANET_MODEL"}
+    env.update({"PYTHONUNBUFFERED": "1", **({"HYDRALANET_MODEL": model} if model else {})})
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true"]
     with open(log_path, "w") as log:
@@ -102,6 +105,13 @@ def server(chromium: Path, tiny_checkpoint: Path, workdir: Path) -> Iterator[str
 
 
 @pytest.fixture(scope="module")
+def server(chromium: Path, tiny_checkpoint: Path, workdir: Path) -> Iterator[str]:
+    """The app on conftest's tiny checkpoint."""
+    with streamlit_server(workdir, "tiny", str(tiny_checkpoint)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser(chromium: Path):
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
@@ -109,14 +119,22 @@ def browser(chromium: Path):
         launched.close()
 
 
-@pytest.fixture
-def page(browser, server: str):
+@contextmanager
+def open_page(browser, url: str):
     context = browser.new_context(viewport={"width": WIDTH, "height": 900}, accept_downloads=True)
     page = context.new_page()
-    page.goto(server)
+    page.goto(url)
     expect(page.locator(CONNECTED)).to_have_count(1, timeout=60_000)
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser, server: str):
+    with open_page(browser, server) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +256,52 @@ def test_corrupt_upload_shows_a_message_and_the_app_keeps_serving(page, fundus_1
     expect(page.get_by_text("Lesion overlay", exact=True)).to_be_visible(timeout=MODEL_TIMEOUT_MS)
     expect(alert).to_have_count(0)
     expect(page.get_by_text("Image (2 loaded)")).to_be_visible()
+
+
+# --------------------------------------------------------------------------- the bundled model's sliders
+
+
+def lesion_numbers(page, lesion: str) -> tuple[int, int]:
+    """(lesions, pixels) from a lesion's caption, e.g. "MA microaneurysms: 12 lesions, 96 px"."""
+    text = lesion_caption(page, lesion).inner_text()
+    match = re.search(r": ([\d,]+) lesions?, ([\d,]+) px", text)
+    return int(match[1].replace(",", "")), int(match[2].replace(",", ""))
+
+
+def test_bundled_ma_slider_moves_by_one_stop_around_its_default(chromium, browser, workdir: Path) -> None:
+    """With the bundled (calibrated) model on a photo with planted microaneurysms: the MA slider
+    shows its default exactly, and one stop either side changes the result a little, in the
+    right direction (a higher threshold never finds more)."""
+    from hydralanet import load_model
+    from hydralanet.config import format_threshold, threshold_stops
+    from training.synthetic import write_dataset
+
+    write_dataset(workdir / "planted", n=1, seed=4243, size=1024, splits={"test": 1.0})
+    photo = next((workdir / "planted").rglob("image/*.jpg"))
+    default = load_model(device="cpu").config.thresholds["MA"]
+    stops = threshold_stops(default)
+    i = stops.index(default)
+    labels = [format_threshold(v) for v in (stops[i - 1], default, stops[i + 1])]
+
+    with streamlit_server(workdir, "bundled", None) as url, open_page(browser, url) as page:
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(photo))
+        expect(page.get_by_text("Lesion overlay", exact=True)).to_be_visible(timeout=MODEL_TIMEOUT_MS)
+        slider = page.get_by_role("slider", name=re.compile(r"^MA"))
+        expect(slider).to_have_attribute("aria-valuetext", labels[1], timeout=UI_TIMEOUT_MS)
+        wait_idle(page)
+        seen = {labels[1]: lesion_numbers(page, "MA")}
+        slider.focus()
+        for key, label in (("ArrowRight", labels[2]), ("ArrowLeft", labels[1]), ("ArrowLeft", labels[0])):
+            page.keyboard.press(key)
+            expect(slider).to_have_attribute("aria-valuetext", label, timeout=UI_TIMEOUT_MS)
+            page.wait_for_timeout(300)  # the rerun starts after the key's event reaches the server
+            wait_idle(page)
+            seen[label] = lesion_numbers(page, "MA")
+        snap(page, "06_bundled_ma_slider")
+    (SCREENSHOTS / "ma_slider.json").write_text(json.dumps({"stops": labels, "lesions_px": seen}, indent=2) + "\n")
+    lower, at_default, higher = (seen[label] for label in labels)
+    assert at_default[0] > 0, "the planted microaneurysms are found at the default threshold"
+    assert lower[1] >= at_default[1] >= higher[1]  # pixels: monotone in the threshold
+    assert lower[1] > higher[1]  # one stop either side moves something
+    # Sensibly: a step of 0.01 changes the lesion count by a fraction, not wholesale.
+    assert higher[0] >= 0.5 * at_default[0] and lower[0] <= 2 * at_default[0] + 2

@@ -143,5 +143,13 @@ def test_bundled_model_loads_offline():
 def test_thresholds_are_shown_with_the_digits_they_need():
     assert format_threshold(0.35) == "0.35"  # the sliders' two decimals
     assert format_threshold(0.7956) == "0.7956"
-    assert format_threshold(0.99999994) == "0.9999999"  # a saturated model's tuned threshold is not "1"
+    assert format_threshold(0.99999994) == "0.99999994"  # a saturated model's tuned threshold is not "1"
     assert format_threshold(3e-6) == "0.000003"
+    assert format_threshold(0.999995) == "0.999995" and format_threshold(0.0474) == "0.0474"
+    # Neighbouring slider stops near the ends read differently.
+    from hydralanet.config import THRESHOLD_GRID
+
+    labels = [format_threshold(v) for v in THRESHOLD_GRID]
+    assert len(set(labels)) == len(labels) and labels[0] == "0.00" and labels[-1] == "1.00"
+    assert all(label not in ("0", "1") and float(label) == pytest.approx(v, rel=0.05, abs=1e-9)
+               for label, v in zip(labels, THRESHOLD_GRID))

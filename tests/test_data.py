@@ -69,14 +69,15 @@ def test_unaugmented_sample_is_the_inference_preprocessing(rows, cfg):
     sample = LesionDataset([row], cfg.preprocessing)[0]
     from hydralanet import read_image
 
-    p = cfg.preprocessing
-    square, _, geometry = crop_to_fov(read_image(row["image"]), p)
-    expected = normalize(apply_clahe(square, p.clahe, clip_limit=p.clip_limit, tile_grid=p.tile_grid), p.mean, p.std)
-    assert torch.equal(sample["image"], expected)
+    from hydralanet import preprocess
+
+    prepared = preprocess(read_image(row["image"]), cfg.preprocessing)  # the inference path itself
+    assert torch.equal(sample["image"], prepared.tensor)
+    geometry = prepared.geometry
+    full = np.stack([read_mask(row[c]) for c in CLASSES], axis=-1)
+    small = geometry.mask_to_square(full)
     for c, plane in zip(CLASSES, sample["masks"]):
-        full = read_mask(row[c])
-        small = geometry.to_square(full.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
-        assert torch.equal(plane, torch.from_numpy(small).float())
+        assert torch.equal(plane, torch.from_numpy(small[..., CLASSES.index(c)]).float())
 
 
 def test_absent_mask_is_zeros_and_rgb_mask_uses_red(tmp_path, rows, cfg):

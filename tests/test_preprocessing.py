@@ -6,6 +6,7 @@ import pytest
 
 from hydralanet.config import PreprocessConfig
 from hydralanet.preprocessing import (
+    FovGeometry,
     BlankImageError,
     apply_clahe,
     crop_to_fov,
@@ -140,3 +141,48 @@ def test_centre_square_crop_is_the_original_codes_geometry():
     assert np.array_equal(prepared.fov, fov) and prepared.tensor.shape == (3, 128, 128)
     with pytest.raises(ValueError, match="crop='square' is not supported; choose one of fov, centre_square"):
         PreprocessConfig(crop="square")
+
+
+def _disc_centres(mask: np.ndarray) -> np.ndarray:
+    n, _, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return centroids[1:]
+
+
+def test_lesion_masks_stay_aligned_and_small_lesions_survive():
+    """At IDRiD's 3.4:1 (a 3480 px FOV square to 1024): nearest-neighbour sampling shifted masks
+    and lost 5-px microaneurysms; mask_to_square keeps every one, on the image's pixel grid."""
+    side, size = 3480, 1024
+    scale = side / size
+    rng = np.random.default_rng(0)
+    mask = np.zeros((side, side), np.uint8)
+    centres = rng.uniform(40, side - 40, size=(400, 2))
+    centres = centres[np.all(np.abs(centres[:, None] - centres[None]).max(-1) + np.eye(len(centres)) * 99 > 30, 1)]
+    for x, y in centres:
+        cv2.circle(mask, (int(round(x)), int(round(y))), 2, 1, -1)  # 5 px across, as small MA are
+    geometry = FovGeometry((side, side), (0, side, 0, side), side, 0, 0, size)
+    new = geometry.mask_to_square(mask.astype(bool))
+    old = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    # Where each drawn disc's centre lands on the square, pixel centres aligned as in cv2's resize.
+    expected = (np.round(centres) + 0.5) / scale - 0.5
+
+    def survival_and_offset(small: np.ndarray) -> tuple[float, float]:
+        found = _disc_centres(small)
+        d = np.linalg.norm(expected[:, None] - found[None], axis=-1)
+        near = d.min(axis=1) < 2.0
+        offsets = (found[d.argmin(axis=1)] - expected)[near]
+        return float(near.mean()), float(np.abs(offsets.mean(axis=0)).max())
+
+    survival_new, offset_new = survival_and_offset(new)
+    survival_old, offset_old = survival_and_offset(old)
+    print(f"5-px discs at 3.4:1: nearest survival {survival_old:.3f}, mean offset {offset_old:.2f} px; "
+          f"area+keep survival {survival_new:.3f}, mean offset {offset_new:.2f} px")
+    assert survival_new == 1.0 and offset_new < 0.15
+    assert survival_old < survival_new and offset_old > offset_new  # what it replaced was worse on both
+    # A large lesion keeps its area (within the boundary's half-pixel) and stays binary.
+    big = np.zeros((side, side), bool)
+    cv2.circle(big.view(np.uint8), (1700, 1700), 400, 1, -1)
+    small = geometry.mask_to_square(big)
+    assert small.dtype == bool and abs(small.sum() - big.sum() / scale**2) / (big.sum() / scale**2) < 0.01
+    # Several channels at once give the same as one at a time.
+    both = geometry.mask_to_square(np.stack([mask.astype(bool), big], axis=-1))
+    assert np.array_equal(both[..., 0], new) and np.array_equal(both[..., 1], small)

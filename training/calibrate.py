@@ -1,7 +1,7 @@
 """Fit a checkpoint's per-class calibration on a manifest's validation split.
 
     python -m training.calibrate --model DIR --manifest M.csv [--split val] [--test-split test] \
-        [--out DIR2] [--precision fp32]
+        [--test-manifest T.csv] [--out DIR2] [--precision fp32]
 
 Runs :func:`hydralanet.predict` (raw sigmoid) on the split at the photos' original resolution,
 fits ``p = sigmoid(a * logit + b)`` per class (:mod:`training.calibration`), re-tunes the
@@ -9,7 +9,8 @@ thresholds for the best F1 on the calibrated probabilities, and writes the check
 again (in place, or to ``--out``) with ``calibration`` and the new thresholds in
 ``config.json``; ``model.safetensors`` is copied byte for byte. Reports the expected
 calibration error before and after, on the fitting split and on ``--test-split`` when the
-manifest has it.
+manifest (or ``--test-manifest``) has it. ``--split`` may name several splits (``train,val``:
+a set of photos that no training stage saw, all of it for fitting).
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from typing import Any
 
 from hydralanet import load_model
 from hydralanet.checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError
-from hydralanet.config import CLASSES, CheckpointConfig, format_threshold
+from hydralanet.config import CLASSES, CheckpointConfig
 
 from .calibration import calibrate_threshold, fit_platt, reliability
 from .data import split_rows
 from .evaluate import score_rows
 from .metrics import MetricSuite, PRAccumulator
-from .modelcard import render_model_card
+from .modelcard import calibration_section, render_model_card
 from .prepare import read_manifest
 
 
@@ -43,7 +44,7 @@ def raw_histograms(loaded, rows: list[dict[str, Any]], *, desc: str, precision: 
 
 def calibrate(
     model: str | os.PathLike, manifest: str | os.PathLike, *, split: str = "val", test_split: str | None = "test",
-    out: str | os.PathLike | None = None, precision: str = "fp32",
+    out: str | os.PathLike | None = None, precision: str = "fp32", test_manifest: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Fit, re-tune, write; returns the record stored as ``provenance["calibration"]``."""
     folder = Path(model)
@@ -51,7 +52,9 @@ def calibrate(
         raise CheckpointError(f"{model}: not a checkpoint folder ({CONFIG_NAME} + {WEIGHTS_NAME}); convert it first")
     loaded = load_model(folder, device="cpu")
     rows = read_manifest(manifest)
-    fit_rows = split_rows(rows, split)
+    fit_rows = [r for name in split.split(",") for r in split_rows(rows, name.strip())]
+    if not fit_rows:
+        raise ValueError(f"{manifest}: no rows in split {split!r} to fit the calibration on")
     pr = raw_histograms(loaded, fit_rows, desc=f"calibrating on {split}", precision=precision)
     calibration = fit_platt(pr)
     raw_best = pr.best_thresholds(default=0.5)
@@ -62,7 +65,8 @@ def calibrate(
         "ece": {split: _ece_pair(pr, calibration)},
         "thresholds_before": dict(loaded.config.thresholds),
     }
-    test_rows = [r for r in rows if r["split"] == test_split] if test_split else []
+    test_source = read_manifest(test_manifest) if test_manifest else rows
+    test_rows = [r for r in test_source if r["split"] == test_split] if test_split else []
     if test_rows:
         test_pr = raw_histograms(loaded, test_rows, desc=f"measuring on {test_split}", precision=precision)
         record["ece"][test_split] = _ece_pair(test_pr, calibration)
@@ -84,37 +88,31 @@ def _ece_pair(pr: PRAccumulator, calibration: dict[str, tuple[float, float]]) ->
 
 
 def _updated_card(card: str, old: CheckpointConfig, new: CheckpointConfig, loaded) -> str:
-    """The card with the new thresholds and a calibration section. A card that starts with what
+    """The card with the new thresholds and its *Calibration* section
+    (:func:`training.modelcard.calibration_section`). A card that starts with what
     :func:`render_model_card` makes of the old config gets that part re-rendered (the rest, such
-    as the bundled model's own sections, is kept); any other card gets the section appended."""
+    as the bundled model's own sections, is kept); in any other card the thresholds line is
+    replaced and the section put before *Use* (or at the end)."""
     parameters = loaded.identity.get("parameters")
     head_old = render_model_card(old, parameters=parameters)
-    head_new = render_model_card(new, parameters=parameters)
-    record = new.provenance["calibration"]
-    section = [
-        "## Calibration",
-        "",
-        "Probabilities are calibrated per lesion, `p = sigmoid(a * logit + b)` (Platt scaling; monotone, so AUPR "
-        f"and the ranking of pixels are unchanged), fitted on the `{record['fitted_on']['split']}` split "
-        f"({record['fitted_on']['images']} photos) by `python -m training.calibrate`; the thresholds above are "
-        "on calibrated probabilities (tuned for the best F1 there).",
-        "",
-        "| lesion | a | b | threshold before | threshold now | " + " | ".join(f"ECE {s} before / after" for s in record["ece"]) + " |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(record["ece"]),
-    ]
-    for c in CLASSES:
-        a, b = new.calibration[c]
-        ece = " | ".join(f"{e[c]['before']:.5f} / {e[c]['after']:.5f}" for e in record["ece"].values())
-        section.append(f"| {c} | {a:.4f} | {b:.4f} | {format_threshold(record['thresholds_before'][c])} | "
-                       f"{format_threshold(new.thresholds[c])} | {ece} |")
-    section_text = "\n".join(section) + "\n"
-    if "## Calibration" in card:  # calibrated before: replace the section
+    if card.startswith(head_old):
+        return render_model_card(new, parameters=parameters) + card[len(head_old):]
+    if "## Calibration" in card:  # calibrated before: drop the old section
         start = card.index("## Calibration")
         end = card.find("\n## ", start + 1)
-        card = card[:start] + card[end + 1 :] if end != -1 else card[:start]
-    if card.startswith(head_old):
-        return head_new + "\n" + section_text + card[len(head_old):]
-    return card.rstrip("\n") + "\n\n" + section_text
+        card = card[:start] + (card[end + 1 :] if end != -1 else "")
+    fresh = render_model_card(new, parameters=parameters).split("\n")
+    line = next(x for x in fresh if x.startswith("- thresholds ("))
+    extra = [x for x in fresh if x.startswith("- probabilities calibrated")]
+    lines = []
+    for x in card.split("\n"):
+        if x.startswith("- probabilities calibrated"):
+            continue
+        lines += [line, *extra] if x.startswith("- thresholds (") else [x]
+    card = "\n".join(lines)
+    section = "\n".join(calibration_section(new))
+    at = card.find("\n## Use")
+    return card[: at + 1] + section + "\n" + card[at + 1 :] if at != -1 else card.rstrip("\n") + "\n\n" + section
 
 
 def _write_folder(source: Path, out: Path, config: CheckpointConfig, card: str) -> None:
@@ -142,14 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="checkpoint folder (config.json + model.safetensors)")
     parser.add_argument("--manifest", required=True, type=Path)
-    parser.add_argument("--split", default="val", help="split to fit on (default val)")
+    parser.add_argument("--split", default="val", help="split(s) to fit on, comma-separated (default val)")
     parser.add_argument("--test-split", default="test", help="split to report ECE on too, if present (default test)")
+    parser.add_argument("--test-manifest", type=Path, default=None, help="manifest of --test-split (default: --manifest)")
     parser.add_argument("--out", type=Path, default=None, help="write here instead of updating --model in place")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32")
     args = parser.parse_args(argv)
     try:
         record = calibrate(args.model, args.manifest, split=args.split, test_split=args.test_split, out=args.out,
-                           precision=args.precision)
+                           precision=args.precision, test_manifest=args.test_manifest)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

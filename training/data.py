@@ -1,9 +1,10 @@
 """The training ``Dataset``: manifest rows -> (image, masks, FOV) squares the model sees.
 
 Per sample: decode the photo and its lesion masks -> crop to the field of view, pad to a
-square, resize (the very functions inference uses: :func:`hydralanet.preprocessing.crop_to_fov`
-and ``FovGeometry.to_square``) -> CLAHE (:func:`hydralanet.preprocessing.apply_clahe`) ->
-augment image and masks together (albumentations 2.x) -> ImageNet normalisation.
+square, resize (the very functions inference uses: :func:`hydralanet.preprocessing.crop_to_fov`;
+masks by ``FovGeometry.mask_to_square``, aligned with the image and keeping small lesions) ->
+CLAHE (:func:`hydralanet.preprocessing.enhance`) -> augment image and masks together
+(albumentations 2.x) -> ImageNet normalisation (:func:`hydralanet.preprocessing.to_tensor`).
 
 The decode and FOV steps are slow for 4288 x 2848 JPEGs and identical every epoch, so their
 result (the CLAHE-free square and its masks) can be cached on disk.
@@ -32,11 +33,11 @@ from torch.utils.data import Dataset
 
 from hydralanet.config import CLASSES, PreprocessConfig
 from hydralanet.io import read_image
-from hydralanet.preprocessing import apply_clahe, crop_to_fov, normalize
+from hydralanet.preprocessing import crop_to_fov, enhance, to_tensor
 
 from .config import TrainConfig
 
-CACHE_VERSION = 2  # bump when what a cache file holds changes (2: uncompressed, lesion masks as bits)
+CACHE_VERSION = 3  # bump when what a cache file holds changes (2: uncompressed, lesion masks as bits; 3: area-resized masks)
 _BITS = np.arange(len(CLASSES), dtype=np.uint8)
 
 
@@ -74,10 +75,10 @@ def load_square(row: dict[str, Any], preprocessing: PreprocessConfig) -> dict[st
     planes = [
         read_mask(row[c], image.shape[:2]) if row.get(c) else np.zeros(image.shape[:2], dtype=bool) for c in CLASSES
     ]
-    stack = np.stack(planes + [fov], axis=-1).astype(np.uint8)
-    stack = geometry.to_square(stack, interpolation=cv2.INTER_NEAREST) > 0  # binarised after the resize
-    stack = stack.astype(np.uint8)
-    return {"image": square, "masks": np.ascontiguousarray(stack[..., :4]), "fov": np.ascontiguousarray(stack[..., 4])}
+    lesions = geometry.mask_to_square(np.stack(planes, axis=-1)).astype(np.uint8)
+    # The FOV stays nearest-neighbour: a region, not small objects, and the one inference uses.
+    fov_square = (geometry.to_square(fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0).astype(np.uint8)
+    return {"image": square, "masks": np.ascontiguousarray(lesions), "fov": np.ascontiguousarray(fov_square)}
 
 
 def pack_square(square: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -337,14 +338,14 @@ class LesionDataset(Dataset):
             # Its own seed stream, so adding colour jitter leaves the geometric draws unchanged.
             self.photometric.set_random_seed(sample_seed(self.seed + 1, self.epoch, index))
             image = self.photometric(image=image)["image"]
-        image = apply_clahe(image, p.clahe, clip_limit=p.clip_limit, tile_grid=p.tile_grid)
+        image = enhance(image, p)
         mask = np.stack([square["lesions"], square["fov"]], axis=-1)
         if self.augmentation is not None:
             self.augmentation.set_random_seed(sample_seed(self.seed, self.epoch, index))
             out = self.augmentation(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         return {
-            "image": normalize(image, p.mean, p.std),
+            "image": to_tensor(image, p),
             # uint8: a quarter of float32's bytes through the loader's shared memory and pinning
             "masks": torch.from_numpy(unpack_masks(mask[..., 0])),
             "valid": torch.from_numpy(np.ascontiguousarray(mask[None, ..., 1])),

@@ -6,11 +6,13 @@
 # (random init) -> a fine-tuning run from its best epoch -> a refining run from that one with
 # images that contain soft exudates drawn 3x as often -> more of it at a lower learning rate
 # with a quarter of the crops on the optic disc ("polish") -> the same with the Tversky index
-# over the batch ("harden") -> the average of the polished and hardened weights -> training.bundle (fp16 weights, test metrics, second-generator
+# over the batch ("harden") -> the average of the polished and hardened weights -> calibration
+# (Platt per lesion on 200 photos of generator seed 500, which no stage trained on; thresholds
+# re-tuned on calibrated probabilities) -> training.bundle (fp16 weights, test metrics, second-generator
 # metrics, real-photo check, model card) -> weights/. weights/README.md says which machine ran
 # which stage, for how long, and the exact command.
 #
-# Environment: STAGES (default "data train finetune refine polish harden average bundle"; the bundle
+# Environment: STAGES (default "data train finetune refine polish harden average calibrate bundle"; the bundle
 # stage measures inference speed, so run it on the CPU that the card should describe), PYTHON
 # (default .venv/bin/python), TRAIN_SET, FINETUNE_SET, REFINE_SET, POLISH_SET and HARDEN_SET
 # (extra `--set key=value` pairs for the five training stages, space-separated),
@@ -21,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-runs/bundled}
 py=${PYTHON:-.venv/bin/python}
-stages=${STAGES:-data train finetune refine polish harden average bundle}
+stages=${STAGES:-data train finetune refine polish harden average calibrate bundle}
 cores=$(nproc)
 export NO_ALBUMENTATIONS_UPDATE=1
 mkdir -p "$work"
@@ -112,16 +114,29 @@ if [[ " $stages " == *" average "* ]]; then
   echo "$machine" > "$work/average/train_machine"
 fi
 
+# The last stage that ran is what ships.
+final=$work/run
+for name in finetune refine polish harden average; do
+  [[ -d "$work/$name/best" ]] && final=$work/$name
+done
+
+if [[ " $stages " == *" calibrate "* ]]; then
+  # Calibration (DESIGN §13): raw probabilities of lesion pixels sit above 0.9999 and the tuned
+  # thresholds at 0.99999; Platt scaling per lesion puts them where a slider can move them.
+  "$py" -m training.synthetic --out "$work/calib_data" --n 200 --seed 500 --size 1024 --splits valid=1.0 --workers "$cores"
+  "$py" -m training.prepare --synthetic "$work/calib_data" --out "$work/calib.csv"
+  "$py" -m training.calibrate --model "$final/best" --manifest "$work/calib.csv" --split train,val \
+    --test-manifest "$work/test.csv" --precision auto
+fi
+
 if [[ " $stages " == *" bundle "* ]]; then
   minutes() { awk -v s="$1" 'BEGIN { printf "%.1f min", s / 60 }'; }
-  final=$work/run
   seconds=$(cat "$work/run/train_seconds")
   where="$(cat "$work/run/train_machine") ($(minutes "$seconds"), first stage)"
   # Each later stage that ran adds its time and machine; the last one is what ships.
   for pair in finetune:fine-tuning refine:refining polish:polishing harden:hardening average:averaging; do
     name=${pair%%:*}
     [[ -d "$work/$name/best" ]] || continue
-    final=$work/$name
     more=$(cat "$work/$name/train_seconds")
     seconds=$(( seconds + more ))
     where="$where, then $(cat "$work/$name/train_machine") ($(minutes "$more"), ${pair#*:})"

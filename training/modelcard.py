@@ -49,6 +49,7 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
     if not prov.get("trained", False):
         lines += ["**Untrained: random weights.** Its masks are meaningless.", ""]
     lines += _data_section(prov)
+    lines += calibration_section(config)
     for title, key in (("Validation metrics", "val"), ("Test metrics", "test")):
         metrics = (prov.get("metrics") or {}).get(key)
         if metrics:
@@ -75,6 +76,33 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
         if prov.get("code_version"):
             lines += [f"Code version: `{prov['code_version']}`.", ""]
     return "\n".join(lines)
+
+
+def calibration_section(config: CheckpointConfig) -> list[str]:
+    """What ``training.calibrate`` fitted (``provenance["calibration"]``): a and b, thresholds
+    before and after, ECE before and after per split. Empty when it has not run."""
+    record = config.provenance.get("calibration")
+    if not config.calibration or not isinstance(record, dict) or "ece" not in record:
+        return []
+    lines = [
+        "## Calibration",
+        "",
+        "Probabilities are calibrated per lesion, `p = sigmoid(a * logit + b)` (Platt scaling; monotone, so AUPR "
+        f"and the ranking of pixels are unchanged), fitted on the `{record['fitted_on']['split']}` split "
+        f"({record['fitted_on']['images']} photos) by `python -m training.calibrate`; the thresholds above are "
+        "on calibrated probabilities (tuned for the best F1 there; validation metrics recorded during training "
+        "are at the thresholds before). Expected calibration error (ECE) over all pixels, 15 equal-width bins:",
+        "",
+        "| lesion | a | b | threshold before | threshold now | "
+        + " | ".join(f"ECE {split} before / after" for split in record["ece"]) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(record["ece"]),
+    ]
+    for c in CLASSES:
+        a, b = config.calibration[c]
+        ece = " | ".join(f"{e[c]['before']:.5f} / {e[c]['after']:.5f}" for e in record["ece"].values())
+        lines.append(f"| {c} | {a:.4f} | {b:.4f} | {format_threshold(record['thresholds_before'][c])} | "
+                     f"{format_threshold(config.thresholds[c])} | {ece} |")
+    return lines + [""]
 
 
 def _data_section(prov: dict[str, Any]) -> list[str]:
