@@ -185,19 +185,72 @@ def test_tjdr_unknown_colours_are_listed_with_counts(tmp_path):
     path = tmp_path / "label.png"
     Image.fromarray(label).save(path)
     with pytest.raises(ValueError) as err:
-        decode_tjdr_label(path, DEFAULT_TJDR_PALETTE)
+        decode_tjdr_label(path, DEFAULT_TJDR_PALETTE, tolerance=(0, 0))  # exact colours only
     message = str(err.value)
     assert str(path) in message and "2 colour(s) not in the TJDR palette" in message
     assert "(255, 255, 255): 3 px" in message and "(1, 2, 3): 2 px" in message
+    # With the default tolerance (1, 2, 3) is background; white is still far from every colour.
+    with pytest.raises(ValueError, match=r"1 colour\(s\) not in the TJDR palette: \(255, 255, 255\): 3 px"):
+        decode_tjdr_label(path, DEFAULT_TJDR_PALETTE)
+
+
+def test_tjdr_near_palette_colours_are_snapped_and_counted(tmp_path):
+    """Anti-aliased / re-encoded edges: within +-10 of a 0 channel and +-40 of a 128 one, a pixel
+    joins that colour; the count is reported; the masks equal the clean label's plus those pixels."""
+    clean, expected = tjdr_label(1)
+    noisy = clean.copy()
+    ex = np.argwhere(expected["EX"])[:5]
+    for y, x in ex:
+        noisy[y, x] = (128 + 35, 9, 0)  # still EX (128, 0, 0)
+    se = np.argwhere(expected["SE"])[:3]
+    for y, x in se:
+        noisy[y, x] = (6, 10, 128 - 40)  # still SE (0, 0, 128)
+    bg = np.argwhere(~np.any(list(expected.values()), axis=0))[:4]
+    for y, x in bg[:2]:
+        noisy[y, x] = (128 - 30, 128 - 30, 0)  # MA (128, 128, 0): a background pixel relabelled by the file
+    for y, x in bg[2:]:
+        noisy[y, x] = (8, 8, 8)  # background
+    path = tmp_path / "noisy.png"
+    Image.fromarray(noisy).save(path)
+    masks, snapped = decode_tjdr_label(path, DEFAULT_TJDR_PALETTE)
+    assert snapped == 5 + 3 + 4
+    assert np.array_equal(masks["EX"], expected["EX"]) and np.array_equal(masks["SE"], expected["SE"])
+    assert not masks["HE"].any()
+    ma = expected["MA"].copy()
+    ma[tuple(bg[:2].T)] = True
+    assert np.array_equal(masks["MA"], ma)
+    noisy[0, 0] = (128 + 41, 0, 0)  # one past the tolerance: an error, as before
+    Image.fromarray(noisy).save(path)
+    with pytest.raises(ValueError, match=r"\(169, 0, 0\): 1 px"):
+        decode_tjdr_label(path, DEFAULT_TJDR_PALETTE)
+
+
+def test_prepare_reports_snapped_pixels_per_file(tmp_path, capsys):
+    from training.prepare import main as prepare_main
+
+    root = make_tjdr(tmp_path / "tjdr", {"train": 2, "test": 1})
+    label = root / "train" / "label" / "tjdr_001.png"
+    array = np.asarray(Image.open(label).convert("RGB")).copy()
+    array[0, :7] = (9, 9, 9)
+    Image.fromarray(array).save(label)
+    out = tmp_path / "m.csv"
+    assert prepare_main(["--tjdr", str(root), "--out", str(out)]) == 0
+    assert "snapped 7 off-palette pixel(s) to the palette in 1 of 3 label files" in capsys.readouterr().err
+    report = (tmp_path / "tjdr_masks" / "snapped.csv").read_text().splitlines()
+    assert report[0] == "label,snapped_pixels" and f"{label},7" in report and len(report) == 4
+    with pytest.raises(ValueError, match=r"tjdr_001\.png.*\(9, 9, 9\): 7 px"):
+        prepare_main(["--tjdr", str(root), "--out", str(out), "--tjdr-tolerance", "0,0"])
+    with pytest.raises(SystemExit):
+        prepare_main(["--tjdr", str(root), "--out", str(out), "--tjdr-tolerance", "ten"])
 
 
 def test_tjdr_bad_label_is_reported_by_parse(tmp_path):
     root = make_tjdr(tmp_path / "tjdr", {"train": 2, "test": 1})
     label = root / "train" / "label" / "tjdr_001.png"
     array = np.asarray(Image.open(label).convert("RGB")).copy()
-    array[0, 0] = (9, 9, 9)
+    array[0, 0] = (60, 200, 60)  # beyond the tolerance of every palette colour
     Image.fromarray(array).save(label)
-    with pytest.raises(ValueError, match=r"tjdr_001\.png.*\(9, 9, 9\): 1 px"):
+    with pytest.raises(ValueError, match=r"tjdr_001\.png.*\(60, 200, 60\): 1 px"):
         parse_tjdr(root, tmp_path / "masks")
 
 
@@ -216,7 +269,7 @@ def test_tjdr_palette_from_json(tmp_path):
     label[0, 0] = (255, 0, 0)
     label[1, :2] = (0, 200, 0)
     Image.fromarray(label).save(tmp_path / "l.png")
-    masks = decode_tjdr_label(tmp_path / "l.png", load_tjdr_palette(path))
+    masks, _ = decode_tjdr_label(tmp_path / "l.png", load_tjdr_palette(path))
     assert set(masks) == {"EX", "HE"}
     assert masks["EX"].sum() == 1 and masks["HE"].sum() == 2
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from hydralanet.config import CLASSES
-from hydralanet.io import IMAGE_EXTENSIONS, save_png
+from hydralanet.io import IMAGE_EXTENSIONS, save_png, write_atomic
 
 MASK_KEYS: tuple[str, ...] = (*CLASSES, "OD")  # the optic disc is kept for reference, never trained on
 MASK_EXTENSIONS = (".tif", ".tiff", ".png")
@@ -288,22 +289,49 @@ def load_tjdr_palette(path: str | os.PathLike) -> Palette:
     return palette
 
 
-def decode_tjdr_label(path: Path, palette: Palette) -> dict[str, np.ndarray]:
-    """A colour label image -> bool ``H x W`` mask per palette lesion (absent ones all False).
+# Real label files carry off-palette pixels (anti-aliased or re-encoded edges); the original
+# HydraLA-Net pipeline matched each colour within about +-10 on its 0 channels and +-40 on its
+# 128 ones. Default: the same. A pixel within the tolerance of a palette colour (every channel)
+# is snapped to it and counted; anything further is still an error.
+DEFAULT_TJDR_TOLERANCE = (10, 40)  # (channels at 0 or 255, other channels)
 
-    Any colour not in ``palette`` is a ``ValueError`` naming the file and the colours, with
-    pixel counts, so a wrong palette is caught instead of silently becoming background.
+
+def decode_tjdr_label(
+    path: Path, palette: Palette, tolerance: tuple[int, int] = DEFAULT_TJDR_TOLERANCE
+) -> tuple[dict[str, np.ndarray], int]:
+    """A colour label image -> ``(masks, snapped)``: bool ``H x W`` mask per palette lesion
+    (absent ones all False) and the number of off-palette pixels snapped to a palette colour.
+
+    ``tolerance`` ``(low, high)``: a pixel off the palette joins a palette colour when each of its
+    channels is within ``low`` of that colour's channel where the channel is 0 or 255, within
+    ``high`` elsewhere (the nearest such colour, by summed difference, if several); ``(0, 0)``
+    accepts exact colours only. Any other colour is a ``ValueError`` naming the file and the
+    colours, with pixel counts, so a wrong palette is caught instead of becoming background.
     """
     with Image.open(path) as im:
         rgb = np.asarray(im.convert("RGB"))  # P (Labelme's own output), RGBA and L all become RGB
     code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    known = np.zeros(code.shape, dtype=bool)
-    masks = {name: np.zeros(code.shape, dtype=bool) for name in set(palette.values()) if name is not None}
-    for (r, g, b), name in palette.items():
-        hit = code == ((r << 16) | (g << 8) | b)
-        known |= hit
-        if name is not None:
-            masks[name] |= hit
+    assigned = np.full(code.shape, -1, dtype=np.int16)  # index into the palette's colours
+    colours_list = list(palette.items())
+    for i, ((r, g, b), _) in enumerate(colours_list):
+        assigned[code == ((r << 16) | (g << 8) | b)] = i
+    snapped = 0
+    off = assigned < 0
+    if off.any() and max(tolerance) > 0:
+        pixels = rgb[off].astype(np.int16)  # N x 3
+        best = np.full(len(pixels), -1, dtype=np.int16)
+        best_distance = np.full(len(pixels), np.iinfo(np.int32).max, dtype=np.int32)
+        for i, (colour, _) in enumerate(colours_list):
+            target = np.asarray(colour, dtype=np.int16)
+            allowed = np.where((target == 0) | (target == 255), tolerance[0], tolerance[1])
+            diff = np.abs(pixels - target)
+            within = (diff <= allowed).all(axis=1)
+            distance = diff.sum(axis=1)
+            better = within & (distance < best_distance)
+            best[better], best_distance[better] = i, distance[better]
+        assigned[off] = best
+        snapped = int((best >= 0).sum())
+    known = assigned >= 0
     if not known.all():
         colours, counts = np.unique(code[~known], return_counts=True)
         order = np.argsort(-counts, kind="stable")[:MAX_LISTED]
@@ -313,17 +341,23 @@ def decode_tjdr_label(path: Path, palette: Palette) -> dict[str, np.ndarray]:
         raise ValueError(
             f"{path}: {len(colours)} colour(s) not in the TJDR palette: {listed}"
             f"{' ...' if len(colours) > MAX_LISTED else ''}; known: {sorted(palette)} "
-            "(pass --tjdr-palette JSON if the release uses other colours)"
+            f"(tolerance +-{tolerance[0]} / +-{tolerance[1]}; pass --tjdr-palette JSON if the release uses other "
+            "colours, or a wider --tjdr-tolerance)"
         )
-    return masks
+    masks = {name: np.zeros(code.shape, dtype=bool) for name in set(palette.values()) if name is not None}
+    for i, (_, name) in enumerate(colours_list):
+        if name is not None:
+            masks[name] |= assigned == i
+    return masks, snapped
 
 
-def _convert_tjdr_label(job: tuple[Path, Path, Path, str, Palette]) -> dict[str, Path | None] | str:
-    """Mask paths of one label, or the problem (a string) so every bad label is reported."""
-    image, label, masks_dir, split, palette = job
+def _convert_tjdr_label(job: tuple) -> tuple[dict[str, Path | None], int] | str:
+    """Mask paths of one label and its snapped pixel count, or the problem (a string) so every
+    bad label is reported."""
+    image, label, masks_dir, split, palette, tolerance = job
     paths: dict[str, Path | None] = dict.fromkeys(MASK_KEYS)
     try:
-        decoded = decode_tjdr_label(label, palette)
+        decoded, snapped = decode_tjdr_label(label, palette, tolerance)
     except (ValueError, OSError) as err:
         return str(err)
     for name, mask in decoded.items():
@@ -333,15 +367,18 @@ def _convert_tjdr_label(job: tuple[Path, Path, Path, str, Palette]) -> dict[str,
             paths[name] = out
         else:
             out.unlink(missing_ok=True)  # left by an earlier run with another palette
-    return paths
+    return paths, snapped
 
 
 def parse_tjdr(
-    root: str | os.PathLike, masks_dir: str | os.PathLike, *, palette: Palette | None = None, workers: int = 4
+    root: str | os.PathLike, masks_dir: str | os.PathLike, *, palette: Palette | None = None, workers: int = 4,
+    tolerance: tuple[int, int] = DEFAULT_TJDR_TOLERANCE,
 ) -> list[Record]:
     """TJDR photos with their colour labels converted to ``masks_dir/<split>/<LESION>/<stem>.png``.
 
     Only lesions present in a label get a mask file (0/255 PNG); absent ones are ``None``.
+    Off-palette pixels within ``tolerance`` are snapped (:func:`decode_tjdr_label`); the count per
+    label file goes to ``masks_dir/snapped.csv`` and a one-line summary to stderr.
     """
     root, masks_dir = Path(root), Path(masks_dir)
     palette = DEFAULT_TJDR_PALETTE if palette is None else palette
@@ -361,7 +398,7 @@ def parse_tjdr(
                 problems.add(f"photo without its label: {image} (expected {label_dir / (image.stem + '.png')})")
                 continue
             _check_sizes(image, {"label": labels[key]}, problems)
-            jobs.append((image, labels[key], masks_dir, split, palette))
+            jobs.append((image, labels[key], masks_dir, split, palette, tolerance))
     problems.raise_if_any()
     with ThreadPoolExecutor(max(1, workers)) as pool:  # decode and PNG encode release the GIL
         converted = list(pool.map(_convert_tjdr_label, jobs))
@@ -369,4 +406,13 @@ def parse_tjdr(
         if isinstance(result, str):
             problems.add(result)
     problems.raise_if_any()
-    return [Record("tjdr", split, image, masks) for (image, _, _, split, _), masks in zip(jobs, converted)]
+    snapped = [(job[1], n) for job, (_, n) in zip(jobs, converted)]
+    report = "label,snapped_pixels\n" + "".join(f"{label},{n}\n" for label, n in snapped)
+    write_atomic(masks_dir / "snapped.csv", report.encode())
+    touched = [(label, n) for label, n in snapped if n]
+    if touched:
+        worst = max(touched, key=lambda t: t[1])
+        print(f"TJDR: snapped {sum(n for _, n in touched)} off-palette pixel(s) to the palette in {len(touched)} of "
+              f"{len(snapped)} label files (most: {worst[1]} in {worst[0].name}; tolerance +-{tolerance[0]} / "
+              f"+-{tolerance[1]}); per file: {masks_dir / 'snapped.csv'}", file=sys.stderr)
+    return [Record("tjdr", job[3], job[0], masks) for job, (masks, _) in zip(jobs, converted)]

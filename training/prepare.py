@@ -31,7 +31,15 @@ from sklearn.model_selection import train_test_split
 from hydralanet.config import CLASSES
 from hydralanet.io import write_atomic
 
-from .datasets import MASK_KEYS, Record, load_tjdr_palette, parse_ddr, parse_idrid, parse_tjdr
+from .datasets import (
+    DEFAULT_TJDR_TOLERANCE,
+    MASK_KEYS,
+    Record,
+    load_tjdr_palette,
+    parse_ddr,
+    parse_idrid,
+    parse_tjdr,
+)
 
 COLUMNS: tuple[str, ...] = ("source", "split", "image", *MASK_KEYS)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -286,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tjdr", type=Path, help="TJDR folder holding train/ and test/ (each image/ + label/)")
     p.add_argument("--synthetic", type=Path, help="a training.synthetic folder (DDR layout; source 'synthetic')")
     p.add_argument("--tjdr-palette", type=Path, help="JSON mapping EX/HE/MA/SE/background to label colours")
+    p.add_argument(
+        "--tjdr-tolerance", type=_tolerance, default=DEFAULT_TJDR_TOLERANCE, metavar="LOW,HIGH",
+        help="snap off-palette label pixels within +-LOW on palette channels at 0/255 and +-HIGH on the others "
+        "(default 10,40, as the original pipeline; 0,0: exact colours only)",
+    )
     p.add_argument("--tjdr-masks", type=Path, help="TJDR per-lesion masks go here (default: tjdr_masks/ beside --out)")
     p.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
     p.add_argument("--split", choices=SPLIT_MODES, default="published", help="published (default) or random")
@@ -310,12 +323,23 @@ def collect_records(args: argparse.Namespace) -> list[Record]:
     if args.tjdr:
         palette = load_tjdr_palette(args.tjdr_palette) if args.tjdr_palette else None
         masks_dir = args.tjdr_masks or Path(os.path.abspath(args.out)).parent / "tjdr_masks"
-        records += parse_tjdr(args.tjdr, masks_dir, palette=palette, workers=args.workers)
+        records += parse_tjdr(args.tjdr, masks_dir, palette=palette, workers=args.workers,
+                              tolerance=args.tjdr_tolerance)
     order = {name: i for i, name in enumerate(SOURCES)}
     official = {"train": 0, "valid": 1, "test": 2}
     return sorted(
         records, key=lambda r: (order.get(r.source, 9), r.source, official.get(r.official_split, 9), str(r.image))
     )
+
+
+def _tolerance(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two integers, e.g. 10,40), got {text!r}") from None
+    if not (0 <= low <= 127 and 0 <= high <= 127):
+        raise argparse.ArgumentTypeError(f"tolerances must be in 0..127, got {text!r}")
+    return low, high
 
 
 def main(argv: Sequence[str] | None = None) -> int:
