@@ -42,7 +42,7 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
         "- thresholds (" + ("tuned per lesion for the best F1 on validation" if prov.get("thresholds_tuned") else "defaults")
         + "): " + ", ".join(f"{c} {format_threshold(config.thresholds[c])}" for c in CLASSES),
         *(["- probabilities calibrated per lesion on validation, `sigmoid(a * logit + b)` (Platt scaling: the "
-           "ranking of pixels and AUPR unchanged); thresholds are on calibrated probabilities"]
+           "ranking of pixels unchanged); thresholds are on calibrated probabilities"]
           if config.calibration else []),
         "",
     ]
@@ -87,8 +87,10 @@ def calibration_section(config: CheckpointConfig) -> list[str]:
     lines = [
         "## Calibration",
         "",
-        "Probabilities are calibrated per lesion, `p = sigmoid(a * logit + b)` (Platt scaling; monotone, so AUPR "
-        f"and the ranking of pixels are unchanged), fitted on the `{record['fitted_on']['split']}` split "
+        "Probabilities are calibrated per lesion, `p = sigmoid(a * logit + b)` (Platt scaling; monotone, so the "
+        "ranking of pixels is unchanged, except that raw float32 probabilities tie at exactly 1.0 above a logit of "
+        "about 16.6 and calibrated ones do not), fitted on the "
+        f"`{record['fitted_on']['split']}` split "
         f"({record['fitted_on']['images']} photos) by `python -m training.calibrate`; the thresholds above are "
         "on calibrated probabilities (tuned for the best F1 there; validation metrics recorded during training "
         "are at the thresholds before). Expected calibration error (ECE) over all pixels, 15 equal-width bins:",
@@ -127,9 +129,11 @@ def metrics_table(metrics: dict[str, Any]) -> list[str]:
     """``{"EX": {"f1": ..}, .., "macro": {..}}`` (or with an ``"overall"`` level) as a markdown table."""
     metrics = metrics.get("overall", metrics)
     rows = [c for c in (*CLASSES, "macro") if c in metrics]
-    lines = ["| lesion | " + " | ".join(METRIC_COLUMNS) + " |", "|---|" + "---:|" * len(METRIC_COLUMNS)]
+    # Only the measures recorded (validation during training has no aupr11, for one).
+    columns = [k for k in METRIC_COLUMNS if any(k in metrics[row] for row in rows)]
+    lines = ["| lesion | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for row in rows:
-        values = [metrics[row].get(k) for k in METRIC_COLUMNS]
+        values = [metrics[row].get(k) for k in columns]
         cells = ["n/a" if json_safe(v) is None else f"{v:.3f}" for v in values]  # no lesion pixels: no AUPR
         lines.append(f"| {'**macro**' if row == 'macro' else row} | " + " | ".join(cells) + " |")
     return lines
