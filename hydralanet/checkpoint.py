@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -272,10 +272,9 @@ def _locate(source: str | os.PathLike | None, *, allow_pickle: bool) -> _Located
     from .hub import download_checkpoint  # imported lazily: huggingface_hub is slow to import
 
     folder, revision, chosen = download_checkpoint(hub, allow_pickle=allow_pickle)
-    if chosen is None:
-        return _Located(folder / WEIGHTS_NAME, folder / CONFIG_NAME, label, revision)
+    # Also when the Hub was offline and the cached snapshot must be searched for the weights.
     located = _in_folder(folder, label, chosen=chosen, hint=f"{hub.where.split('@')[0]}[@revision]:PATH")
-    return _Located(located.weights, located.config, label, revision, located.file)
+    return replace(located, revision=revision)
 
 
 def _in_folder(folder: Path, label: str, *, chosen: str | None = None, hint: str) -> _Located:

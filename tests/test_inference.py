@@ -79,7 +79,7 @@ def test_statistics_count_components_and_coverage():
     assert rows[1]["count"] == 0 and rows[1]["threshold"] == 0.35
     assert rows[2]["count"] == 1 and rows[2]["pixels"] == 2
     # A tuned threshold near 1 keeps the digits that tell it from 1 (the bundled MA: 0.999995).
-    assert lesion_statistics(masks, fov, {"MA": 0.9999951234})[2]["threshold"] == 0.999995
+    assert lesion_statistics(masks, fov, {"MA": 0.9999951234})[2]["threshold"] == 0.9999951  # 2 digits of 1 - t
 
 
 def test_threshold_masks_per_class_and_fov():

@@ -221,7 +221,7 @@ def test_hub_source_syntax():
     assert parse_hub_source("./owner/name") is None and parse_hub_source("just-a-name") is None
 
 
-def test_hub_model_repo_with_only_best_model_pt(hub, best_model, golden):
+def test_hub_model_repo_with_only_best_model_pt(hub, best_model, golden, monkeypatch):
     sha = hub.add_commit("lab/hydralanet-idrid", {"runs/idrid/best_model.pt": best_model.read_bytes(),
                                                   "README.md": b"trained with the original code\n"})
     with pytest.raises(CheckpointError, match="refusing to unpickle"):
@@ -232,6 +232,10 @@ def test_hub_model_repo_with_only_best_model_pt(hub, best_model, golden):
     assert loaded.identity["revision"] == sha and loaded.identity["file"] == "runs/idrid/best_model.pt"
     assert loaded.identity["converted_from"] == "the original HydraLA-Net layout"
     assert_golden(loaded, golden)
+    # Offline, the cached snapshot is searched for the weights file the same way.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = load_model("lab/hydralanet-idrid", allow_pickle=True, device="cpu")
+    assert offline.identity["file"] == "runs/idrid/best_model.pt" and offline.identity["revision"] == sha
 
 
 def test_hub_space_sources_and_naming_the_file(hub, tmp_path, monkeypatch):
