@@ -18,7 +18,6 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 # original HydraLA-Net code writes (runs/<name>/best_model.pt) and the usual other names.
 CANDIDATE_NAMES = ("best_model.pt", "model.pt")
 CANDIDATE_SUFFIXES = (".pth", ".safetensors")
-CANDIDATE_PATTERNS = ["*" + n for n in CANDIDATE_NAMES] + ["*" + s for s in CANDIDATE_SUFFIXES]
 CANDIDATES_TEXT = "best_model.pt, model.pt, *.pth, *.safetensors"
 
 

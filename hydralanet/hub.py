@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint_format import (
-    CANDIDATE_PATTERNS,
     CANDIDATES_TEXT,
     CHECKPOINT_FILES,
     CONFIG_NAME,
@@ -171,11 +170,15 @@ def _with_config(path: str, files: list[str]) -> list[str]:
 
 
 def _cached(src: HubSource, endpoint: str | None) -> str | None:
-    """The cached snapshot for the source's revision (default branch if None), or None."""
+    """The cached snapshot folder for the source's revision (default branch if None), or None.
+
+    Without a path, a pattern that matches nothing: the client then checks no file (it refuses
+    a snapshot where a file matching the patterns was listed but never downloaded, such as the
+    README of a repo whose weights alone were fetched); the caller searches the folder."""
     import huggingface_hub
     from huggingface_hub import errors
 
-    patterns = [src.path] if src.path else list(CHECKPOINT_FILES) + CANDIDATE_PATTERNS
+    patterns = [src.path] if src.path else ["\x00matches no file"]
     try:
         return huggingface_hub.snapshot_download(
             src.repo_id, repo_type=src.repo_type, revision=src.revision, allow_patterns=patterns,
