@@ -1,0 +1,125 @@
+"""Is the photo gradable? Checks a grader makes before reading (DESIGN §11, issue: image quality).
+
+Each measure is taken on the field of view resized to :data:`WORK_SIDE` px (so the numbers do
+not depend on the camera's resolution) and compared with two limits: past the first the photo
+is ``usable`` (read it with care), past the second ``ungradable``. The verdict is the worst of
+them, with a reason per failed check. The limits were set on the real photo degraded on purpose
+(blur, gamma, noise, JPEG, crops): ``python -m training.quality_check`` prints the measures and
+verdicts; the README has the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .preprocessing import BlankImageError, fov_geometry, fov_mask
+
+WORK_SIDE = 1024  # fine enough that blur and noise of a camera's own resolution still show
+VERDICTS = ("good", "usable", "ungradable")
+
+# measure: (direction, usable limit, ungradable limit, what it means). "min": the measure must
+# stay above the limits; "max": below. Set between the clean photo's values and those of its
+# degraded copies (python -m training.quality_check; README "Image quality").
+LIMITS: dict[str, tuple[str, float, float, str]] = {
+    "fov_fraction": ("min", 0.35, 0.15, "field of view covers too little of the image"),
+    "fov_circularity": ("min", 0.80, 0.60, "field of view cut off (not a full disc)"),
+    "brightness": ("min", 25.0, 6.0, "too dark"),
+    "saturated_pct": ("max", 0.5, 5.0, "over-exposed (green channel saturated)"),
+    "red_saturated_pct": ("max", 50.0, 101.0, "over-exposed (red channel saturated)"),
+    "sharpness": ("min", 0.35, 0.25, "out of focus (blurred)"),
+    "contrast": ("min", 0.40, 0.25, "low contrast"),
+    "noise": ("max", 2.0, 6.0, "noisy"),
+    "blockiness": ("max", 4.0, 20.0, "heavy JPEG compression (8 x 8 blocks)"),
+    "illumination_ratio": ("min", 0.45, 0.25, "uneven illumination"),
+}
+
+
+@dataclass
+class Quality:
+    """``verdict`` (good / usable / ungradable), ``reasons`` (one line per failed check) and
+    ``measures`` (name -> value)."""
+
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+    measures: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "reasons": list(self.reasons), **{k: round(v, 4) for k, v in self.measures.items()}}
+
+
+def assess_quality(image: np.ndarray, fov: np.ndarray | None = None) -> Quality:
+    """Gradability of an RGB uint8 ``H x W x 3`` photo (``fov``: its FOV mask if known)."""
+    try:
+        fov = fov_mask(image) if fov is None else fov
+    except BlankImageError:
+        return Quality("ungradable", ["no field of view (blank image)"], {"fov_fraction": 0.0})
+    measures = measure(image, fov)
+    verdict, reasons = 0, []
+    for name, (direction, usable, ungradable, meaning) in LIMITS.items():
+        value = measures[name]
+        worse = (lambda v, t: v < t) if direction == "min" else (lambda v, t: v > t)
+        level = 2 if worse(value, ungradable) else 1 if worse(value, usable) else 0
+        if level:
+            limit = ungradable if level == 2 else usable
+            reasons.append(f"{meaning}: {name} {value:.3g} ({'<' if direction == 'min' else '>'} {limit:g})")
+            verdict = max(verdict, level)
+    return Quality(VERDICTS[verdict], reasons, measures)
+
+
+def measure(image: np.ndarray, fov: np.ndarray) -> dict[str, float]:
+    """The measures behind :func:`assess_quality` (see :data:`LIMITS`), inside the field of view:
+
+    brightness: median green (0-255); saturated_pct / red_saturated_pct: % of pixels with green
+    >= 245 / red >= 250; sharpness: fine detail (below 2 px) over mid-scale detail (2-8 px) of the
+    green channel after a 3 x 3 median (which removes noise, not focus); contrast: (95th - 5th
+    percentile) / median of green; noise: the robust standard deviation of green minus its
+    3 x 3 median; blockiness: mean jump across 8-px column boundaries over the mean jump
+    elsewhere, at the photo's own pixels (JPEG's blocks); illumination_ratio: 5th over 95th
+    percentile of the brightness blurred at 8 % of the FOV; fov_fraction: FOV area / image area;
+    fov_circularity: FOV area / area of its smallest enclosing circle.
+    """
+    h, w = fov.shape
+    geometry = fov_geometry(fov, WORK_SIDE)
+    work = geometry.to_square(image)
+    inside = geometry.to_square(fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+    contours, _ = cv2.findContours(inside.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    (_, _), radius = cv2.minEnclosingCircle(max(contours, key=cv2.contourArea))
+    diameter = 2 * np.sqrt(inside.sum() / np.pi)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(0.05 * diameter) + 1,) * 2)
+    core = cv2.erode(inside.astype(np.uint8), kernel) > 0
+    if core.sum() < 100:
+        core = inside
+    raw = work[..., 1].astype(np.float32)
+    clean = cv2.medianBlur(work[..., 1], 3).astype(np.float32)
+    b2, b8 = cv2.GaussianBlur(clean, (0, 0), 2.0), cv2.GaussianBlur(clean, (0, 0), 8.0)
+    fine, mid = float(np.std((clean - b2)[core])), float(np.std((b2 - b8)[core]))
+    median = float(np.median(raw[core]))
+    light = cv2.GaussianBlur(work.max(axis=2).astype(np.float32), (0, 0), 0.08 * diameter)
+    return {
+        "fov_fraction": float(fov.sum()) / float(h * w),
+        "fov_circularity": float(inside.sum()) / (np.pi * radius * radius) if radius > 0 else 0.0,
+        "brightness": median,
+        "saturated_pct": 100.0 * float((work[..., 1][core] >= 245).mean()),
+        "red_saturated_pct": 100.0 * float((work[..., 0][core] >= 250).mean()),
+        "sharpness": fine / max(mid, 1e-3),
+        "contrast": float(np.percentile(raw[core], 95) - np.percentile(raw[core], 5)) / max(median, 1.0),
+        "noise": 1.4826 * float(np.median(np.abs(raw - clean)[core])),
+        "blockiness": _blockiness(image[..., 1], fov),
+        "illumination_ratio": float(np.percentile(light[core], 5) / max(np.percentile(light[core], 95), 1.0)),
+    }
+
+
+def _blockiness(green: np.ndarray, fov: np.ndarray) -> float:
+    """Mean |jump| between horizontal neighbours across 8-px column boundaries over the mean
+    elsewhere, inside the FOV: ~1 for a photo, several times that when JPEG blocks show."""
+    jumps = np.abs(np.diff(green.astype(np.int16), axis=1))
+    both = fov[:, 1:] & fov[:, :-1]
+    boundary = (np.arange(1, green.shape[1]) % 8 == 0)[None, :]
+    across, within = jumps[both & boundary], jumps[both & ~boundary]
+    if across.size == 0 or within.size == 0:
+        return 1.0
+    return float(across.mean()) / max(float(within.mean()), 1e-3)

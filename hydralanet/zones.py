@@ -1,0 +1,194 @@
+"""Lesions by where they are (DESIGN §11): the ETDRS grid, quadrants about the fovea, "within
+1 DD of the fovea", and two research indicators read from them — the DME risk grade (IDRiD's
+definition) and the haemorrhage part of the 4-2-1 rule. Research indicators, never a diagnosis.
+
+Geometry: centred on the fovea; 1 disc diameter (DD) = 1.5 mm, so the ETDRS circles of 1, 3
+and 6 mm have radii 1/3, 1 and 2 DD; nasal is towards the disc, superior the side of the
+disc-fovea axis that faces the top of the photo. Rings split into superior / nasal / inferior /
+temporal subfields by 90-degree sectors centred on those directions.
+
+Counting: pixels go to the zone they lie in, so the pixels of a partition (the nine subfields
+plus ``outside_grid``; the four quadrants) add up to the image's. A lesion (8-connected) that
+straddles zones is counted once, in the zone holding most of its pixels, so counts add up too;
+``within_1dd`` counts every lesion with at least one pixel within 1 DD of the fovea.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .config import CLASSES
+from .landmarks import Landmarks
+
+ETDRS_ZONES = (
+    "centre",
+    "inner_superior", "inner_nasal", "inner_inferior", "inner_temporal",
+    "outer_superior", "outer_nasal", "outer_inferior", "outer_temporal",
+    "outside_grid",
+)  # fmt: skip
+QUADRANTS = ("superotemporal", "superonasal", "inferonasal", "inferotemporal")
+ETDRS_RADII_DD = (1 / 3, 1.0, 2.0)  # 1, 3 and 6 mm diameters at 1 DD = 1.5 mm
+RULE_421_HAEMORRHAGES = 20  # "> 20 intraretinal haemorrhages in each of the four quadrants"
+ZONE_COLUMNS = ["image", "lesion", "zone", "count", "pixels", "zone_pct"]
+
+
+@dataclass
+class ZoneMaps:
+    """Per-pixel zone indices (``int8``, -1 outside the FOV) of one photo: ``etdrs`` into
+    :data:`ETDRS_ZONES`, ``quadrant`` into :data:`QUADRANTS`, and ``near`` (bool: within 1 DD of
+    the fovea). ``dd`` is the disc diameter in pixels used."""
+
+    etdrs: np.ndarray
+    quadrant: np.ndarray
+    near: np.ndarray
+    dd: float
+
+
+def zone_maps(shape: tuple[int, int], fov: np.ndarray, landmarks: Landmarks) -> ZoneMaps | None:
+    """The zone maps for an ``H x W`` photo, or None without a disc and a fovea."""
+    disc, fovea = landmarks.disc, landmarks.fovea
+    if disc is None or fovea is None or disc.diameter_px <= 0:
+        return None
+    h, w = shape
+    nasal = np.array([disc.x - fovea.x, disc.y - fovea.y], dtype=np.float64)
+    length = float(np.hypot(*nasal))
+    nasal = nasal / length if length > 0 else np.array([1.0, 0.0])
+    superior = np.array([nasal[1], -nasal[0]])  # perpendicular; pick the one facing the top
+    if superior[1] > 0:
+        superior = -superior
+    dd = float(disc.diameter_px)
+    ys = (np.arange(h, dtype=np.float32) - np.float32(fovea.y))[:, None]
+    xs = (np.arange(w, dtype=np.float32) - np.float32(fovea.x))[None, :]
+    a = xs * np.float32(nasal[0]) + ys * np.float32(nasal[1])  # nasal coordinate
+    b = xs * np.float32(superior[0]) + ys * np.float32(superior[1])  # superior coordinate
+    r = np.sqrt(a * a + b * b) / np.float32(dd)
+    # Sector within a ring: 0 superior, 1 nasal, 2 inferior, 3 temporal (90 degrees each).
+    sector = np.where(np.abs(b) > np.abs(a), np.where(b > 0, 0, 2), np.where(a >= 0, 1, 3)).astype(np.int8)
+    etdrs = np.full((h, w), ETDRS_ZONES.index("outside_grid"), dtype=np.int8)
+    etdrs[r < ETDRS_RADII_DD[2]] = 5 + sector[r < ETDRS_RADII_DD[2]]
+    etdrs[r < ETDRS_RADII_DD[1]] = 1 + sector[r < ETDRS_RADII_DD[1]]
+    etdrs[r < ETDRS_RADII_DD[0]] = 0
+    quadrant = np.where(b >= 0, np.where(a < 0, 0, 1), np.where(a >= 0, 2, 3)).astype(np.int8)
+    etdrs[~fov] = -1
+    quadrant[~fov] = -1
+    return ZoneMaps(etdrs=etdrs, quadrant=quadrant, near=(r <= 1.0) & fov, dd=dd)
+
+
+@dataclass
+class Reading:
+    """Zone statistics and indicators of one photo at one set of thresholds."""
+
+    zones: list[dict[str, Any]] = field(default_factory=list)
+    quadrant_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    dme_risk: int | None = None
+    dme_reason: str = ""
+    rule_421_haemorrhages: bool | None = None
+    rule_421_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "zones": self.zones,
+            "quadrant_counts": self.quadrant_counts,
+            "dme_risk": self.dme_risk,
+            "dme_reason": self.dme_reason,
+            "rule_421_haemorrhages": self.rule_421_haemorrhages,
+            "rule_421_reason": self.rule_421_reason,
+            "indicators_note": "research indicators from the lesion masks, not a diagnosis",
+        }
+
+
+def read_zones(masks: np.ndarray, maps: ZoneMaps | None) -> Reading:
+    """Zone rows (lesion, zone, count, pixels, zone_pct) for ``masks`` (bool ``4 x H x W``, EX,
+    HE, MA, SE), quadrant counts, the DME risk grade and the 4-2-1 haemorrhage criterion."""
+    if maps is None:
+        why = "no grade: the optic disc or the fovea was not found"
+        return Reading(dme_reason=why, rule_421_reason=why.replace("no grade", "not assessed"))
+    reading = Reading()
+    etdrs_area = np.bincount(maps.etdrs[maps.etdrs >= 0], minlength=len(ETDRS_ZONES))
+    quadrant_area = np.bincount(maps.quadrant[maps.quadrant >= 0], minlength=len(QUADRANTS))
+    near_area = int(maps.near.sum())
+    near_lesions: dict[str, int] = {}
+    for c, mask in zip(CLASSES, masks):
+        n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        on = labels > 0
+        lab = labels[on]
+        for names, index, area in ((ETDRS_ZONES, maps.etdrs, etdrs_area), (QUADRANTS, maps.quadrant, quadrant_area)):
+            zone = index[on]
+            valid = zone >= 0
+            pixels = np.bincount(zone[valid], minlength=len(names))
+            counts = _majority_counts(lab[valid], zone[valid], n, len(names))
+            for k, name in enumerate(names):
+                reading.zones.append(_row(c, name, int(counts[k]), int(pixels[k]), int(area[k])))
+            if names is QUADRANTS:
+                reading.quadrant_counts[c] = {name: int(counts[k]) for k, name in enumerate(names)}
+        near = np.unique(labels[maps.near & on])
+        near_lesions[c] = int(near.size)
+        reading.zones.append(_row(c, "within_1dd", near_lesions[c], int((maps.near & on).sum()), near_area))
+    reading.quadrant_counts["HE+MA"] = {
+        q: reading.quadrant_counts["HE"][q] + reading.quadrant_counts["MA"][q] for q in QUADRANTS
+    }
+    ex_total = sum(r["count"] for r in reading.zones if r["lesion"] == "EX" and r["zone"] in ETDRS_ZONES)
+    if ex_total == 0:
+        reading.dme_risk, reading.dme_reason = 0, "no hard exudates"
+    elif near_lesions["EX"] == 0:
+        reading.dme_risk, reading.dme_reason = 1, f"{_n(ex_total, 'hard exudate')}, none within 1 DD of the fovea"
+    else:
+        reading.dme_risk, reading.dme_reason = 2, f"{_n(near_lesions['EX'], 'hard exudate')} within 1 DD of the fovea"
+    he = reading.quadrant_counts["HE"]
+    reading.rule_421_haemorrhages = all(he[q] > RULE_421_HAEMORRHAGES for q in QUADRANTS)
+    reading.rule_421_reason = (
+        f"haemorrhages per quadrant: {', '.join(f'{q} {he[q]}' for q in QUADRANTS)}; "
+        + ("more than 20 in each: the 4-2-1 haemorrhage criterion is met" if reading.rule_421_haemorrhages
+           else "the 4-2-1 haemorrhage criterion (> 20 in each of the four) is not met")
+    )
+    return reading
+
+
+def _majority_counts(labels: np.ndarray, zones: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Lesions per zone, each lesion in the zone holding most of its pixels (lowest index on ties)."""
+    if labels.size == 0:
+        return np.zeros(k, dtype=np.int64)
+    table = np.bincount(labels.astype(np.int64) * k + zones, minlength=n * k).reshape(n, k)[1:]
+    present = table.sum(axis=1) > 0
+    return np.bincount(np.argmax(table[present], axis=1), minlength=k)
+
+
+def _row(lesion: str, zone: str, count: int, pixels: int, area: int) -> dict[str, Any]:
+    return {"lesion": lesion, "zone": zone, "count": count, "pixels": pixels,
+            "zone_pct": round(100.0 * pixels / area, 4) if area else 0.0}
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def draw_grid(image: np.ndarray, landmarks: Landmarks, scale: float = 1.0) -> np.ndarray:
+    """A copy of RGB ``image`` (the photo, or a preview ``scale`` times its size) with the disc
+    outline, the fovea and the ETDRS grid (1, 3, 6 mm circles and the subfield boundaries)."""
+    out = image.copy()
+    disc, fovea = landmarks.disc, landmarks.fovea
+    thickness = max(1, round(min(image.shape[:2]) / 400))
+    white, cyan = (255, 255, 255), (0, 229, 255)
+    if disc is not None:
+        centre = (round(disc.x * scale), round(disc.y * scale))
+        cv2.circle(out, centre, max(2, round(disc.diameter_px * scale / 2)), cyan, thickness, cv2.LINE_AA)
+    if disc is not None and fovea is not None:
+        f = np.array([fovea.x, fovea.y]) * scale
+        dd = disc.diameter_px * scale
+        for radius in ETDRS_RADII_DD:
+            cv2.circle(out, (round(f[0]), round(f[1])), max(1, round(radius * dd)), white, thickness, cv2.LINE_AA)
+        nasal = np.array([disc.x - fovea.x, disc.y - fovea.y])
+        nasal = nasal / (np.hypot(*nasal) or 1.0)
+        for angle in (45, 135, 225, 315):  # subfield boundaries between the inner and outer circles
+            t = np.radians(angle)
+            d = np.array([nasal[0] * np.cos(t) - nasal[1] * np.sin(t), nasal[0] * np.sin(t) + nasal[1] * np.cos(t)])
+            p0, p1 = f + d * dd * ETDRS_RADII_DD[0], f + d * dd * ETDRS_RADII_DD[2]
+            cv2.line(out, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), white, thickness, cv2.LINE_AA)
+    if fovea is not None:
+        c = (round(fovea.x * scale), round(fovea.y * scale))
+        cv2.drawMarker(out, c, cyan, cv2.MARKER_CROSS, max(6, 6 * thickness), thickness, cv2.LINE_AA)
+    return out
