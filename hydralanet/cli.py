@@ -5,8 +5,11 @@ Output layout (other tools rely on it)::
     DIR/<stem>/EX.png HE.png MA.png SE.png   0/255 masks, original size and orientation
     DIR/<stem>/overlay.png
     DIR/<stem>/prob_EX.png ...               16-bit PNG, p x 65535 (--save-probabilities)
+    DIR/<stem>/findings.json                 optic disc, fovea, eye, image quality, lesions by
+                                             ETDRS zone and quadrant, DME risk (research indicators)
     DIR/summary.csv                          one row per image and lesion
-    DIR/summary.json                         the same + model identity, settings, failures
+    DIR/zones.csv                            one row per image, lesion and zone
+    DIR/summary.json                         the same + model identity, settings, findings, failures
 
 ``convert SRC --out DIR`` writes SRC (a checkpoint folder, a weights file such as the original
 code's best_model.pt, or a Hub source) as a checkpoint folder; ``--to original --out FILE``
@@ -26,7 +29,7 @@ import numpy as np
 
 from .config import CLAHE_MODES, CLASSES, CROP_MODES, PreprocessConfig, validate_thresholds
 from .io import ImageError, list_images, read_image, save_png, write_atomic
-from .report import SUMMARY_COLUMNS, run_record, summary_csv  # noqa: F401  (re-exported for callers)
+from .report import SUMMARY_COLUMNS, run_record, summary_csv, table_csv  # noqa: F401  (re-exported for callers)
 
 
 def _threshold_arg(text: str) -> tuple[str, float]:
@@ -77,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: the fast path (bf16 where the hardware has it); fp32: the exact path",
     )
     p.add_argument("--save-probabilities", action="store_true", help="also write prob_<LESION>.png (16-bit)")
+    p.add_argument(
+        "--no-reading", action="store_true",
+        help="skip the clinical reading (disc, fovea, zones, DME risk, quality: findings.json, zones.csv)",
+    )
     p.add_argument("--opacity", type=float, default=0.5, help="overlay fill opacity in [0, 1] (default 0.5)")
     p.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     p.add_argument(
@@ -130,6 +137,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from .inference import predict
     from .overlay import render_overlay
     from .preprocessing import BlankImageError
+    from .reading import ZONE_COLUMNS, findings, read_photo
 
     if not 0.0 <= args.opacity <= 1.0:
         return _fail(f"--opacity must be in [0, 1], got {args.opacity}")
@@ -151,6 +159,8 @@ def predict_command(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    zone_rows: list[dict[str, Any]] = []
+    readings: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, str]] = []
     used_names: set[str] = set()
     started = time.perf_counter()
@@ -179,6 +189,11 @@ def predict_command(args: argparse.Namespace) -> int:
         save_png(folder / "overlay.png", render_overlay(image, masks, opacity=args.opacity))
         for row in prediction.statistics(thresholds):
             rows.append({"image": name, "source": str(path), **row})
+        if not args.no_reading:
+            found = findings(read_photo(image, prediction.fov), masks)
+            write_atomic(folder / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
+            zone_rows += [{"image": name, **z} for z in found["zones"]]
+            readings[name] = found
 
     summary = {
         **run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision),
@@ -186,10 +201,13 @@ def predict_command(args: argparse.Namespace) -> int:
         "images": len(paths) - len(failures),
         "seconds": round(time.perf_counter() - started, 2),
         "results": rows,
+        "findings": readings,
         "failed": failures,
     }
     write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     write_atomic(out / "summary.csv", summary_csv(rows).encode())
+    if not args.no_reading:
+        write_atomic(out / "zones.csv", table_csv(zone_rows, ZONE_COLUMNS).encode())
     done = len(paths) - len(failures)
     print(f"{done} of {len(paths)} images segmented -> {out}", file=sys.stderr)
     if failures:

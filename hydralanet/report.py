@@ -65,9 +65,14 @@ def record_columns(record: dict[str, Any]) -> dict[str, Any]:
 
 def summary_csv(rows: list[dict[str, Any]]) -> str:
     """CSV text with :data:`SUMMARY_COLUMNS` (extra keys such as ``source`` at the end)."""
-    extra = [k for k in (rows[0] if rows else {}) if k not in SUMMARY_COLUMNS]
+    return table_csv(rows, SUMMARY_COLUMNS)
+
+
+def table_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """CSV text with ``columns`` first, then any other keys of the first row."""
+    extra = [k for k in (rows[0] if rows else {}) if k not in columns]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS + extra, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns + extra, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
