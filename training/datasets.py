@@ -11,12 +11,13 @@ Problems are collected over the whole tree and raised as one ``ValueError`` (fir
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,9 @@ class Record:
     official_split: str  # "train", "valid" or "test", as the dataset's release names it
     image: Path
     masks: dict[str, Path | None]
+    # Optional reading labels (training.prepare.LABEL_COLUMNS): disc and fovea centres and the
+    # disc diameter in pixels, the DME risk grade.
+    labels: dict[str, float | int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -183,6 +187,24 @@ def parse_idrid(root: str | os.PathLike) -> list[Record]:
 # --------------------------------------------------------------------------- DDR
 
 DDR_SPLITS = ("train", "valid", "test")
+
+
+def read_synthetic_landmarks(root: str | os.PathLike) -> dict[Path, dict[str, float]]:
+    """``training.synthetic``'s landmarks.csv (where it drew each disc and fovea), keyed by the
+    absolute image path; empty when the folder has none."""
+    root = Path(root)
+    path = next((p / "landmarks.csv" for p in (root, root.parent) if (p / "landmarks.csv").is_file()), None)
+    if path is None:
+        return {}
+    out = {}
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            out[Path(os.path.abspath(path.parent / row.pop("image")))] = {
+                "disc_x": float(row["disc_x"]), "disc_y": float(row["disc_y"]),
+                "disc_diameter": float(row["disc_diameter"]),
+                "fovea_x": float(row["fovea_x"]), "fovea_y": float(row["fovea_y"]),
+            }
+    return out
 
 
 def parse_ddr(root: str | os.PathLike, *, source: str = "ddr") -> list[Record]:

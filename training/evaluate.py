@@ -36,6 +36,8 @@ from .calibration import ECE_BINS, plot_reliability, reliability
 from .metrics import MetricSuite, PRAccumulator
 from .modelcard import json_safe, metrics_table
 from .prepare import read_manifest
+from .reading_eval import ReadingScores, has_labels
+from .reading_eval import markdown as reading_markdown
 
 
 def evaluate(
@@ -55,8 +57,10 @@ def evaluate(
     sources = sorted({r["source"] for r in rows})
     thresholds = [loaded.config.thresholds[c] for c in CLASSES]
     suite = MetricSuite(sources, thresholds=thresholds)
+    reading = ReadingScores() if has_labels(rows) else None
     start = time.time()
-    score_rows(loaded, rows, suite, desc=f"evaluating {split}", tta=tta, precision=precision)
+    score_rows(loaded, rows, suite, desc=f"evaluating {split}", tta=tta, precision=precision,
+               each=(lambda row, p, t: reading.update(row, p, t, loaded.config.thresholds)) if reading else None)
     seconds = time.time() - start
 
     metrics = json_safe(suite.compute())
@@ -75,6 +79,7 @@ def evaluate(
         "seconds": round(seconds, 2),
         "metrics": metrics,
         "calibration_error": {c: json_safe(curves[c]["ece"]) for c in CLASSES},
+        **({"reading": json_safe(reading.report())} if reading else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
@@ -86,16 +91,19 @@ def evaluate(
 
 def score_rows(
     loaded, rows: list[dict[str, Any]], suite: MetricSuite, *, desc: str, tta: bool = False,
-    precision: str = "fp32", calibrated: bool = True,
+    precision: str = "fp32", calibrated: bool = True, each=None,
 ) -> None:
     """Run :func:`hydralanet.predict` on each manifest row and add it to ``suite`` at the
-    image's original resolution (``calibrated=False``: the raw sigmoid, for fitting calibration)."""
+    image's original resolution (``calibrated=False``: the raw sigmoid, for fitting calibration).
+    ``each(row, prediction, targets)`` is called for every photo when given."""
     for row in tqdm(rows, desc=desc, file=sys.stderr):
         image = read_image(row["image"])
         prediction = predict(loaded, image, tta=tta, precision=precision, calibrated=calibrated)
         shape = image.shape[:2]
         targets = np.stack([read_mask(row[c], shape) if row.get(c) else np.zeros(shape, bool) for c in CLASSES])
         suite.update(torch.from_numpy(prediction.probabilities)[None], torch.from_numpy(targets)[None], row["source"])
+        if each is not None:
+            each(row, prediction, targets)
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -114,6 +122,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, metrics in report["metrics"].items():
         count = report["images"]["all" if name == "overall" else name]
         lines += [f"## {name} ({count} images)", "", *metrics_table(metrics), ""]
+    lines += reading_markdown(report.get("reading") or {})
     ece = report.get("calibration_error") or {}
     if ece:
         lines += [

@@ -39,9 +39,13 @@ from .datasets import (
     parse_ddr,
     parse_idrid,
     parse_tjdr,
+    read_synthetic_landmarks,
 )
 
 COLUMNS: tuple[str, ...] = ("source", "split", "image", *MASK_KEYS)
+# Optional reading labels after those, written when any photo has one (empty = unknown): disc
+# and fovea centres and the disc diameter in pixels of the photo, the DME risk grade (0-2).
+LABEL_COLUMNS: tuple[str, ...] = ("disc_x", "disc_y", "disc_diameter", "fovea_x", "fovea_y", "dme_grade")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SOURCES: tuple[str, ...] = ("idrid", "ddr", "tjdr", "synthetic")  # table and sort order
 SPLIT_MODES: tuple[str, ...] = ("published", "random")
@@ -213,11 +217,22 @@ def write_manifest(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> N
     path = Path(os.path.abspath(path))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    labelled = any(row.get(k) is not None for row in rows for k in LABEL_COLUMNS)
+    writer.writerow(COLUMNS + (LABEL_COLUMNS if labelled else ()))
     for row in rows:
         paths = [_manifest_path(row[k], path.parent) for k in ("image", *MASK_KEYS)]
-        writer.writerow([row["source"], row["split"], *paths])
+        labels = ["" if row.get(k) is None else row[k] for k in LABEL_COLUMNS] if labelled else []
+        writer.writerow([row["source"], row["split"], *paths, *labels])
     write_atomic(path, buffer.getvalue().encode())
+
+
+def _label(text: str, key: str, where: str) -> float | int | None:
+    if not text.strip():
+        return None
+    try:
+        return int(text) if key == "dme_grade" else float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {key} {text!r} is not a number") from None
 
 
 def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[dict[str, Any]]:
@@ -233,15 +248,20 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
     with path.open(newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != COLUMNS:
-            raise ValueError(f"manifest {path}: header is {header}, expected {', '.join(COLUMNS)}")
+        names = tuple(h.strip() for h in header) if header is not None else ()
+        if names not in (COLUMNS, COLUMNS + LABEL_COLUMNS):
+            raise ValueError(f"manifest {path}: header is {header}, expected {', '.join(COLUMNS)} "
+                             f"(optionally followed by {', '.join(LABEL_COLUMNS)})")
         rows, missing = [], []
         for line, values in enumerate(reader, start=2):
             if not values:
                 continue
-            if len(values) != len(COLUMNS):
-                raise ValueError(f"manifest {path}, line {line}: {len(values)} fields, expected {len(COLUMNS)}")
-            row: dict[str, Any] = dict(zip(COLUMNS, values))
+            if len(values) != len(names):
+                raise ValueError(f"manifest {path}, line {line}: {len(values)} fields, expected {len(names)}")
+            row: dict[str, Any] = dict(zip(names, values))
+            for key in LABEL_COLUMNS:
+                if key in row:
+                    row[key] = _label(row[key], key, f"manifest {path}, line {line}")
             if row["split"] not in SPLITS:
                 raise ValueError(
                     f"manifest {path}, line {line}: split {row['split']!r}, expected one of {', '.join(SPLITS)}"
@@ -319,7 +339,10 @@ def collect_records(args: argparse.Namespace) -> list[Record]:
             print(f"warning: {args.ddr} holds synthetic.json; use --synthetic to label it as such", file=sys.stderr)
         records += parse_ddr(args.ddr)
     if args.synthetic:
-        records += parse_ddr(args.synthetic, source="synthetic")
+        drawn = read_synthetic_landmarks(args.synthetic)
+        for record in parse_ddr(args.synthetic, source="synthetic"):
+            record.labels.update(drawn.get(Path(os.path.abspath(record.image)), {}))
+            records.append(record)
     if args.tjdr:
         palette = load_tjdr_palette(args.tjdr_palette) if args.tjdr_palette else None
         masks_dir = args.tjdr_masks or Path(os.path.abspath(args.out)).parent / "tjdr_masks"
@@ -358,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sources, [r.official_split for r in records], patterns,
         mode=args.split, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
     )  # fmt: skip
-    rows = [{"source": r.source, "split": s, "image": r.image, **r.masks} for r, s in zip(records, splits)]
+    rows = [{"source": r.source, "split": s, "image": r.image, **r.masks, **r.labels} for r, s in zip(records, splits)]
     write_manifest(args.out, rows)
     print(summary_table(splits, sources, patterns))
     print(f"wrote {len(rows)} images to {args.out} ({args.split} split, seed {args.seed})")

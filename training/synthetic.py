@@ -39,7 +39,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -65,6 +65,7 @@ _PHOTO_DISC_RADIUS = 90.0
 _PHOTO_FOVEA = np.array([699.0, 698.0])
 
 DISC_EXCLUSION = 1.35  # no lesion within this many disc radii of the disc centre
+LANDMARKS_FILE = "landmarks.csv"  # image (relative path), disc_x, disc_y, disc_diameter, fovea_x, fovea_y
 
 
 @dataclass
@@ -900,7 +901,7 @@ def _encode(ext: str, array: np.ndarray, params: Sequence[int] = ()) -> bytes:
     return buf.tobytes()
 
 
-def _write_one(job: tuple[str, int, int, int, str]) -> tuple[str, dict[str, int]]:
+def _write_one(job: tuple[str, int, int, int, str]) -> tuple[str, dict[str, int], dict[str, Any]]:
     root, seed, index, size, split = job
     sample = render_sample(sample_rng(seed, index), size)
     stem = f"syn_s{seed}_{index:05d}"
@@ -911,7 +912,11 @@ def _write_one(job: tuple[str, int, int, int, str]) -> tuple[str, dict[str, int]
     for c, lesion in enumerate(LESION_IDS):
         _write_atomic(base / "label" / lesion / f"{stem}.tif",
                       _encode(".tif", sample.masks[c] * np.uint8(255)))
-    return split, {k: int(sample.masks[c].any()) for c, k in enumerate(LESION_IDS)}
+    landmarks = {"image": f"lesion_segmentation/{split}/image/{stem}.jpg",
+                 "disc_x": round(sample.disc_centre[0], 2), "disc_y": round(sample.disc_centre[1], 2),
+                 "disc_diameter": round(2 * sample.disc_radius, 2),
+                 "fovea_x": round(sample.fovea[0], 2), "fovea_y": round(sample.fovea[1], 2)}
+    return split, {k: int(sample.masks[c].any()) for c, k in enumerate(LESION_IDS)}, landmarks
 
 
 def _init_worker() -> None:
@@ -955,10 +960,12 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, size: int = REFEREN
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker)
         results = (f.result() for f in as_completed([pool.submit(_write_one, job) for job in jobs]))
+    landmarks = []
     try:
-        for split, present in results:
+        for split, present, where in results:
             for k, v in present.items():
                 with_lesion[split][k] += v
+            landmarks.append(where)
             bar.update(1)
     except BrokenProcessPool as exc:
         raise RuntimeError(f"a synthetic-data worker process died ({exc}); try --workers 1") from None
@@ -984,6 +991,11 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, size: int = REFEREN
     if stale:
         print(f"warning: {len(stale)} image(s) under {root} are not part of this dataset "
               f"(e.g. {stale[0]}); a DDR reader will pick them up", file=sys.stderr)
+    # Where the generator drew each optic disc and fovea: the ground truth for landmark finding.
+    landmarks.sort(key=lambda r: r["image"])
+    columns = list(landmarks[0]) if landmarks else ["image"]
+    text = ",".join(columns) + "\n" + "".join(",".join(str(r[c]) for c in columns) + "\n" for r in landmarks)
+    _write_atomic(root / LANDMARKS_FILE, text.encode())
     _write_atomic(root / "synthetic.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 
