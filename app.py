@@ -43,6 +43,8 @@ from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, format_thres
 from hydralanet.io import IMAGE_EXTENSIONS, encode_png
 from hydralanet.overlay import downscale_for_display, legend_html
 from hydralanet.preprocessing import BlankImageError
+from hydralanet.reading import PhotoReading, findings, read_photo
+from hydralanet.zones import ETDRS_ZONES, QUADRANTS, draw_grid
 from hydralanet.report import masks_zip, record_columns, run_record, summary_csv
 
 log = logging.getLogger("hydralanet.app")
@@ -210,6 +212,9 @@ def controls(loaded: LoadedModel) -> dict:
     st.subheader("Display")
     shown = st.pills("Show", list(CLASSES), selection_mode="multi", default=list(CLASSES), key="visible")
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, step=0.05, key="opacity")
+    show_grid = st.toggle("Optic disc, fovea and ETDRS grid", value=True, key="show_grid",
+                          help="Drawn on the overlay: the disc outline, the fovea and the 1, 3 and 6 mm circles "
+                          "(1 disc diameter = 1.5 mm) with the subfield boundaries")
     return {
         "clahe": mode if clahe_on else "off",
         "crop": crop,
@@ -218,6 +223,7 @@ def controls(loaded: LoadedModel) -> dict:
         "thresholds": thresholds,
         "visible": {c: c in (shown or []) for c in CLASSES},
         "opacity": opacity,
+        "show_grid": show_grid,
     }
 
 
@@ -291,13 +297,30 @@ def remember(key: tuple, prediction: Prediction) -> None:
         cache.popitem(last=False)
 
 
-def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Prediction:
-    """The model's output for this image and preprocessing, from the session cache when
-    possible. Bad input ends the run with a one-line ``st.error``."""
-    key = (
+def prediction_key(loaded: LoadedModel, data: bytes, settings: dict) -> tuple:
+    return (
         hashlib.sha256(data).hexdigest(), settings["clahe"], settings["crop"], settings["tta"], settings["precision"],
         loaded.identity["source"], loaded.identity["sha256"],
     )
+
+
+def photo_reading(key: tuple, prediction: Prediction) -> PhotoReading:
+    """Disc, fovea, quality and zone maps of the photo: once per prediction, kept beside it in
+    the session (thresholds only re-read the zones)."""
+    readings: dict = st.session_state.setdefault("readings", {})
+    cached = st.session_state.get("predictions", {})
+    for stale in [k for k in readings if k not in cached]:
+        del readings[stale]
+    if key not in readings:
+        with st.spinner("Finding the optic disc and the fovea…"):
+            readings[key] = read_photo(prediction.image, prediction.fov)
+    return readings[key]
+
+
+def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Prediction:
+    """The model's output for this image and preprocessing, from the session cache when
+    possible. Bad input ends the run with a one-line ``st.error``."""
+    key = prediction_key(loaded, data, settings)
     prediction = cached_prediction(key)
     if prediction is not None:
         return prediction
@@ -408,6 +431,52 @@ def show_statistics(rows: list[dict]) -> None:
     right.altair_chart(chart, width="stretch")
 
 
+def show_quality(found: dict) -> None:
+    quality = found["quality"]
+    if quality["verdict"] == "good":
+        return
+    text = f"Image quality: **{quality['verdict']}** — " + "; ".join(quality["reasons"])
+    if quality["verdict"] == "ungradable":
+        st.error(text + ". A grader would not read this photo; the results below may mean little.",
+                 icon=":material/visibility_off:")
+    else:
+        st.warning(text + ". Read the results with care.", icon=":material/warning:")
+
+
+def show_reading(found: dict) -> None:
+    st.subheader("Reading")
+    st.caption("Research indicators from the lesion masks and the image, not a diagnosis.")
+    disc, fovea = found["optic_disc"], found["fovea"]
+    parts = []
+    if disc:
+        parts.append(f"optic disc at ({disc['x']:.0f}, {disc['y']:.0f}), {disc['diameter_px']:.0f} px across "
+                     f"(confidence {disc['confidence']:.2f})")
+    else:
+        parts.append("optic disc not found")
+    parts.append(f"fovea at ({fovea['x']:.0f}, {fovea['y']:.0f}) (confidence {fovea['confidence']:.2f})" if fovea
+                 else "fovea not found")
+    if found["eye"]:
+        parts.append(f"{found['eye']} eye")
+    st.markdown("**Landmarks:** " + "; ".join(parts) + ".")
+    grade = found["dme_risk"]
+    label = "no grade" if grade is None else f"grade {grade}"
+    st.markdown(f"**DME risk** (IDRiD's definition): **{label}** — {found['dme_reason']}.")
+    st.markdown(f"**4-2-1 rule, haemorrhages:** {found['rule_421_reason']}.")
+    if not found["zones"]:
+        return
+    counts = {(z["zone"], z["lesion"]): z["count"] for z in found["zones"]}
+    zones = [*ETDRS_ZONES, "within_1dd"]
+    table = pd.DataFrame({c: [counts[(z, c)] for z in zones] for c in CLASSES},
+                         index=[z.replace("_", " ") for z in zones])
+    left, right = st.columns([3, 2])
+    left.markdown("Lesions by ETDRS subfield (counted where most of each lesion lies)")
+    left.table(table)
+    quadrants = pd.DataFrame({c: [found["quadrant_counts"][c][q] for q in QUADRANTS] for c in ("HE", "MA", "HE+MA")},
+                             index=list(QUADRANTS))
+    right.markdown("Haemorrhages and microaneurysms by quadrant")
+    right.table(quadrants)
+
+
 def show_masks(prediction: Prediction, masks: np.ndarray, rows: list[dict]) -> None:
     st.subheader("Each lesion on its own")
     layers = np.concatenate([masks, prediction.fov[None]])  # one resize pass for the masks and the FOV
@@ -422,7 +491,7 @@ def show_masks(prediction: Prediction, masks: np.ndarray, rows: list[dict]) -> N
 
 
 def show_downloads(name: str, prediction: Prediction, masks: np.ndarray, rows: list[dict],
-                   loaded: LoadedModel, settings: dict) -> None:
+                   loaded: LoadedModel, settings: dict, found: dict) -> None:
     st.subheader("Downloads")
     stem = Path(name).stem
     preprocessing = loaded.config.preprocessing.replace(
@@ -436,6 +505,7 @@ def show_downloads(name: str, prediction: Prediction, masks: np.ndarray, rows: l
         **record,
         "image": {"name": name, "width": w, "height": h, "fov_pixels": int(prediction.fov.sum())},
         "results": [{"image": name, **row} for row in rows],
+        "findings": found,
     }
     image, opacity, visible = prediction.image, settings["opacity"], settings["visible"]
     cols = st.columns(4)
@@ -510,17 +580,23 @@ def main() -> None:
         st.stop()
     name, data = choose(files)
     prediction = segment(loaded, name, data, settings)
+    photo = photo_reading(prediction_key(loaded, data, settings), prediction)
 
     # Everything below is cheap: thresholds, opacity and visibility never re-run the model.
     masks = prediction.masks(settings["thresholds"])
     rows = lesion_statistics(masks, prediction.fov, settings["thresholds"])
+    found = findings(photo, masks)
     small, small_masks = downscale_for_display(prediction.image, masks, PREVIEW_SIDE)
     overlay = render_overlay(small, small_masks, opacity=settings["opacity"], visible=settings["visible"])
+    if settings["show_grid"]:
+        overlay = draw_grid(overlay, photo.landmarks, scale=small.shape[1] / prediction.image.shape[1])
+    show_quality(found)
     show_views(prediction, small, overlay)
     show_statistics(rows)
+    show_reading(found)
     show_zoom(prediction, masks, overlay, settings)
     show_masks(prediction, masks, rows)
-    show_downloads(name, prediction, masks, rows, loaded, settings)
+    show_downloads(name, prediction, masks, rows, loaded, settings, found)
 
 
 main()

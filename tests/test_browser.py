@@ -297,7 +297,11 @@ def test_bundled_ma_slider_moves_by_one_stop_around_its_default(chromium, browse
             page.wait_for_timeout(300)  # the rerun starts after the key's event reaches the server
             wait_idle(page)
             seen[label] = lesion_numbers(page, "MA")
-        snap(page, "06_bundled_ma_slider")
+        # The reading: the disc, fovea and ETDRS grid on the overlay (on by default), and its section.
+        expect(page.get_by_role("switch", name="Optic disc, fovea and ETDRS grid")).to_be_checked()
+        expect(page.get_by_test_id("stMarkdown").filter(has_text="Landmarks:")).to_contain_text(" eye.")
+        expect(page.get_by_text(re.compile(r"^DME risk"))).to_be_visible()
+        snap(page, "06_bundled_ma_slider_and_grid")
     (SCREENSHOTS / "ma_slider.json").write_text(json.dumps({"stops": labels, "lesions_px": seen}, indent=2) + "\n")
     lower, at_default, higher = (seen[label] for label in labels)
     assert at_default[0] > 0, "the planted microaneurysms are found at the default threshold"
