@@ -313,7 +313,7 @@ def photo_reading(key: tuple, prediction: Prediction) -> PhotoReading:
         del readings[stale]
     if key not in readings:
         with st.spinner("Finding the optic disc and the fovea…"):
-            readings[key] = read_photo(prediction.image, prediction.fov)
+            readings[key] = read_photo(prediction.image, prediction.fov, probabilities=prediction.probabilities)
     return readings[key]
 
 

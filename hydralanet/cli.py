@@ -190,7 +190,7 @@ def predict_command(args: argparse.Namespace) -> int:
         for row in prediction.statistics(thresholds):
             rows.append({"image": name, "source": str(path), **row})
         if not args.no_reading:
-            found = findings(read_photo(image, prediction.fov), masks)
+            found = findings(read_photo(image, prediction.fov, probabilities=prediction.probabilities), masks)
             write_atomic(folder / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
             zone_rows += [{"image": name, **z} for z in found["zones"]]
             readings[name] = found

@@ -26,6 +26,8 @@ DISC_FRACTION = (0.06, 0.2)
 DEFAULT_DISC_FRACTION = 0.11
 FOVEA_DD = (1.8, 3.6)  # the fovea is about 2.5 DD from the disc centre; searched in this annulus
 FOVEA_MAX_ANGLE = 45.0  # degrees from the horizontal through the disc (photos are taken level)
+MIN_FOV_PX = 128  # a field of view narrower than this (in the photo's pixels) is not searched
+MIN_CONFIDENCE = 0.1  # a landmark that stands out less than this is reported as not found
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,17 @@ class Landmarks:
         }
 
 
-def find_landmarks(image: np.ndarray, fov: np.ndarray | None = None, *, laterality: str | None = None) -> Landmarks:
+def find_landmarks(
+    image: np.ndarray, fov: np.ndarray | None = None, *, laterality: str | None = None,
+    lesions: np.ndarray | None = None,
+) -> Landmarks:
     """Optic disc (centre, diameter), fovea and eye of an RGB uint8 ``H x W x 3`` fundus photo.
 
     ``fov``: its field-of-view mask if already known. ``laterality`` (``left``/``right``, e.g. a
-    DICOM header's) overrides the eye read from the image. Confidences are in [0, 1]: how far
-    the blob stands out of its surroundings (0.5 and up: clear).
+    DICOM header's) overrides the eye read from the image. ``lesions``: bool ``H x W``, pixels a
+    lesion model marked; they are painted over from their surroundings first, so a dark
+    haemorrhage is not taken for the fovea nor a bright exudate cluster for the disc.
+    Confidences are in [0, 1]: how far the blob stands out of its surroundings (0.5 and up: clear).
     """
     fov = fov_mask(image) if fov is None else fov
     geometry = fov_geometry(fov, WORK_SIDE)
@@ -83,15 +90,25 @@ def find_landmarks(image: np.ndarray, fov: np.ndarray | None = None, *, laterali
     scale = geometry.side / WORK_SIDE  # original pixels per work pixel
     diameter = float(2 * np.sqrt(inside.sum() / np.pi))  # of the FOV, in work pixels
 
-    green = work[..., 1].astype(np.float32)
+    green_u8 = np.ascontiguousarray(work[..., 1])
+    if lesions is not None and lesions.any():
+        marked = geometry.to_square(lesions.astype(np.uint8), interpolation=cv2.INTER_AREA if geometry.side > WORK_SIDE
+                                    else cv2.INTER_NEAREST) > 0
+        marked = cv2.dilate(marked.astype(np.uint8), _disk(2))
+        green_u8 = cv2.inpaint(green_u8, marked, 5, cv2.INPAINT_TELEA)
+    green = green_u8.astype(np.float32)
     closed = _close_vessels(green, diameter)
     vessels = np.clip(closed - green, 0, None)
     core = cv2.erode(inside.astype(np.uint8), _disk(max(3, int(0.04 * diameter)))) > 0
-    if core.sum() < 100:
+    if core.sum() < 100 or diameter * scale < MIN_FOV_PX:
         return Landmarks(None, None, _eye(laterality), "header" if laterality else None, diameter * scale)
 
     disc = _find_disc(closed, vessels, core, diameter)
+    if disc is not None and disc[3] < MIN_CONFIDENCE:
+        disc = None
     fovea = _find_fovea(closed, core, disc, diameter) if disc is not None else None
+    if fovea is not None and fovea[2] < MIN_CONFIDENCE:
+        fovea = None
 
     def to_original(x: float, y: float) -> tuple[float, float]:
         y0, _, x0, _ = geometry.box

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---|")
     for r in measure(data.retina()):
         print(f"| {r['variant']} | {r['disc_error_px']:.0f} / {r['disc_error_dd']:.2f} | {r['fovea_error_px']:.0f} / "
-              f"{r['fovea_error_dd']:.2f} | {r['disc_diameter_ratio']:.2f} | {r["eye"]} ({"correct" if r["eye"] == r["eye_expected"] else "WRONG"}) |")
+              f"{r['fovea_error_dd']:.2f} | {r['disc_diameter_ratio']:.2f} | {r['eye']} ({'correct' if r['eye'] == r['eye_expected'] else 'WRONG'}) |")
     return 0
 
 

@@ -32,7 +32,7 @@ class ReadingScores:
         self.records: list[dict[str, Any]] = []
 
     def update(self, row: dict[str, Any], prediction, targets: np.ndarray, thresholds: dict[str, float]) -> None:
-        photo = read_photo(prediction.image, prediction.fov)
+        photo = read_photo(prediction.image, prediction.fov, probabilities=prediction.probabilities)
         found = photo.landmarks
         dd = row.get("disc_diameter") or (found.disc.diameter_px if found.disc else None)
         record: dict[str, Any] = {"image": str(row["image"]), "dd": dd}
