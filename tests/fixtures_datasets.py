@@ -133,3 +133,33 @@ def _voc_palette_image() -> Image.Image:
     pal = Image.new("P", (1, 1))
     pal.putpalette(flat)
     return pal
+
+
+def make_idrid_reading(root: Path, *, n_train: int = 3, n_test: int = 2) -> Path:
+    """IDRiD's localisation and grading parts as released: ``C. Localization`` photos and markup
+    CSVs (``Image No``, ``X- Coordinate``, ``Y - Coordinate`` and empty trailing columns),
+    ``B. Disease Grading`` label CSVs (``Risk of macular edema `` with its trailing space).
+    Photo k has its disc at (10 + k, 20 + k), its fovea at (30 + k, 25 + k) and DME grade k % 3."""
+    loc, grading = root / "C. Localization", root / "B. Disease Grading" / "2. Groundtruths"
+    od = loc / "2. Groundtruths" / "1. Optic Disc Center Location"
+    fovea = loc / "2. Groundtruths" / "2. Fovea Center Location"
+    for folder in (od, fovea, grading):
+        folder.mkdir(parents=True, exist_ok=True)
+    number = 0
+    for split_folder, word, prefix, count in (("a. Training Set", "Training", "a. ", n_train),
+                                             ("b. Testing Set", "Testing", "b. ", n_test)):
+        (loc / "1. Original Images" / split_folder).mkdir(parents=True, exist_ok=True)
+        od_rows = ["Image No,X- Coordinate,Y - Coordinate,,"]
+        fovea_rows = ["Image No,X- Coordinate,Y - Coordinate,,"]
+        grade_rows = ["Image name,Retinopathy grade,Risk of macular edema "]
+        for _ in range(count):
+            number += 1
+            stem = f"IDRiD_{number:03d}"
+            write_photo(loc / "1. Original Images" / split_folder / f"{stem}.jpg", seed=number)
+            od_rows.append(f"{stem},{10 + number},{20 + number},,")
+            fovea_rows.append(f"{stem},{30 + number},{25 + number},,")
+            grade_rows.append(f"{stem},{number % 5},{number % 3}")
+        (od / f"{prefix}IDRiD_OD_Center_{word} Set_Markups.csv").write_text("\n".join(od_rows) + "\n")
+        (fovea / f"IDRiD_Fovea_Center_{word} Set_Markups.csv").write_text("\n".join(fovea_rows) + "\n")
+        (grading / f"{prefix}IDRiD_Disease Grading_{word} Labels.csv").write_text("\n".join(grade_rows) + "\n")
+    return root

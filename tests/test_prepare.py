@@ -195,3 +195,29 @@ def test_cli_needs_a_dataset(capsys):
         main(["--out", "m.csv"])
     assert exit_info.value.code == 2
     assert "at least one dataset" in capsys.readouterr().err
+
+
+def test_idrid_reading_labels_reach_the_manifest(tmp_path):
+    """IDRiD's disc and fovea markups and DME grades, in the release's exact layout, become the
+    manifest's label columns; the photos carry no lesion masks."""
+    from training.prepare import main as prepare_main
+
+    from .fixtures_datasets import make_idrid_reading
+
+    root = make_idrid_reading(tmp_path / "IDRiD")
+    out = tmp_path / "reading.csv"
+    assert prepare_main(["--idrid-reading", str(root), "--out", str(out)]) == 0
+    rows = {r["image"].stem: r for r in read_manifest(out)}
+    assert sorted(rows) == [f"IDRiD_{k:03d}" for k in range(1, 6)]
+    for k in range(1, 6):
+        r = rows[f"IDRiD_{k:03d}"]
+        assert (r["disc_x"], r["disc_y"], r["fovea_x"], r["fovea_y"]) == (10 + k, 20 + k, 30 + k, 25 + k)
+        assert r["dme_grade"] == k % 3 and r["disc_diameter"] is None
+        assert all(r[c] is None for c in ("EX", "HE", "MA", "SE", "OD"))
+    assert {rows[f"IDRiD_{k:03d}"]["split"] for k in (4, 5)} == {"test"}  # the official test set
+    bad = root / "C. Localization" / "2. Groundtruths" / "2. Fovea Center Location" / "IDRiD_Fovea_Center_Testing Set_Markups.csv"
+    bad.write_text("Image No,X- Coordinate,Y - Coordinate\nIDRiD_004,abc,3\nIDRiD_999,1,2\n")
+    with pytest.raises(ValueError) as err:
+        prepare_main(["--idrid-reading", str(root), "--out", str(out)])
+    assert "IDRiD_004: coordinates 'abc', '3' are not numbers" in str(err.value)
+    assert "'IDRiD_999' is not a photo in b. Testing Set" in str(err.value)

@@ -184,6 +184,86 @@ def parse_idrid(root: str | os.PathLike) -> list[Record]:
     return records
 
 
+# --------------------------------------------------------------------------- IDRiD reading labels
+#
+# The release's localisation and grading parts (the same 516 photos, 413 train / 103 test):
+#   C. Localization/1. Original Images/{a. Training Set,b. Testing Set}/IDRiD_001.jpg
+#   C. Localization/2. Groundtruths/1. Optic Disc Center Location/
+#       a. IDRiD_OD_Center_Training Set_Markups.csv, b. IDRiD_OD_Center_Testing Set_Markups.csv
+#   C. Localization/2. Groundtruths/2. Fovea Center Location/
+#       IDRiD_Fovea_Center_Training Set_Markups.csv, IDRiD_Fovea_Center_Testing Set_Markups.csv
+#   B. Disease Grading/2. Groundtruths/
+#       a. IDRiD_Disease Grading_Training Labels.csv, b. IDRiD_Disease Grading_Testing Labels.csv
+# Markups: "Image No", "X- Coordinate", "Y - Coordinate" (+ empty columns); labels: "Image name",
+# "Retinopathy grade", "Risk of macular edema" (a trailing space in some copies). Pixels of the
+# 4288 x 2848 photos.
+
+IDRID_LOCALIZATION = "C. Localization"
+IDRID_GRADING = "B. Disease Grading"
+_IDRID_READING_SPLITS = {"train": ("a. Training Set", "Training"), "test": ("b. Testing Set", "Testing")}
+
+
+def _read_table(path: Path, problems: _Problems) -> list[dict[str, str]]:
+    """Rows of a CSV with whitespace-normalised, lower-case headers; empty columns dropped."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [" ".join(h.lower().split()) for h in next(reader, [])]
+            return [{h: v.strip() for h, v in zip(header, row) if h} for row in reader if any(c.strip() for c in row)]
+    except (OSError, UnicodeDecodeError) as err:
+        problems.add(f"{path}: cannot be read ({err})")
+        return []
+
+
+def _find(folder: Path, pattern: str) -> Path | None:
+    matches = sorted(folder.glob(pattern)) if folder.is_dir() else []
+    return matches[0] if matches else None
+
+
+def parse_idrid_reading(root: str | os.PathLike) -> list[Record]:
+    """IDRiD's localisation photos with their optic disc and fovea centres and their DME risk
+    grades, as records without lesion masks (for ``training.evaluate``'s reading scores, not
+    for training). ``root`` holds ``C. Localization`` (and ``B. Disease Grading`` for grades)."""
+    root = Path(root)
+    loc = _require_dir(root / IDRID_LOCALIZATION, "IDRiD", "localisation")
+    problems = _Problems("IDRiD", root)
+    truth = loc / "2. Groundtruths"
+    grading = root / IDRID_GRADING / "2. Groundtruths"
+    records: list[Record] = []
+    for split, (folder, word) in _IDRID_READING_SPLITS.items():
+        images = _files(_require_dir(loc / "1. Original Images" / folder, "IDRiD", "photo"), IMAGE_EXTENSIONS, problems)
+        labels: dict[str, dict[str, float | int]] = {key: {} for key in images}
+        for what, sub, pattern in (("disc", "1. Optic Disc Center Location", f"*OD_Center_{word} Set_Markups.csv"),
+                                   ("fovea", "2. Fovea Center Location", f"*Fovea_Center_{word} Set_Markups.csv")):
+            path = _find(truth / sub, pattern)
+            if path is None:
+                problems.add(f"no {pattern} in {truth / sub}")
+                continue
+            for row in _read_table(path, problems):
+                name, x, y = row.get("image no", ""), row.get("x- coordinate"), row.get("y - coordinate")
+                key = name.lower()
+                if key not in labels:
+                    problems.add(f"{path}: {name!r} is not a photo in {folder}")
+                    continue
+                try:
+                    labels[key][f"{what}_x"], labels[key][f"{what}_y"] = float(x), float(y)
+                except (TypeError, ValueError):
+                    problems.add(f"{path}: {name}: coordinates {x!r}, {y!r} are not numbers")
+        path = _find(grading, f"*Disease Grading_{word} Labels.csv")
+        for row in _read_table(path, problems) if path else []:
+            name, grade = row.get("image name", ""), row.get("risk of macular edema")
+            key = name.lower()
+            if key in labels and grade not in (None, ""):
+                try:
+                    labels[key]["dme_grade"] = int(grade)
+                except ValueError:
+                    problems.add(f"{path}: {name}: risk of macular edema {grade!r} is not 0, 1 or 2")
+        for key, image in images.items():
+            records.append(Record("idrid", split, image, dict.fromkeys(MASK_KEYS), labels[key]))
+    problems.raise_if_any()
+    return records
+
+
 # --------------------------------------------------------------------------- DDR
 
 DDR_SPLITS = ("train", "valid", "test")

@@ -38,6 +38,7 @@ from .datasets import (
     load_tjdr_palette,
     parse_ddr,
     parse_idrid,
+    parse_idrid_reading,
     parse_tjdr,
     read_synthetic_landmarks,
 )
@@ -312,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idrid", type=Path, help="IDRiD 'A. Segmentation' folder (or its parent)")
     p.add_argument("--ddr", type=Path, help="DDR 'lesion_segmentation' folder (or its parent)")
     p.add_argument("--tjdr", type=Path, help="TJDR folder holding train/ and test/ (each image/ + label/)")
+    p.add_argument("--idrid-reading", type=Path, help="IDRiD root holding 'C. Localization' (+ 'B. Disease Grading'): "
+                   "photos with disc/fovea centres and DME grades, without lesion masks (for evaluation only)")
     p.add_argument("--synthetic", type=Path, help="a training.synthetic folder (DDR layout; source 'synthetic')")
     p.add_argument("--tjdr-palette", type=Path, help="JSON mapping EX/HE/MA/SE/background to label colours")
     p.add_argument(
@@ -338,6 +341,8 @@ def collect_records(args: argparse.Namespace) -> list[Record]:
         if any((p / "synthetic.json").is_file() for p in (args.ddr, args.ddr.parent)):
             print(f"warning: {args.ddr} holds synthetic.json; use --synthetic to label it as such", file=sys.stderr)
         records += parse_ddr(args.ddr)
+    if args.idrid_reading:
+        records += parse_idrid_reading(args.idrid_reading)
     if args.synthetic:
         drawn = read_synthetic_landmarks(args.synthetic)
         for record in parse_ddr(args.synthetic, source="synthetic"):
@@ -368,8 +373,8 @@ def _tolerance(text: str) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not (args.idrid or args.ddr or args.tjdr or args.synthetic):
-        parser.error("name at least one dataset: --idrid, --ddr, --tjdr or --synthetic")
+    if not (args.idrid or args.ddr or args.tjdr or args.synthetic or args.idrid_reading):
+        parser.error("name at least one dataset: --idrid, --ddr, --tjdr, --synthetic or --idrid-reading")
     if args.tjdr_palette and not args.tjdr:
         parser.error("--tjdr-palette needs --tjdr")
     records = collect_records(args)
