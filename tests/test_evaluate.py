@@ -67,6 +67,12 @@ def test_evaluate_writes_metrics_per_class_and_source(setup):
     assert set(report["calibration_error"]) == set(CLASSES)
     assert all(0 <= v <= 1 for v in report["calibration_error"].values())
     assert (out / "reliability.png").stat().st_size > 5_000
+    # The synthetic generator's disc and fovea reached the manifest: the reading is scored too.
+    reading = report["reading"]
+    n_test = report["images"]["all"]
+    assert reading["images"] == n_test and reading["disc"]["labelled"] == n_test == reading["fovea"]["labelled"]
+    assert reading["dme"]["graded"] == n_test and sum(map(sum, reading["dme"]["confusion"]["matrix"])) == n_test
+    assert "## Reading: landmarks and DME risk" in table
 
 
 def test_evaluate_matches_counting_by_hand_at_original_resolution(setup):
