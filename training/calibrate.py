@@ -34,6 +34,7 @@ from .evaluate import score_rows
 from .metrics import MetricSuite, PRAccumulator
 from .modelcard import calibration_section, render_model_card
 from .prepare import read_manifest
+from .runfolder import publish_folder
 
 
 def raw_histograms(loaded, rows: list[dict[str, Any]], *, desc: str, precision: str) -> PRAccumulator:
@@ -124,13 +125,7 @@ def _write_folder(source: Path, out: Path, config: CheckpointConfig, card: str) 
         (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (tmp / CARD_NAME).write_text(card)
         os.chmod(tmp, 0o755)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,7 +13,6 @@ negative pixel counts, so a whole split of pixels is fitted exactly in bounded m
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from hydralanet.config import CLASSES
 
 from .metrics import LOGIT_RANGE, PRAccumulator
+from .runfolder import save_figure
 
 ECE_BINS = 15  # equal-width probability bins, the usual choice for expected calibration error
 
@@ -134,10 +134,7 @@ def plot_reliability(curves: dict[str, dict], path: Path, *, title: str) -> None
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def _sigmoid(s: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ from .metrics import MetricSuite, PRAccumulator
 from .modelcard import json_safe, metrics_table
 from .prepare import read_manifest
 from .reading_eval import ReadingScores, has_labels
+from .runfolder import save_figure
 from .reading_eval import markdown as reading_markdown
 
 
@@ -173,10 +174,7 @@ def plot_pr_curves(pr: PRAccumulator, thresholds: list[float], path: Path, *, ti
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
