@@ -134,8 +134,8 @@ def predict_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .checkpoint import CheckpointError, load_model
+    from .fast import resolve_precision
     from .inference import predict
-    from .overlay import render_overlay
     from .preprocessing import BlankImageError
     from .reading import ZONE_COLUMNS, findings, read_photo
 
@@ -143,6 +143,7 @@ def predict_command(args: argparse.Namespace) -> int:
         return _fail(f"--opacity must be in [0, 1], got {args.opacity}")
     try:
         loaded = load_model(args.model, device=args.device, allow_pickle=args.allow_pickle)
+        resolve_precision(args.precision, loaded.device)  # an impossible pair fails before anything is written
     except (CheckpointError, ValueError) as exc:
         return _fail(str(exc))
     thresholds = validate_thresholds({**loaded.config.thresholds, **dict(args.threshold)})
@@ -165,55 +166,68 @@ def predict_command(args: argparse.Namespace) -> int:
     used_names: set[str] = set()
     started = time.perf_counter()
     bar = tqdm(paths, desc="segmenting", unit="image", disable=None)
-    for path in bar:
-        try:
-            image = read_image(path)
-            prediction = predict(loaded, image, clahe=preprocessing.clahe, tta=args.tta, precision=args.precision,
-                                 tile=args.tile, crop=preprocessing.crop)
-        except ImageError as exc:
-            failures.append({"image": str(path), "error": exc.problem})
-            tqdm.write(f"error: {exc}", file=sys.stderr)
-            continue
-        except BlankImageError as exc:
-            failures.append({"image": str(path), "error": str(exc)})
-            tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
-            continue
-        name = _unique_name(path.stem, used_names)
-        folder = out / name
-        masks = prediction.masks(thresholds)
-        for c, mask in zip(CLASSES, masks):
-            save_png(folder / f"{c}.png", mask.astype(np.uint8) * 255)
-            if args.save_probabilities:
-                prob16 = np.round(prediction.probabilities[CLASSES.index(c)] * 65535.0).astype(np.uint16)
-                save_png(folder / f"prob_{c}.png", prob16)
-        save_png(folder / "overlay.png", render_overlay(image, masks, opacity=args.opacity))
-        for row in prediction.statistics(thresholds):
-            rows.append({"image": name, "source": str(path), **row})
+    try:
+        for path in bar:
+            try:
+                image = read_image(path)
+                prediction = predict(loaded, image, clahe=preprocessing.clahe, tta=args.tta, precision=args.precision,
+                                     tile=args.tile, crop=preprocessing.crop)
+                name = _unique_name(path.stem, used_names)
+                _write_outputs(out / name, image, prediction, thresholds, args)
+            except ImageError as exc:
+                failures.append({"image": str(path), "error": exc.problem})
+                tqdm.write(f"error: {exc}", file=sys.stderr)
+                continue
+            except BlankImageError as exc:
+                failures.append({"image": str(path), "error": str(exc)})
+                tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
+                continue
+            except Exception as exc:  # one photo's failure must not cost the others: record it, go on
+                reason = f"{type(exc).__name__}: {(str(exc).strip() or 'no message').splitlines()[0]}"
+                failures.append({"image": str(path), "error": reason})
+                tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
+                continue
+            for row in prediction.statistics(thresholds):
+                rows.append({"image": name, "source": str(path), **row})
+            if not args.no_reading:
+                found = findings(read_photo(image, prediction.fov, probabilities=prediction.probabilities),
+                                 prediction.masks(thresholds))
+                write_atomic(out / name / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
+                zone_rows += [{"image": name, **z} for z in found["zones"]]
+                readings[name] = found
+    finally:  # also on Ctrl-C: the summary of what was done is written
+        summary = {
+            **run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision),
+            "tile": args.tile,
+            "images": len(rows) // len(CLASSES),
+            "seconds": round(time.perf_counter() - started, 2),
+            "results": rows,
+            "findings": readings,
+            "failed": failures,
+        }
+        write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        write_atomic(out / "summary.csv", summary_csv(rows).encode())
         if not args.no_reading:
-            found = findings(read_photo(image, prediction.fov, probabilities=prediction.probabilities), masks)
-            write_atomic(folder / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
-            zone_rows += [{"image": name, **z} for z in found["zones"]]
-            readings[name] = found
-
-    summary = {
-        **run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision),
-        "tile": args.tile,
-        "images": len(paths) - len(failures),
-        "seconds": round(time.perf_counter() - started, 2),
-        "results": rows,
-        "findings": readings,
-        "failed": failures,
-    }
-    write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    write_atomic(out / "summary.csv", summary_csv(rows).encode())
-    if not args.no_reading:
-        write_atomic(out / "zones.csv", table_csv(zone_rows, ZONE_COLUMNS).encode())
-    done = len(paths) - len(failures)
+            write_atomic(out / "zones.csv", table_csv(zone_rows, ZONE_COLUMNS).encode())
+    done = len(rows) // len(CLASSES)
     print(f"{done} of {len(paths)} images segmented -> {out}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} file(s) failed; see {out / 'summary.json'}", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_outputs(folder: Path, image: np.ndarray, prediction, thresholds: dict[str, float], args) -> None:
+    """One photo's masks, probability maps (if asked) and overlay."""
+    from .overlay import render_overlay
+
+    masks = prediction.masks(thresholds)
+    for c, mask in zip(CLASSES, masks):
+        save_png(folder / f"{c}.png", mask.astype(np.uint8) * 255)
+        if args.save_probabilities:
+            prob16 = np.round(prediction.probabilities[CLASSES.index(c)] * 65535.0).astype(np.uint16)
+            save_png(folder / f"prob_{c}.png", prob16)
+    save_png(folder / "overlay.png", render_overlay(image, masks, opacity=args.opacity))
 
 
 def convert_command(args: argparse.Namespace) -> int:

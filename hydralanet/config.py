@@ -31,6 +31,8 @@ CROP_MODES: tuple[str, ...] = ("fov", "centre_square")
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
+FORMAT_VERSION = 1  # of config.json; a newer one is refused with a clear message, never misread
+
 # Published default threshold; tuned per class on validation when a checkpoint has them.
 DEFAULT_THRESHOLD = 0.35
 
@@ -135,7 +137,7 @@ class CheckpointConfig:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": "hydralanet",
-            "format_version": 1,
+            "format_version": FORMAT_VERSION,
             "name": self.name,
             "classes": list(CLASSES),
             "model": self.model.to_dict(),
@@ -149,6 +151,10 @@ class CheckpointConfig:
     def from_dict(cls, data: dict[str, Any]) -> "CheckpointConfig":
         if data.get("format") != "hydralanet":
             raise ValueError(f"not a hydralanet config (format={data.get('format')!r}, expected 'hydralanet')")
+        version = data.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(f"format_version {version!r} is newer than this hydralanet reads ({FORMAT_VERSION}); "
+                             "upgrade hydralanet")
         classes = tuple(data.get("classes", CLASSES))
         if classes != CLASSES:
             raise ValueError(f"config classes {list(classes)} differ from the fixed order {list(CLASSES)}")

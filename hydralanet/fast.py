@@ -64,6 +64,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     GPUs, else fp32. Other values are checked and returned."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16' needs a CUDA GPU (device is {device.type}); use auto (bf16 where the CPU "
+                         "has it) or fp32")
     if precision != "auto":
         return precision
     if device.type == "cuda":

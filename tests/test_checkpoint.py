@@ -121,6 +121,9 @@ def test_broken_checkpoints_give_one_line_errors(tmp_path):
         load_model(folder)
 
     del config["model"]["colour"]
+    (folder / "config.json").write_text(json.dumps({**config, "format_version": 2}))
+    with pytest.raises(CheckpointError, match=r"format_version 2 is newer than this hydralanet reads \(1\); upgrade"):
+        load_model(folder)
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):

@@ -105,3 +105,43 @@ def test_unloadable_model_is_one_line(photo_dir, tmp_path, capsys):
     code = main(["predict", str(photo_dir), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "nowhere" in err and "no such file or folder" in err
+
+
+def test_fp16_on_cpu_is_one_line_and_writes_nothing(photo_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", str(photo_dir / "retina.png"), "--out", str(out), "--device", "cpu", "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: precision='fp16' needs a CUDA GPU (device is cpu); use auto (bf16 where the CPU has it) or fp32"]
+    assert not out.exists()
+
+
+def test_an_unexpected_error_costs_one_photo_not_the_batch(photo_dir, tmp_path, monkeypatch, capsys):
+    """A photo whose processing raises something unforeseen is listed with its reason; the
+    others are written and so is the summary."""
+    import shutil
+
+    import hydralanet.inference as inference
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        shutil.copy(photo_dir / "retina.png", batch / name)
+    real_predict = inference.predict
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated out-of-memory\nwith a second line")
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "predict", flaky)
+    out = tmp_path / "out"
+    assert main(["predict", str(batch), "--out", str(out), "--device", "cpu", "--no-reading"]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 2 and [f["image"] for f in summary["failed"]] == [str(batch / "b.png")]
+    assert summary["failed"][0]["error"] == "RuntimeError: simulated out-of-memory"
+    assert (out / "a" / "EX.png").exists() and (out / "c" / "EX.png").exists() and not (out / "b").exists()
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert sorted({r["image"] for r in rows}) == ["a", "c"] and len(rows) == 8
+    assert "error: " + str(batch / "b.png") + ": RuntimeError: simulated out-of-memory" in capsys.readouterr().err
