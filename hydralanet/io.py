@@ -22,6 +22,10 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
 # 50 Mpixel: four times an IDRiD photo (4288 x 2848 = 12.2 Mpixel), below Pillow's own bomb
 # warning (~89 Mpixel). Decoded RGB at this size is 150 MB; probabilities 4 x 200 MB.
 MAX_PIXELS = 50_000_000
+# Pillow warns (DecompressionBombWarning) above ~89 Mpixel, after our stricter limit has already
+# refused such a photo: silenced once, process-wide (a catch_warnings() block per call is not
+# thread-safe, and the app decodes uploads in several threads).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MIN_SIDE = 64  # smaller than this there is no fundus to see at any useful scale
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
@@ -66,34 +70,31 @@ def read_image(source: ImageSource, *, name: str | None = None, max_pixels: int 
     if not data:
         raise ImageError(label, "file is empty (0 bytes)")
 
-    with warnings.catch_warnings():
-        # Pillow warns (DecompressionBombWarning) before our own, stricter limit applies.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            pil = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise ImageError(label, "not a recognised image (expected JPEG, PNG, TIFF or BMP)") from None
-        except Image.DecompressionBombError:
-            raise ImageError(label, f"image is too large (over {max_pixels:,} pixels)") from None
-        except OSError as exc:
-            raise ImageError(label, f"cannot decode image ({exc})") from None
-        width, height = pil.size
-        # The header gives the size without decoding: refuse bombs before allocating pixels.
-        if width * height > max_pixels:
-            raise ImageError(
-                label, f"image is too large ({width} x {height} = {width * height:,} pixels; limit {max_pixels:,})"
-            )
-        if min(width, height) < MIN_SIDE:
-            raise ImageError(label, f"image is too small ({width} x {height}; need at least {MIN_SIDE} px a side)")
-        try:
-            rgb = _pil_to_rgb(pil)
-        except (OSError, SyntaxError, ValueError) as exc:
-            rgb = _opencv_fallback(data)
-            if rgb is None:
-                msg = str(exc)
-                if "truncated" in msg or "broken" in msg.lower():
-                    raise ImageError(label, "image file is truncated or corrupt") from None
-                raise ImageError(label, f"cannot decode image ({msg})") from None
+    try:
+        pil = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(label, "not a recognised image (expected JPEG, PNG, TIFF or BMP)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(label, f"image is too large (over {max_pixels:,} pixels)") from None
+    except OSError as exc:
+        raise ImageError(label, f"cannot decode image ({exc})") from None
+    width, height = pil.size
+    # The header gives the size without decoding: refuse bombs before allocating pixels.
+    if width * height > max_pixels:
+        raise ImageError(
+            label, f"image is too large ({width} x {height} = {width * height:,} pixels; limit {max_pixels:,})"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(label, f"image is too small ({width} x {height}; need at least {MIN_SIDE} px a side)")
+    try:
+        rgb = _pil_to_rgb(pil)
+    except (OSError, SyntaxError, ValueError) as exc:
+        rgb = _opencv_fallback(data)
+        if rgb is None:
+            msg = str(exc)
+            if "truncated" in msg or "broken" in msg.lower():
+                raise ImageError(label, "image file is truncated or corrupt") from None
+            raise ImageError(label, f"cannot decode image ({msg})") from None
     return np.ascontiguousarray(rgb)
 
 
