@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ class LoadedModel:
     identity: dict[str, Any] = field(default_factory=dict)
     compile: bool = False  # torch.compile the fast path: ~8 % faster per image after ~6-30 s (README, Speed)
     _optimised: dict[tuple[str, bool], nn.Module] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # The app's sessions share one LoadedModel from several threads: build the fast path once.
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -74,9 +77,10 @@ class LoadedModel:
         if precision == "fp32":
             return self.model
         key = (resolve_precision(precision, self.device), self.compile)
-        if key not in self._optimised:
-            self._optimised[key] = optimize_for_inference(self.model, self.device, key[0], compile=self.compile)
-        return self._optimised[key]
+        with self._lock:
+            if key not in self._optimised:
+                self._optimised[key] = optimize_for_inference(self.model, self.device, key[0], compile=self.compile)
+            return self._optimised[key]
 
 
 def module_device(module: nn.Module) -> torch.device:

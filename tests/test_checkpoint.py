@@ -156,3 +156,28 @@ def test_thresholds_are_shown_with_the_digits_they_need():
     assert len(set(labels)) == len(labels) and labels[0] == "0.00" and labels[-1] == "1.00"
     assert all(label not in ("0", "1") and float(label) == pytest.approx(v, rel=0.05, abs=1e-9)
                for label, v in zip(labels, THRESHOLD_GRID))
+
+
+def test_fast_path_is_built_once_when_threads_ask_together(monkeypatch):
+    import threading
+    import time
+
+    import hydralanet.checkpoint as checkpoint
+
+    loaded = load_model(device="cpu")
+    built = []
+    real = checkpoint.optimize_for_inference
+
+    def slow_build(*args, **kwargs):
+        built.append(1)
+        time.sleep(0.2)  # a build takes a while: a second thread arrives meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "optimize_for_inference", slow_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(loaded.inference_model("auto"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and len(results) == 4 and all(r is results[0] for r in results)
