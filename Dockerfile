@@ -12,7 +12,8 @@ ENV HOME=/home/user \
     HF_HOME=/home/user/.cache/huggingface \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HYDRALANET_LOCK_MODEL=1
 WORKDIR $HOME/app
 
 # The default Space hardware is CPU only. PyTorch's CPU index serves torch 2.14.1+cpu, which

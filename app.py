@@ -12,6 +12,7 @@ cached probabilities (DESIGN §8).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ from hydralanet import (
     render_overlay,
 )
 from hydralanet.checkpoint import load_model_or_bundled
+from hydralanet.hub import parse_hub_source
 from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, format_threshold, threshold_stops
 from hydralanet.io import IMAGE_EXTENSIONS, encode_png
 from hydralanet.overlay import downscale_for_display, legend_html
@@ -56,6 +58,7 @@ ZOOM_FACTORS = (2, 4, 8, 16, 32)
 # both the count and the bytes (the newest entry is always kept).
 CACHE_ENTRIES = 4
 CACHE_BYTES = 1 << 30
+MODEL_CACHE_ENTRIES = 4  # models kept per process (each source a visitor loads is one)
 RETRY_FAILED_MODEL_S = 300  # a source that failed is retried after this long: one timeout, not one per rerun
 PRECISIONS = {"fast": "auto", "exact (fp32)": "fp32"}
 SAMPLE_NAME = "retina_sample.png"
@@ -63,15 +66,42 @@ MEDICAL_NOTE = "Research software, not a medical device: not for diagnosis or cl
 CROP_LABELS = {"fov": "whole field of view", "centre_square": "centre square (original code)"}
 
 
+def _switch(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def pickle_allowed() -> bool:
     """The operator's opt-in for pickled state dicts; visitors cannot set it."""
-    return os.environ.get("HYDRALANET_ALLOW_PICKLE", "").strip().lower() in ("1", "true", "yes", "on")
+    return _switch("HYDRALANET_ALLOW_PICKLE")
+
+
+def model_locked() -> bool:
+    """``HYDRALANET_LOCK_MODEL=1``: the page offers no way to load another model."""
+    return _switch("HYDRALANET_LOCK_MODEL")
+
+
+def refuse_source(source: str) -> str | None:
+    """Why a source typed in the page may not be loaded, or None. The operator's own
+    ``HYDRALANET_MODEL`` is never checked; visitors' sources are, against
+    ``HYDRALANET_ALLOWED_MODELS`` (comma-separated, ``*`` patterns) and local paths against
+    ``HYDRALANET_ALLOW_LOCAL_MODELS=1`` (off by default: a public page must not probe the disk)."""
+    if not source:
+        return None
+    if model_locked():
+        return "this server's operator has fixed the model (HYDRALANET_LOCK_MODEL)"
+    is_hub = parse_hub_source(source) is not None and not Path(source).expanduser().exists()
+    if not is_hub and not _switch("HYDRALANET_ALLOW_LOCAL_MODELS"):
+        return f"{source}: local paths are not accepted from the page (the operator can allow them)"
+    allowed = [p.strip() for p in os.environ.get("HYDRALANET_ALLOWED_MODELS", "").split(",") if p.strip()]
+    if allowed and not any(fnmatch.fnmatchcase(source, pattern) for pattern in allowed):
+        return f"{source}: not among the models this server allows ({', '.join(allowed)})"
+    return None
 
 
 # --------------------------------------------------------------------------- the model
 
 
-@st.cache_resource(show_spinner="Loading the model…")
+@st.cache_resource(show_spinner="Loading the model…", max_entries=MODEL_CACHE_ENTRIES)
 def shared_model(source: str, allow_pickle: bool) -> tuple[LoadedModel, str | None, float]:
     """One model per source per process, shared by every session ("" = bundled). A source
     that cannot be loaded gives the bundled model and a one-line warning; returns
@@ -90,8 +120,14 @@ def resolve_model(source: str) -> tuple[LoadedModel, str | None]:
 
 
 def load_requested_model() -> None:
-    """Sidebar "Load" button: use the typed source for this session, retrying it now."""
-    st.session_state.model_source = st.session_state.model_source_input.strip()
+    """Sidebar "Load" button: use the typed source for this session, retrying it now, unless
+    the operator's policy refuses it (:func:`refuse_source`)."""
+    typed = st.session_state.model_source_input.strip()
+    refusal = refuse_source(typed)
+    if refusal:
+        st.session_state.model_refusal = refusal
+        return
+    st.session_state.model_source = typed
     st.session_state.load_clicked_at = time.monotonic()  # retries a source whose failure is older
 
 
@@ -152,6 +188,12 @@ def model_panel(loaded: LoadedModel) -> None:
             st.markdown("Metrics: not recorded")
         st.caption("Everything the checkpoint records (config.json, provenance):")
         st.json(provenance, expanded=False)
+    if model_locked():
+        st.caption("This server's operator has fixed the model.")
+        return
+    refusal = st.session_state.pop("model_refusal", None)
+    if refusal:
+        st.error(refusal, icon=":material/block:")
     st.text_input(
         "Load another model",
         key="model_source_input",

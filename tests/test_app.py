@@ -207,7 +207,10 @@ def test_unusable_configured_model_warns_and_falls_back_to_bundled(
     assert len(statistics(app)) == 4
 
 
-def test_sidebar_loads_another_model_and_resets_its_thresholds(app: AppTest, tiny_checkpoint: Path) -> None:
+def test_sidebar_loads_another_model_and_resets_its_thresholds(
+    app: AppTest, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HYDRALANET_ALLOW_LOCAL_MODELS", "1")  # the operator allows typed local paths
     app.run()
     assert any(f"source: `{tiny_checkpoint}`" in c.value for c in app.sidebar.caption)
     app.select_slider(key="threshold_MA").set_value(0.9).run()
@@ -224,3 +227,28 @@ def test_sidebar_loads_another_model_and_resets_its_thresholds(app: AppTest, tin
     click(app, "Load")
     assert_clean(app)
     assert any("/no/such/checkpoint" in w.value and "bundled model" in w.value for w in app.warning)
+
+
+def test_operator_controls_which_models_the_page_may_load(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typed local paths are refused unless allowed; an allow-list refuses everything else; a
+    locked server offers no loader at all. Refusals are one line and nothing is loaded."""
+    app.run()
+    app.text_input(key="model_source_input").input("/etc").run()
+    click(app, "Load")
+    assert_clean(app)
+    assert [e.value for e in app.sidebar.error] == ["/etc: local paths are not accepted from the page (the operator can allow them)"]
+    assert "model_source" not in app.session_state
+
+    monkeypatch.setenv("HYDRALANET_ALLOWED_MODELS", "hydra/*, lab/model@v1")
+    app.text_input(key="model_source_input").input("someone/else").run()
+    click(app, "Load")
+    assert [e.value for e in app.sidebar.error] == [
+        "someone/else: not among the models this server allows (hydra/*, lab/model@v1)"
+    ]
+    assert "model_source" not in app.session_state
+
+    monkeypatch.setenv("HYDRALANET_LOCK_MODEL", "1")
+    app.run()
+    assert not [t for t in app.text_input if t.key == "model_source_input"]
+    assert not [b for b in app.button if b.label == "Load"]
+    assert any("operator has fixed the model" in c.value for c in app.sidebar.caption)
