@@ -39,7 +39,7 @@ from hydralanet import (
     read_image,
     render_overlay,
 )
-from hydralanet.checkpoint import load_model_or_bundled
+from hydralanet.checkpoint import load_model
 from hydralanet.hub import parse_hub_source
 from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, format_threshold, threshold_stops
 from hydralanet.io import IMAGE_EXTENSIONS, encode_png
@@ -106,8 +106,14 @@ def shared_model(source: str, allow_pickle: bool) -> tuple[LoadedModel, str | No
     """One model per source per process, shared by every session ("" = bundled). A source
     that cannot be loaded gives the bundled model and a one-line warning; returns
     ``(model, warning, when loaded)``."""
-    loaded, warning = load_model_or_bundled(source or None, allow_pickle=allow_pickle)
-    return loaded, warning, time.monotonic()
+    if not source:
+        return load_model(None), None, time.monotonic()
+    try:
+        return load_model(source, allow_pickle=allow_pickle), None, time.monotonic()
+    except CheckpointError as exc:
+        # The bundled model of the "" entry: one copy however many sources fail.
+        bundled, _, _ = shared_model("", allow_pickle)
+        return bundled, f"{exc} - using the bundled model instead", time.monotonic()
 
 
 def resolve_model(source: str) -> tuple[LoadedModel, str | None]:
