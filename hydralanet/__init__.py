@@ -3,15 +3,36 @@ in colour fundus photographs. Research software, not a medical device."""
 
 from __future__ import annotations
 
-from .checkpoint import CheckpointError, LoadedModel, load_model, save_checkpoint
-from .config import CLASSES, CheckpointConfig, ModelConfig, PreprocessConfig
-from .inference import Prediction, lesion_statistics, predict, threshold_masks
-from .io import ImageError, read_image
-from .model import HydraLANet
-from .overlay import COLOURS, render_overlay
-from .preprocessing import apply_clahe, fov_mask, preprocess
+import importlib
 
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562), so `python -m hydralanet --help` and `--version` answer without
+# loading torch: name -> the module that defines it.
+_EXPORTS = {
+    "CheckpointError": ".checkpoint_format",
+    "LoadedModel": ".checkpoint", "load_model": ".checkpoint", "save_checkpoint": ".checkpoint",
+    "CLASSES": ".config", "CheckpointConfig": ".config", "ModelConfig": ".config", "PreprocessConfig": ".config",
+    "Prediction": ".inference", "lesion_statistics": ".inference", "predict": ".inference",
+    "threshold_masks": ".inference",
+    "ImageError": ".io", "read_image": ".io",
+    "HydraLANet": ".model",
+    "COLOURS": ".overlay", "render_overlay": ".overlay",
+    "apply_clahe": ".preprocessing", "fov_mask": ".preprocessing", "preprocess": ".preprocessing",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hydralanet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
 
 __all__ = [
     "CLASSES",

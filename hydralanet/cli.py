@@ -1,19 +1,7 @@
 """Command line: ``python -m hydralanet predict PATH... --out DIR`` and ``convert SRC --out DIR``.
 
-Output layout (other tools rely on it)::
-
-    DIR/<stem>/EX.png HE.png MA.png SE.png   0/255 masks, original size and orientation
-    DIR/<stem>/overlay.png
-    DIR/<stem>/prob_EX.png ...               16-bit PNG, p x 65535 (--save-probabilities)
-    DIR/<stem>/findings.json                 optic disc, fovea, eye, image quality, lesions by
-                                             ETDRS zone and quadrant, DME risk (research indicators)
-    DIR/summary.csv                          one row per image and lesion
-    DIR/zones.csv                            one row per image, lesion and zone
-    DIR/summary.json                         the same + model identity, settings, findings, failures
-
-``convert SRC --out DIR`` writes SRC (a checkpoint folder, a weights file such as the original
-code's best_model.pt, or a Hub source) as a checkpoint folder; ``--to original --out FILE``
-writes the original code's state-dict layout instead.
+Only the standard library and :mod:`hydralanet.config` are imported at start, so ``--help``
+and ``--version`` answer at once; torch, OpenCV and the model load when a command runs.
 """
 
 from __future__ import annotations
@@ -25,11 +13,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from . import __version__
 from .config import CLAHE_MODES, CLASSES, CROP_MODES, PreprocessConfig, validate_thresholds
-from .io import ImageError, list_images, read_image, save_png, write_atomic
-from .report import SUMMARY_COLUMNS, run_record, summary_csv, table_csv  # noqa: F401  (re-exported for callers)
+
+DESCRIPTION = "Segment the four lesions of diabetic retinopathy (EX, HE, MA, SE) in colour fundus photographs."
+OUTPUT_LAYOUT = """output layout of predict (other tools rely on it):
+  DIR/<stem>/EX.png HE.png MA.png SE.png   0/255 masks, original size and orientation
+  DIR/<stem>/overlay.png                   the lesions over the photo
+  DIR/<stem>/prob_EX.png ...               16-bit PNG, p x 65535 (--save-probabilities)
+  DIR/<stem>/findings.json                 optic disc, fovea, eye, image quality, lesions by
+                                           ETDRS zone and quadrant, DME risk (research indicators)
+  DIR/summary.csv                          one row per image and lesion
+  DIR/zones.csv                            one row per image, lesion and zone
+  DIR/summary.json                         the same + model identity, settings, findings, failures
+
+convert SRC --out DIR writes SRC (a checkpoint folder, a weights file such as the original
+code's best_model.pt, or a Hub source) as a checkpoint folder; --to original --out FILE
+writes the original code's state-dict layout instead.
+
+Research software, not a medical device."""
 
 
 def _threshold_arg(text: str) -> tuple[str, float]:
@@ -57,9 +59,13 @@ def _tile_arg(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hydralanet", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hydralanet", description=DESCRIPTION, epilog=OUTPUT_LAYOUT,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"hydralanet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="segment fundus photos (files and folders) into lesion masks")
+    p = sub.add_parser("predict", help="segment fundus photos (files and folders) into lesion masks",
+                       description="Segment fundus photos into lesion masks, overlays and statistics.",
+                       epilog=OUTPUT_LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--model", default=None, help=f"{SOURCE_HELP} (default: the bundled model)")
@@ -136,6 +142,8 @@ def predict_command(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError, load_model
     from .fast import resolve_precision
     from .inference import predict
+    from .io import ImageError, list_images, read_image, write_atomic
+    from .report import run_record, summary_csv, table_csv
     from .preprocessing import BlankImageError
     from .reading import ZONE_COLUMNS, findings, read_photo
 
@@ -217,8 +225,11 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_outputs(folder: Path, image: np.ndarray, prediction, thresholds: dict[str, float], args) -> None:
+def _write_outputs(folder: Path, image, prediction, thresholds: dict[str, float], args) -> None:
     """One photo's masks, probability maps (if asked) and overlay."""
+    import numpy as np
+
+    from .io import save_png
     from .overlay import render_overlay
 
     masks = prediction.masks(thresholds)

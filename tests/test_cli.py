@@ -145,3 +145,22 @@ def test_an_unexpected_error_costs_one_photo_not_the_batch(photo_dir, tmp_path, 
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert sorted({r["image"] for r in rows}) == ["a", "c"] and len(rows) == 8
     assert "error: " + str(batch / "b.png") + ": RuntimeError: simulated out-of-memory" in capsys.readouterr().err
+
+
+def test_help_and_version_answer_without_loading_torch():
+    """The front door is instant: --help and --version import neither torch nor OpenCV."""
+    code = (
+        "import sys\n"
+        "from hydralanet.cli import main\n"
+        "for argv in (['--help'], ['predict', '--help'], ['--version']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('loaded:', 'torch' in sys.modules, 'cv2' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("loaded: False False")
+    assert "hydralanet 0.1.0" in result.stdout and "DIR/<stem>/findings.json" in result.stdout
+    assert "``" not in result.stdout  # plain text, no reStructuredText markup
