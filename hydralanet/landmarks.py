@@ -60,10 +60,6 @@ class Landmarks:
     eye_source: str | None
     fov_diameter_px: float
 
-    @property
-    def disc_diameter(self) -> float | None:
-        return self.disc.diameter_px if self.disc else None
-
     def to_dict(self) -> dict:
         return {
             "optic_disc": asdict(self.disc) if self.disc else None,

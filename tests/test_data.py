@@ -13,7 +13,6 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from hydralanet.config import CLASSES
-from hydralanet.preprocessing import apply_clahe, crop_to_fov, normalize
 from training import data as data_module
 from training.config import load_config
 from training.data import LesionDataset, SquareCache, build_augmentation, load_square, read_mask, split_rows
