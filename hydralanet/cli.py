@@ -141,7 +141,7 @@ def predict_command(args: argparse.Namespace) -> int:
 
     from .checkpoint import CheckpointError, load_model
     from .fast import resolve_precision
-    from .inference import predict
+    from .inference import lesion_statistics, predict
     from .io import ImageError, list_images, read_image, write_atomic
     from .report import run_record, summary_csv, table_csv
     from .preprocessing import BlankImageError
@@ -181,7 +181,8 @@ def predict_command(args: argparse.Namespace) -> int:
                 prediction = predict(loaded, image, clahe=preprocessing.clahe, tta=args.tta, precision=args.precision,
                                      tile=args.tile, crop=preprocessing.crop)
                 name = _unique_name(path.stem, used_names)
-                _write_outputs(out / name, image, prediction, thresholds, args)
+                masks = prediction.masks(thresholds)  # once: outputs, statistics and the reading share them
+                _write_outputs(out / name, image, prediction, masks, args)
             except ImageError as exc:
                 failures.append({"image": str(path), "error": exc.problem})
                 tqdm.write(f"error: {exc}", file=sys.stderr)
@@ -195,11 +196,10 @@ def predict_command(args: argparse.Namespace) -> int:
                 failures.append({"image": str(path), "error": reason})
                 tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
                 continue
-            for row in prediction.statistics(thresholds):
+            for row in lesion_statistics(masks, prediction.fov, thresholds):
                 rows.append({"image": name, "source": str(path), **row})
             if not args.no_reading:
-                found = findings(read_photo(image, prediction.fov, probabilities=prediction.probabilities),
-                                 prediction.masks(thresholds))
+                found = findings(read_photo(image, prediction.fov, probabilities=prediction.probabilities), masks)
                 write_atomic(out / name / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
                 zone_rows += [{"image": name, **z} for z in found["zones"]]
                 readings[name] = found
@@ -225,14 +225,13 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_outputs(folder: Path, image, prediction, thresholds: dict[str, float], args) -> None:
+def _write_outputs(folder: Path, image, prediction, masks, args) -> None:
     """One photo's masks, probability maps (if asked) and overlay."""
     import numpy as np
 
     from .io import save_png
     from .overlay import render_overlay
 
-    masks = prediction.masks(thresholds)
     for c, mask in zip(CLASSES, masks):
         save_png(folder / f"{c}.png", mask.astype(np.uint8) * 255)
         if args.save_probabilities:

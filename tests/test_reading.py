@@ -12,7 +12,6 @@ from hydralanet.cli import main
 from hydralanet.config import CLASSES
 from hydralanet.inference import lesion_statistics
 from hydralanet.landmarks import Fovea, Landmarks, OpticDisc, find_landmarks
-from hydralanet.preprocessing import fov_mask
 from hydralanet.quality import assess_quality
 from hydralanet.zones import ETDRS_ZONES, QUADRANTS, read_zones, zone_maps
 from training.landmark_check import measure
@@ -121,17 +120,21 @@ def test_dme_risk_grade_by_idrid_definition(spots, grade, reason):
 
 
 def test_421_haemorrhage_criterion():
+    """Disc on the left, fovea at (400, 200): 21 haemorrhages in each quadrant meet the criterion
+    (> 20 in each of the four); 20 in one quadrant, or none on the nasal side, do not."""
     shape, fov = (400, 800), np.ones((400, 800), bool)
     maps = zone_maps(shape, fov, _landmarks())
     masks = np.zeros((4, *shape), bool)
-    rng = np.random.default_rng(1)
-    for q, (xs, ys) in enumerate([((420, 790), (5, 195)), ((10, 390), (5, 195)), ((10, 390), (205, 395)), ((420, 790), (205, 395))]):
-        for _ in range(21 if q < 3 else 21):
-            x, y = rng.integers(*xs), rng.integers(*ys)
-            masks[1, y, x] = True  # isolated single pixels: one haemorrhage each (collisions aside)
+    corners = {"superotemporal": (440, 20), "superonasal": (20, 20), "inferonasal": (20, 220), "inferotemporal": (440, 220)}
+    for x0, y0 in corners.values():
+        for k in range(21):  # 3 x 7 single pixels 10 px apart: 21 separate lesions
+            masks[1, y0 + 10 * (k // 7), x0 + 10 * (k % 7)] = True
     reading = read_zones(masks, maps)
-    he = reading.quadrant_counts["HE"]
-    assert reading.rule_421_haemorrhages == all(v > 20 for v in he.values())
+    assert reading.quadrant_counts["HE"] == dict.fromkeys(QUADRANTS, 21)
+    assert reading.rule_421_haemorrhages is True and "criterion is met" in reading.rule_421_reason
+    masks[1, 240, 500] = False  # one fewer in the inferotemporal quadrant: 20 is not > 20
+    reading = read_zones(masks, maps)
+    assert reading.quadrant_counts["HE"]["inferotemporal"] == 20 and reading.rule_421_haemorrhages is False
     masks[1, :, :400] = False  # no haemorrhage on the nasal side
     assert read_zones(masks, maps).rule_421_haemorrhages is False
 
@@ -152,4 +155,3 @@ def test_cli_writes_findings_and_zones(tmp_path, retina):
     assert summary["findings"]["eye"]["dme_risk"] == found["dme_risk"]
     assert main(["predict", str(photo), "--out", str(tmp_path / "plain"), "--device", "cpu", "--no-reading"]) == 0
     assert not (tmp_path / "plain" / "eye" / "findings.json").exists() and not (tmp_path / "plain" / "zones.csv").exists()
-    assert fov_mask(retina).any()
