@@ -40,14 +40,14 @@ from hydralanet import (
     render_overlay,
 )
 from hydralanet.checkpoint import load_model
-from hydralanet.hub import parse_hub_source
 from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, format_threshold, threshold_stops
+from hydralanet.hub import parse_hub_source
 from hydralanet.io import IMAGE_EXTENSIONS, encode_png
 from hydralanet.overlay import downscale_for_display, legend_html
 from hydralanet.preprocessing import BlankImageError
 from hydralanet.reading import PhotoReading, findings, read_photo
-from hydralanet.zones import ETDRS_ZONES, QUADRANTS, draw_grid
 from hydralanet.report import masks_zip, record_columns, run_record, summary_csv
+from hydralanet.zones import ETDRS_ZONES, QUADRANTS, draw_grid
 
 log = logging.getLogger("hydralanet.app")
 
@@ -180,7 +180,8 @@ def model_panel(loaded: LoadedModel) -> None:
     if identity.get("converted_from"):
         st.info(
             f"Converted from {identity['converted_from']}: its accuracy is unknown until it is scored "
-            "(`python -m training.evaluate`).", icon=":material/swap_horiz:",
+            "(`python -m training.evaluate`).",
+            icon=":material/swap_horiz:",
         )
     if provenance.get("trained") is False:
         st.warning("Untrained placeholder (random weights): its masks mean nothing.", icon=":material/warning:")
@@ -230,26 +231,37 @@ def controls(loaded: LoadedModel) -> dict:
     st.subheader("Preprocessing")
     clahe_on = st.toggle("CLAHE contrast enhancement", key="clahe_on")
     mode = st.selectbox(
-        "CLAHE mode", [m for m in CLAHE_MODES if m != "off"], key="clahe_mode", disabled=not clahe_on,
+        "CLAHE mode",
+        [m for m in CLAHE_MODES if m != "off"],
+        key="clahe_mode",
+        disabled=not clahe_on,
         help="green: CLAHE on the green channel (as published); lab: on L of L*a*b*; casp: on all channels",
     )
     crop = st.selectbox(
-        "Crop", list(CROP_MODES), key="crop", format_func=CROP_LABELS.get,
+        "Crop",
+        list(CROP_MODES),
+        key="crop",
+        format_func=CROP_LABELS.get,
         help="whole field of view: every pixel of the fundus is read (this project's models); centre square: "
         "the photo's centred square, as the original HydraLA-Net code trained (the sides of a wide photo "
         "are not read)",
     )
     tta = st.toggle("Test-time augmentation (flips, 3x slower)", key="tta")
     precision = st.radio(
-        "Precision", list(PRECISIONS), key="precision", horizontal=True,
+        "Precision",
+        list(PRECISIONS),
+        key="precision",
+        horizontal=True,
         help="fast: the quickest path on this hardware; exact: float32 throughout",
     )
 
     st.subheader("Thresholds")
     thresholds = {
         c: st.select_slider(
-            f"{c} · {CLASS_NAMES[c]}", threshold_stops(loaded.config.thresholds[c], st.session_state[f"threshold_{c}"]),
-            key=f"threshold_{c}", format_func=format_threshold,
+            f"{c} · {CLASS_NAMES[c]}",
+            threshold_stops(loaded.config.thresholds[c], st.session_state[f"threshold_{c}"]),
+            key=f"threshold_{c}",
+            format_func=format_threshold,
             help="Steps of 0.01 between 0.05 and 0.95, finer towards 0 and 1 (equal steps in log-odds), "
             "and the model's own threshold exactly",
         )
@@ -260,9 +272,13 @@ def controls(loaded: LoadedModel) -> dict:
     st.subheader("Display")
     shown = st.pills("Show", list(CLASSES), selection_mode="multi", default=list(CLASSES), key="visible")
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, step=0.05, key="opacity")
-    show_grid = st.toggle("Optic disc, fovea and ETDRS grid", value=True, key="show_grid",
-                          help="Drawn on the overlay: the disc outline, the fovea and the 1, 3 and 6 mm circles "
-                          "(1 disc diameter = 1.5 mm) with the subfield boundaries")
+    show_grid = st.toggle(
+        "Optic disc, fovea and ETDRS grid",
+        value=True,
+        key="show_grid",
+        help="Drawn on the overlay: the disc outline, the fovea and the 1, 3 and 6 mm circles "
+        "(1 disc diameter = 1.5 mm) with the subfield boundaries",
+    )
     return {
         "clahe": mode if clahe_on else "off",
         "crop": crop,
@@ -347,8 +363,13 @@ def remember(key: tuple, prediction: Prediction) -> None:
 
 def prediction_key(loaded: LoadedModel, data: bytes, settings: dict) -> tuple:
     return (
-        hashlib.sha256(data).hexdigest(), settings["clahe"], settings["crop"], settings["tta"], settings["precision"],
-        loaded.identity["source"], loaded.identity["sha256"],
+        hashlib.sha256(data).hexdigest(),
+        settings["clahe"],
+        settings["crop"],
+        settings["tta"],
+        settings["precision"],
+        loaded.identity["source"],
+        loaded.identity["sha256"],
     )
 
 
@@ -378,7 +399,11 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Pred
             # Counts real model calls; the tests read it to prove that thresholds do not re-run the model.
             st.session_state.model_runs = st.session_state.get("model_runs", 0) + 1
             prediction = predict(
-                loaded, image, clahe=settings["clahe"], tta=settings["tta"], precision=settings["precision"],
+                loaded,
+                image,
+                clahe=settings["clahe"],
+                tta=settings["tta"],
+                precision=settings["precision"],
                 crop=settings["crop"],
             )
     except ImageError as exc:
@@ -404,8 +429,9 @@ def show_views(prediction: Prediction, small: np.ndarray, overlay: np.ndarray) -
     cols = st.columns(3)
     cols[0].image(small, caption=f"Original ({w} x {h})", width="stretch")
     view = f"CLAHE {clahe}" if clahe != "off" else "no CLAHE"
-    cols[1].image(_fit(prediction.enhanced, PREVIEW_SIDE), caption=f"Model input: field of view, {view}",
-                  width="stretch")
+    cols[1].image(
+        _fit(prediction.enhanced, PREVIEW_SIDE), caption=f"Model input: field of view, {view}", width="stretch"
+    )
     cols[2].image(encode_png(overlay), caption="Lesion overlay", width="stretch", output_format="PNG")
     st.markdown(legend_html(), unsafe_allow_html=True)
 
@@ -424,8 +450,11 @@ def show_zoom(prediction: Prediction, masks: np.ndarray, overlay: np.ndarray, se
     x0 = int(np.clip(round(cx / 100 * w - side / 2), 0, w - side))
     y0 = int(np.clip(round(cy / 100 * h - side / 2), 0, h - side))
     crop = render_overlay(
-        image[y0 : y0 + side, x0 : x0 + side], masks[:, y0 : y0 + side, x0 : x0 + side],
-        opacity=settings["opacity"], visible=settings["visible"], outline=False,
+        image[y0 : y0 + side, x0 : x0 + side],
+        masks[:, y0 : y0 + side, x0 : x0 + side],
+        opacity=settings["opacity"],
+        visible=settings["visible"],
+        outline=False,
     )
     zoomed = cv2.resize(crop, (ZOOM_SIDE, ZOOM_SIDE), interpolation=cv2.INTER_NEAREST)
     caption = f"{side} x {side} px from ({x0}, {y0}), {ZOOM_SIDE / side:.1f} screen px per pixel"
@@ -434,8 +463,9 @@ def show_zoom(prediction: Prediction, masks: np.ndarray, overlay: np.ndarray, se
     scale = overlay.shape[1] / w
     box = (round(x0 * scale), round(y0 * scale)), (round((x0 + side) * scale) - 1, round((y0 + side) * scale) - 1)
     boxed = cv2.rectangle(overlay.copy(), *box, (255, 255, 255), max(1, PREVIEW_SIDE // 360))
-    left.image(encode_png(boxed), caption="Overlay; the white box is the zoomed region", width="stretch",
-               output_format="PNG")
+    left.image(
+        encode_png(boxed), caption="Overlay; the white box is the zoomed region", width="stretch", output_format="PNG"
+    )
 
 
 def show_statistics(rows: list[dict]) -> None:
@@ -459,8 +489,13 @@ def show_statistics(rows: list[dict]) -> None:
         hide_index=True,
     )
     left.caption("% of FOV: share of the field of view. Lesions: connected regions (8-connected).")
-    chart_data = pd.DataFrame({"lesion": list(CLASSES), "% of field of view": [r["coverage_pct"] for r in rows],
-                               "lesions": [r["count"] for r in rows]})
+    chart_data = pd.DataFrame(
+        {
+            "lesion": list(CLASSES),
+            "% of field of view": [r["coverage_pct"] for r in rows],
+            "lesions": [r["count"] for r in rows],
+        }
+    )
     chart = (
         alt.Chart(chart_data)
         .mark_bar()
@@ -469,7 +504,8 @@ def show_statistics(rows: list[dict]) -> None:
             # At least 0-1 %: an all-zero column would otherwise get a degenerate axis.
             y=alt.Y("% of field of view:Q", scale=alt.Scale(domain=[0, max(1.0, *chart_data["% of field of view"])])),
             color=alt.Color(
-                "lesion:N", legend=None,
+                "lesion:N",
+                legend=None,
                 scale=alt.Scale(domain=list(CLASSES), range=[_hex(COLOURS[c]) for c in CLASSES]),
             ),
             tooltip=["lesion", "% of field of view", "lesions"],
@@ -485,8 +521,10 @@ def show_quality(found: dict) -> None:
         return
     text = f"Image quality: **{quality['verdict']}** — " + "; ".join(quality["reasons"])
     if quality["verdict"] == "ungradable":
-        st.error(text + ". A grader would not read this photo; the results below may mean little.",
-                 icon=":material/visibility_off:")
+        st.error(
+            text + ". A grader would not read this photo; the results below may mean little.",
+            icon=":material/visibility_off:",
+        )
     else:
         st.warning(text + ". Read the results with care.", icon=":material/warning:")
 
@@ -497,12 +535,17 @@ def show_reading(found: dict) -> None:
     disc, fovea = found["optic_disc"], found["fovea"]
     parts = []
     if disc:
-        parts.append(f"optic disc at ({disc['x']:.0f}, {disc['y']:.0f}), {disc['diameter_px']:.0f} px across "
-                     f"(confidence {disc['confidence']:.2f})")
+        parts.append(
+            f"optic disc at ({disc['x']:.0f}, {disc['y']:.0f}), {disc['diameter_px']:.0f} px across "
+            f"(confidence {disc['confidence']:.2f})"
+        )
     else:
         parts.append("optic disc not found")
-    parts.append(f"fovea at ({fovea['x']:.0f}, {fovea['y']:.0f}) (confidence {fovea['confidence']:.2f})" if fovea
-                 else "fovea not found")
+    parts.append(
+        f"fovea at ({fovea['x']:.0f}, {fovea['y']:.0f}) (confidence {fovea['confidence']:.2f})"
+        if fovea
+        else "fovea not found"
+    )
     if found["eye"]:
         parts.append(f"{found['eye']} eye")
     st.markdown("**Landmarks:** " + "; ".join(parts) + ".")
@@ -514,13 +557,15 @@ def show_reading(found: dict) -> None:
         return
     counts = {(z["zone"], z["lesion"]): z["count"] for z in found["zones"]}
     zones = [*ETDRS_ZONES, "within_1dd"]
-    table = pd.DataFrame({c: [counts[(z, c)] for z in zones] for c in CLASSES},
-                         index=[z.replace("_", " ") for z in zones])
+    table = pd.DataFrame(
+        {c: [counts[(z, c)] for z in zones] for c in CLASSES}, index=[z.replace("_", " ") for z in zones]
+    )
     left, right = st.columns([3, 2])
     left.markdown("Lesions by ETDRS subfield (counted where most of each lesion lies)")
     left.table(table)
-    quadrants = pd.DataFrame({c: [found["quadrant_counts"][c][q] for q in QUADRANTS] for c in ("HE", "MA", "HE+MA")},
-                             index=list(QUADRANTS))
+    quadrants = pd.DataFrame(
+        {c: [found["quadrant_counts"][c][q] for q in QUADRANTS] for c in ("HE", "MA", "HE+MA")}, index=list(QUADRANTS)
+    )
     right.markdown("Haemorrhages and microaneurysms by quadrant")
     right.table(quadrants)
 
@@ -538,15 +583,23 @@ def show_masks(prediction: Prediction, masks: np.ndarray, rows: list[dict]) -> N
         col.image(encode_png(view), caption=caption, width="stretch", output_format="PNG")
 
 
-def show_downloads(name: str, prediction: Prediction, masks: np.ndarray, rows: list[dict],
-                   loaded: LoadedModel, settings: dict, found: dict) -> None:
+def show_downloads(
+    name: str,
+    prediction: Prediction,
+    masks: np.ndarray,
+    rows: list[dict],
+    loaded: LoadedModel,
+    settings: dict,
+    found: dict,
+) -> None:
     st.subheader("Downloads")
     stem = Path(name).stem
     preprocessing = loaded.config.preprocessing.replace(
         clahe=prediction.settings["clahe"], crop=prediction.settings["crop"]
     )
-    record = run_record(loaded, preprocessing, settings["thresholds"], tta=settings["tta"],
-                        precision=prediction.settings["precision"])
+    record = run_record(
+        loaded, preprocessing, settings["thresholds"], tta=settings["tta"], precision=prediction.settings["precision"]
+    )
     csv_rows = [{"image": name, **row, **record_columns(record)} for row in rows]
     h, w = prediction.image.shape[:2]
     summary = {
@@ -559,24 +612,45 @@ def show_downloads(name: str, prediction: Prediction, masks: np.ndarray, rows: l
     cols = st.columns(4)
     # Full-resolution PNGs take a while to encode: built only when the button is clicked.
     cols[0].download_button(
-        "Overlay (PNG)", lambda: encode_png(render_overlay(image, masks, opacity=opacity, visible=visible)),
-        file_name=f"{stem}_overlay.png", mime="image/png", on_click="ignore", icon=":material/image:",
+        "Overlay (PNG)",
+        lambda: encode_png(render_overlay(image, masks, opacity=opacity, visible=visible)),
+        file_name=f"{stem}_overlay.png",
+        mime="image/png",
+        on_click="ignore",
+        icon=":material/image:",
         width="stretch",
     )
     cols[1].download_button(
-        "Masks (ZIP)", lambda: masks_zip(masks, folder=stem), file_name=f"{stem}_masks.zip",
-        mime="application/zip", on_click="ignore", icon=":material/folder_zip:", width="stretch",
+        "Masks (ZIP)",
+        lambda: masks_zip(masks, folder=stem),
+        file_name=f"{stem}_masks.zip",
+        mime="application/zip",
+        on_click="ignore",
+        icon=":material/folder_zip:",
+        width="stretch",
     )
     cols[2].download_button(
-        "Summary (CSV)", summary_csv(csv_rows), file_name=f"{stem}_summary.csv", mime="text/csv",
-        on_click="ignore", icon=":material/table:", width="stretch",
+        "Summary (CSV)",
+        summary_csv(csv_rows),
+        file_name=f"{stem}_summary.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/table:",
+        width="stretch",
     )
     cols[3].download_button(
-        "Summary (JSON)", json.dumps(summary, indent=2) + "\n", file_name=f"{stem}_summary.json",
-        mime="application/json", on_click="ignore", icon=":material/data_object:", width="stretch",
+        "Summary (JSON)",
+        json.dumps(summary, indent=2) + "\n",
+        file_name=f"{stem}_summary.json",
+        mime="application/json",
+        on_click="ignore",
+        icon=":material/data_object:",
+        width="stretch",
     )
-    st.caption(f"Masks: 0/255 PNGs at the original {w} x {h}, one per lesion. "
-               "Summaries record the model, preprocessing and thresholds.")
+    st.caption(
+        f"Masks: 0/255 PNGs at the original {w} x {h}, one per lesion. "
+        "Summaries record the model, preprocessing and thresholds."
+    )
 
 
 def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -623,8 +697,7 @@ def main() -> None:
 
     files = collect_inputs()
     if not files:
-        st.info("Upload one or more fundus photos, or try the sample, to see the lesions.",
-                icon=":material/upload:")
+        st.info("Upload one or more fundus photos, or try the sample, to see the lesions.", icon=":material/upload:")
         st.stop()
     name, data = choose(files)
     prediction = segment(loaded, name, data, settings)

@@ -11,14 +11,25 @@ __version__ = "0.1.0"
 # loading torch: name -> the module that defines it.
 _EXPORTS = {
     "CheckpointError": ".checkpoint_format",
-    "LoadedModel": ".checkpoint", "load_model": ".checkpoint", "save_checkpoint": ".checkpoint",
-    "CLASSES": ".config", "CheckpointConfig": ".config", "ModelConfig": ".config", "PreprocessConfig": ".config",
-    "Prediction": ".inference", "lesion_statistics": ".inference", "predict": ".inference",
+    "LoadedModel": ".checkpoint",
+    "load_model": ".checkpoint",
+    "save_checkpoint": ".checkpoint",
+    "CLASSES": ".config",
+    "CheckpointConfig": ".config",
+    "ModelConfig": ".config",
+    "PreprocessConfig": ".config",
+    "Prediction": ".inference",
+    "lesion_statistics": ".inference",
+    "predict": ".inference",
     "threshold_masks": ".inference",
-    "ImageError": ".io", "read_image": ".io",
+    "ImageError": ".io",
+    "read_image": ".io",
     "HydraLANet": ".model",
-    "COLOURS": ".overlay", "render_overlay": ".overlay",
-    "apply_clahe": ".preprocessing", "fov_mask": ".preprocessing", "preprocess": ".preprocessing",
+    "COLOURS": ".overlay",
+    "render_overlay": ".overlay",
+    "apply_clahe": ".preprocessing",
+    "fov_mask": ".preprocessing",
+    "preprocess": ".preprocessing",
 }
 
 

@@ -37,8 +37,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -67,7 +68,7 @@ def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...], repeats: int) -> flo
     best = 0.0
     for n in sizes:
         a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        seconds = median_time(lambda: torch.mm(a, b), repeats, warmup=2)
+        seconds = median_time(lambda a=a, b=b: torch.mm(a, b), repeats, warmup=2)
         best = max(best, 2 * n**3 / seconds / 1e9)
     return best
 
@@ -105,7 +106,7 @@ class CpuShare:
     """CPU time used by *other* processes while measuring (from ``/proc/stat`` minus our own
     ``getrusage``), in cores: 0 on a quiet machine, up to the core count when it is saturated."""
 
-    def __enter__(self) -> "CpuShare":
+    def __enter__(self) -> CpuShare:
         self.start = (self._busy(), self._own(), time.perf_counter())
         return self
 
@@ -137,8 +138,12 @@ def build(spec: dict[str, Any]) -> LoadedModel:
     if spec["kind"] == "published":
         torch.manual_seed(0)
         model = HydraLANet(encoder=spec["encoder"], decoder_channels=spec["decoder_channels"]).eval()
-        config = CheckpointConfig(model=model.config, preprocessing=PreprocessConfig(input_size=spec["size"]),
-                                  name="published architecture", provenance={"trained": False})
+        config = CheckpointConfig(
+            model=model.config,
+            preprocessing=PreprocessConfig(input_size=spec["size"]),
+            name="published architecture",
+            provenance={"trained": False},
+        )
         return LoadedModel(model=model, config=config, identity={"name": config.name, "source": "random init"})
     return load_model(spec["source"], device="cpu")
 
@@ -205,8 +210,14 @@ def peak_memory(spec: dict[str, Any], path: str, photo: tuple[int, int] | None =
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     code = "from hydralanet.benchmark import _memory_main; _memory_main()"
     try:
-        done = subprocess.run([sys.executable, "-c", code], input=json.dumps(job), capture_output=True,
-                              text=True, env=env, timeout=MEMORY_TIMEOUT_S)
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=MEMORY_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"peak-memory run of the {path} path took over {MEMORY_TIMEOUT_S} s") from None
     if done.returncode != 0:
@@ -251,7 +262,10 @@ def agreement(loaded: LoadedModel, images: dict[str, np.ndarray]) -> dict[str, A
         }
         exact_matched, fast_matched = exact.masks(matched), fast.masks(matched)
         for i, c in enumerate(CLASSES):
-            for acc, a, b in ((pooled, exact_masks[i], fast_masks[i]), (pooled_matched, exact_matched[i], fast_matched[i])):
+            for acc, a, b in (
+                (pooled, exact_masks[i], fast_masks[i]),
+                (pooled_matched, exact_matched[i], fast_matched[i]),
+            ):
                 acc[c][0] += int(np.logical_and(a, b).sum())
                 acc[c][1] += int(a.sum()) + int(b.sum())
         dp = float(np.abs(exact.probabilities - fast.probabilities).max())
@@ -331,8 +345,12 @@ def benchmark_model(spec: dict[str, Any], args: argparse.Namespace, images: dict
     }
     if compile_s is not None:
         compiled_s = statistics.median(times["compiled"])
-        result.update(compiled_s=compiled_s, compiled_runs_s=times["compiled"], compile_s=compile_s,
-                      compiled_speedup=baseline_s / compiled_s)
+        result.update(
+            compiled_s=compiled_s,
+            compiled_runs_s=times["compiled"],
+            compile_s=compile_s,
+            compiled_speedup=baseline_s / compiled_s,
+        )
     result["agreement"] = agreement(loaded, images)
     result["dice_min"] = min(result["agreement"]["dice"].values())
     result["dice_min_matched"] = min(result["agreement"]["dice_matched"].values())
@@ -376,55 +394,87 @@ def machine_info() -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
-    print(f"\nmachine: {m['cpu']}, {m['physical_cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-          f"native bf16: {m['native_bf16']}")
-    print(f"load average at start {tuple(round(v, 2) for v in m['loadavg_start'])}, "
-          f"at end {tuple(round(v, 2) for v in m['loadavg_end'])}")
-    print(f"matmul peak (torch.mm): fp32 {report['peak_fp32_gflops']:.0f} GFLOP/s, "
-          f"bf16 {report['peak_bf16_gflops']:.0f} GFLOP/s (best of start/end: {report['peak_bf16_runs']})")
+    print(
+        f"\nmachine: {m['cpu']}, {m['physical_cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"native bf16: {m['native_bf16']}"
+    )
+    print(
+        f"load average at start {tuple(round(v, 2) for v in m['loadavg_start'])}, "
+        f"at end {tuple(round(v, 2) for v in m['loadavg_end'])}"
+    )
+    print(
+        f"matmul peak (torch.mm): fp32 {report['peak_fp32_gflops']:.0f} GFLOP/s, "
+        f"bf16 {report['peak_bf16_gflops']:.0f} GFLOP/s (best of start/end: {report['peak_bf16_runs']})"
+    )
     for key, r in report["models"].items():
         a = r["agreement"]
         print(f"\n== {key}: {r['model']} ({r['architecture']}, {r['input_size']} px, weights: {a['weights']})")
-        print(f"   {r['gflop']:.1f} GFLOP per image; other processes used {_fmt(r['other_processes_cores'])} "
-              "cores while timing")
+        print(
+            f"   {r['gflop']:.1f} GFLOP per image; other processes used {_fmt(r['other_processes_cores'])} "
+            "cores while timing"
+        )
         rows = [("path", "median s", "GFLOP/s", "x baseline", "peak RSS MiB")]
         for path in ("baseline", "fast"):
             mem = r.get(f"memory_{path}")
-            rows.append((
-                "fp32 eager (baseline)" if path == "baseline" else f"fast path ({r['precision']})",
-                f"{r[path + '_s']:.3f}", f"{r[path + '_gflops']:.0f}",
-                "1.00" if path == "baseline" else f"{r['speedup']:.2f}",
-                "-" if mem is None else f"{mem['peak_mib']:.0f} (model loaded: {mem['model_mib']:.0f})",
-            ))
+            rows.append(
+                (
+                    "fp32 eager (baseline)" if path == "baseline" else f"fast path ({r['precision']})",
+                    f"{r[path + '_s']:.3f}",
+                    f"{r[path + '_gflops']:.0f}",
+                    "1.00" if path == "baseline" else f"{r['speedup']:.2f}",
+                    "-" if mem is None else f"{mem['peak_mib']:.0f} (model loaded: {mem['model_mib']:.0f})",
+                )
+            )
         if "compiled_s" in r:
-            rows.append(("fast + torch.compile", f"{r['compiled_s']:.3f}", f"{r['gflop'] / r['compiled_s']:.0f}",
-                         f"{r['compiled_speedup']:.2f}", f"(compile + first run {r['compile_s']:.1f} s)"))
+            rows.append(
+                (
+                    "fast + torch.compile",
+                    f"{r['compiled_s']:.3f}",
+                    f"{r['gflop'] / r['compiled_s']:.0f}",
+                    f"{r['compiled_speedup']:.2f}",
+                    f"(compile + first run {r['compile_s']:.1f} s)",
+                )
+            )
         rows.append(("bound: GFLOP / bf16 peak", f"{r['bound_s']:.3f}", f"{r['peak_bf16_gflops']:.0f}", "", ""))
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         for row in rows:
             print("   " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
         compiled = f" (with torch.compile {r['compiled_bound_ratio']:.2f})" if "compiled_s" in r else ""
-        print(f"   fast / bound = {r['bound_ratio']:.2f}{compiled};  fast-model build {r['build_s']:.2f} s "
-              "(once per process)")
-        print(f"   agreement with fp32 over {len(a['images'])} photo(s) ({', '.join(a['images'][:3])}"
-              f"{', ...' if len(a['images']) > 3 else ''}), Dice pooled over the photos:")
+        print(
+            f"   fast / bound = {r['bound_ratio']:.2f}{compiled};  fast-model build {r['build_s']:.2f} s "
+            "(once per process)"
+        )
+        print(
+            f"   agreement with fp32 over {len(a['images'])} photo(s) ({', '.join(a['images'][:3])}"
+            f"{', ...' if len(a['images']) > 3 else ''}), Dice pooled over the photos:"
+        )
         print("     " + "  ".join(f"{c}: Dice {a['dice'][c]:.4f} ({a['mask_pixels'][c]} px)" for c in CLASSES))
         if len(a["images"]) > 1:
-            print(f"     on {a['images'][0]} alone: " + "  ".join(
-                f"{c} {a['per_image'][a['images'][0]]['dice'][c]:.4f} ({a['coverage_pct'][c]:.3f} % of FOV)"
-                for c in CLASSES))
-        print("     coverage-matched (fp32 mask = 2 % of FOV): "
-              + "  ".join(f"{c} {a['dice_matched'][c]:.4f}" for c in CLASSES))
-        print(f"     max |delta p| {a['max_abs_dp']:.2e}; fp32 probability spread in the FOV of the first: "
-              + "  ".join(f"{c} {a['prob_spread'][c]:.1e}" for c in CLASSES))
+            print(
+                f"     on {a['images'][0]} alone: "
+                + "  ".join(
+                    f"{c} {a['per_image'][a['images'][0]]['dice'][c]:.4f} ({a['coverage_pct'][c]:.3f} % of FOV)"
+                    for c in CLASSES
+                )
+            )
+        print(
+            "     coverage-matched (fp32 mask = 2 % of FOV): "
+            + "  ".join(f"{c} {a['dice_matched'][c]:.4f}" for c in CLASSES)
+        )
+        print(
+            f"     max |delta p| {a['max_abs_dp']:.2e}; fp32 probability spread in the FOV of the first: "
+            + "  ".join(f"{c} {a['prob_spread'][c]:.1e}" for c in CLASSES)
+        )
         if not a["weights"].startswith("trained"):
             print("     (not trained: near-constant outputs, so these figures are not evidence of agreement)")
         t = r.get("tiled")
         if t:
             mem = t.get("memory")
-            print(f"   tiled {t['photo']} photo at native resolution ({t['input_size']} px square, {t['tile']} px tiles:"
-                  f" {t['tiles_run']} run, {t['tiles_skipped']} skipped): {t['seconds']:.2f} s"
-                  + ("" if mem is None else f", peak RSS {mem['peak_mib']:.0f} MiB"))
+            print(
+                f"   tiled {t['photo']} photo at native resolution ({t['input_size']} px square, {t['tile']} px tiles:"
+                f" {t['tiles_run']} run, {t['tiles_skipped']} skipped): {t['seconds']:.2f} s"
+                + ("" if mem is None else f", peak RSS {mem['peak_mib']:.0f} MiB")
+            )
 
 
 def _fmt(value: float | None) -> str:
@@ -445,22 +495,42 @@ def _photo_arg(text: str) -> tuple[int, int] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hydralanet.benchmark", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=None, help="checkpoint to measure besides the published architecture "
-                   "(default: the bundled model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint to measure besides the published architecture (default: the bundled model)",
+    )
     p.add_argument("--size", type=int, default=1024, help="input size for the published architecture (default 1024)")
     p.add_argument("--encoder", choices=ENCODERS, default="resnet50", help="published architecture's encoder")
     p.add_argument("--decoder-channels", type=int, default=256, help="published architecture's D (default 256)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per path after warm-up (default 5)")
-    p.add_argument("--photo", type=_photo_arg, default=(4288, 2848), help="large photo for tiled inference, "
-                   "WIDTHxHEIGHT or 'none' (default 4288x2848)")
+    p.add_argument(
+        "--photo",
+        type=_photo_arg,
+        default=(4288, 2848),
+        help="large photo for tiled inference, WIDTHxHEIGHT or 'none' (default 4288x2848)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--compile", action="store_true", help="also time the fast path under torch.compile "
-                   "(inductor; needs a C++ compiler; not the default, see README Speed)")
-    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test: resnet18/D=16 at 128 px, "
-                   "2 repeats, a 640x426 photo, small matmuls")
-    p.add_argument("--image", nargs="+", default=None, metavar="PATH", help="photos for the agreement with fp32 "
-                   f"(Dice pooled over them; the first is also timed); '{RETINA}' is skimage.data.retina, a normal "
-                   f"eye, the default. Photos with lesions test agreement harder.")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the fast path under torch.compile "
+        "(inductor; needs a C++ compiler; not the default, see README Speed)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny settings for a smoke test: resnet18/D=16 at 128 px, 2 repeats, a 640x426 photo, small matmuls",
+    )
+    p.add_argument(
+        "--image",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="photos for the agreement with fp32 "
+        f"(Dice pooled over them; the first is also timed); '{RETINA}' is skimage.data.retina, a normal "
+        f"eye, the default. Photos with lesions test agreement harder.",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     return p
 
@@ -487,8 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     with CpuShare() as share:
         peaks = {dt: [matmul_peak(dt, sizes, reps)] for dt in (torch.float32, torch.bfloat16)}
         specs = {
-            "published": {"kind": "published", "encoder": args.encoder, "decoder_channels": args.decoder_channels,
-                          "size": args.size},
+            "published": {
+                "kind": "published",
+                "encoder": args.encoder,
+                "decoder_channels": args.decoder_channels,
+                "size": args.size,
+            },
             "bundled" if args.model is None else "checkpoint": {"kind": "checkpoint", "source": args.model},
         }
         results = {key: benchmark_model(spec, args, images) for key, spec in specs.items()}

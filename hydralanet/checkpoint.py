@@ -218,7 +218,9 @@ def load_model(
         try:
             state = from_original(state, config.model, model.state_dict())
         except LayoutError as exc:
-            raise CheckpointError(f"{label}: {found.file} is in {ORIGINAL_LAYOUT} but does not match it: {exc}") from None
+            raise CheckpointError(
+                f"{label}: {found.file} is in {ORIGINAL_LAYOUT} but does not match it: {exc}"
+            ) from None
     else:
         _check_own_layout(model, state, config, label)
     model.load_state_dict(state, strict=True)
@@ -243,7 +245,7 @@ def original_config(state: dict[str, torch.Tensor], *, file: str, sha256: str) -
     return CheckpointConfig(
         model=infer_model_config(state),
         preprocessing=PreprocessConfig(crop="centre_square"),
-        thresholds={c: DEFAULT_THRESHOLD for c in CLASSES},
+        thresholds=dict.fromkeys(CLASSES, DEFAULT_THRESHOLD),
         name=f"hydralanet-original ({Path(file).name})",
         provenance={
             "converted_from": ORIGINAL_LAYOUT,
@@ -258,7 +260,9 @@ def _locate(source: str | os.PathLike | None, *, allow_pickle: bool) -> _Located
     if source is None or str(source) == "":
         label = "bundled model (weights/)"
         if not (BUNDLED_DIR / CONFIG_NAME).exists():
-            raise CheckpointError(f"{label}: no {CONFIG_NAME} in {BUNDLED_DIR}; reinstall hydralanet or restore weights/ from git")
+            raise CheckpointError(
+                f"{label}: no {CONFIG_NAME} in {BUNDLED_DIR}; reinstall hydralanet or restore weights/ from git"
+            )
         return _Located(BUNDLED_DIR / WEIGHTS_NAME, BUNDLED_DIR / CONFIG_NAME, label)
     path = Path(source).expanduser()
     label = str(source)
@@ -302,9 +306,7 @@ def _in_folder(folder: Path, label: str, *, chosen: str | None = None, hint: str
     return _Located(weights, beside if beside.exists() else None, label, file=chosen)
 
 
-def load_model_or_bundled(
-    source: str | os.PathLike | None, **kwargs: Any
-) -> tuple[LoadedModel, str | None]:
+def load_model_or_bundled(source: str | os.PathLike | None, **kwargs: Any) -> tuple[LoadedModel, str | None]:
     """:func:`load_model`, falling back to the bundled model when ``source`` fails.
 
     Returns ``(model, warning)``; ``warning`` is None, or one line saying what failed.
@@ -344,7 +346,9 @@ def _read_state(weights: Path, label: str, *, allow_pickle: bool, config_missing
         try:
             loaded = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError for objects weights_only refuses, and more
-            raise CheckpointError(f"{label}: cannot load {weights.name} as a plain state dict ({_one_line(exc)})") from None
+            raise CheckpointError(
+                f"{label}: cannot load {weights.name} as a plain state dict ({_one_line(exc)})"
+            ) from None
     else:
         if not weights.exists():
             raise CheckpointError(f"{label}: {weights.name} is missing")

@@ -59,56 +59,85 @@ def _tile_arg(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hydralanet", description=DESCRIPTION, epilog=OUTPUT_LAYOUT,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m hydralanet",
+        description=DESCRIPTION,
+        epilog=OUTPUT_LAYOUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"hydralanet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="segment fundus photos (files and folders) into lesion masks",
-                       description="Segment fundus photos into lesion masks, overlays and statistics.",
-                       epilog=OUTPUT_LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "predict",
+        help="segment fundus photos (files and folders) into lesion masks",
+        description="Segment fundus photos into lesion masks, overlays and statistics.",
+        epilog=OUTPUT_LAYOUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--model", default=None, help=f"{SOURCE_HELP} (default: the bundled model)")
     p.add_argument(
-        "--threshold", action="append", type=_threshold_arg, default=[], metavar="LESION=P",
+        "--threshold",
+        action="append",
+        type=_threshold_arg,
+        default=[],
+        metavar="LESION=P",
         help="per-class threshold, e.g. --threshold EX=0.4 (repeatable; default: the checkpoint's)",
     )
     p.add_argument("--clahe", choices=CLAHE_MODES, default=None, help="CLAHE mode (default: the checkpoint's)")
     p.add_argument(
-        "--crop", choices=CROP_MODES, default=None,
+        "--crop",
+        choices=CROP_MODES,
+        default=None,
         help="fov: the whole field of view; centre_square: the photo's centre square, as the original "
         "HydraLA-Net code trained (default: the checkpoint's)",
     )
     p.add_argument("--tta", action="store_true", help="average over horizontal/vertical flips (3x slower)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
         help="auto: the fast path (bf16 where the hardware has it); fp32: the exact path",
     )
     p.add_argument("--save-probabilities", action="store_true", help="also write prob_<LESION>.png (16-bit)")
     p.add_argument(
-        "--no-reading", action="store_true",
+        "--no-reading",
+        action="store_true",
         help="skip the clinical reading (disc, fovea, zones, DME risk, quality: findings.json, zones.csv)",
     )
     p.add_argument("--opacity", type=float, default=0.5, help="overlay fill opacity in [0, 1] (default 0.5)")
     p.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     p.add_argument(
-        "--tile", type=_tile_arg, default=None, metavar="SIZE",
+        "--tile",
+        type=_tile_arg,
+        default=None,
+        metavar="SIZE",
         help="segment at native resolution in overlapping SIZE px tiles (multiple of 32; for large photos)",
     )
 
     c = sub.add_parser(
-        "convert", help="write weights (e.g. the original code's best_model.pt) as a checkpoint folder, or back",
+        "convert",
+        help="write weights (e.g. the original code's best_model.pt) as a checkpoint folder, or back",
         description="Convert SRC to a checkpoint folder (safetensors + config.json + model card), or with "
         "--to original to a best_model.pt the original HydraLA-Net code loads with strict=True.",
     )
     c.add_argument("source", metavar="SRC", help=SOURCE_HELP)
-    c.add_argument("--out", required=True, type=Path, help="folder to write (--to hydralanet) or .pt file (--to original)")
-    c.add_argument("--to", choices=("hydralanet", "original"), default="hydralanet", help="output layout (default hydralanet)")
+    c.add_argument(
+        "--out", required=True, type=Path, help="folder to write (--to hydralanet) or .pt file (--to original)"
+    )
+    c.add_argument(
+        "--to", choices=("hydralanet", "original"), default="hydralanet", help="output layout (default hydralanet)"
+    )
     c.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     c.add_argument("--name", default=None, help="model name in config.json (default: the source's)")
     c.add_argument(
-        "--threshold", action="append", type=_threshold_arg, default=[], metavar="LESION=P",
+        "--threshold",
+        action="append",
+        type=_threshold_arg,
+        default=[],
+        metavar="LESION=P",
         help="per-class threshold to store, e.g. --threshold EX=0.4 (repeatable; default: the source's)",
     )
     c.add_argument("--crop", choices=CROP_MODES, default=None, help="crop to store (default: the source's)")
@@ -143,9 +172,9 @@ def predict_command(args: argparse.Namespace) -> int:
     from .fast import resolve_precision
     from .inference import lesion_statistics, predict
     from .io import ImageError, list_images, read_image, write_atomic
-    from .report import run_record, summary_csv, table_csv
     from .preprocessing import BlankImageError
     from .reading import ZONE_COLUMNS, findings, read_photo
+    from .report import run_record, summary_csv, table_csv
 
     if not 0.0 <= args.opacity <= 1.0:
         return _fail(f"--opacity must be in [0, 1], got {args.opacity}")
@@ -178,8 +207,15 @@ def predict_command(args: argparse.Namespace) -> int:
         for path in bar:
             try:
                 image = read_image(path)
-                prediction = predict(loaded, image, clahe=preprocessing.clahe, tta=args.tta, precision=args.precision,
-                                     tile=args.tile, crop=preprocessing.crop)
+                prediction = predict(
+                    loaded,
+                    image,
+                    clahe=preprocessing.clahe,
+                    tta=args.tta,
+                    precision=args.precision,
+                    tile=args.tile,
+                    crop=preprocessing.crop,
+                )
                 name = _unique_name(path.stem, used_names)
                 masks = prediction.masks(thresholds)  # once: outputs, statistics and the reading share them
                 _write_outputs(out / name, image, prediction, masks, args)
@@ -248,7 +284,9 @@ def convert_command(args: argparse.Namespace) -> int:
     try:
         if args.to == "original":
             if args.name or args.threshold or args.crop:
-                return _fail("--name, --threshold and --crop describe a checkpoint folder; the original layout has no place for them")
+                return _fail(
+                    "--name, --threshold and --crop describe a checkpoint folder; the original layout has no place for them"
+                )
             out, loaded = export_original(args.source, args.out, allow_pickle=args.allow_pickle)
             arch = loaded.config.model
             print(
@@ -258,11 +296,18 @@ def convert_command(args: argparse.Namespace) -> int:
             )
         else:
             out, loaded = convert_to_folder(
-                args.source, args.out, allow_pickle=args.allow_pickle, name=args.name,
-                thresholds=dict(args.threshold), crop=args.crop,
+                args.source,
+                args.out,
+                allow_pickle=args.allow_pickle,
+                name=args.name,
+                thresholds=dict(args.threshold),
+                crop=args.crop,
             )
-            print(f"wrote {out} from {describe_model(loaded)}; its metrics are unknown until scored "
-                  f"(python -m training.evaluate --model {out} ...)", file=sys.stderr)
+            print(
+                f"wrote {out} from {describe_model(loaded)}; its metrics are unknown until scored "
+                f"(python -m training.evaluate --model {out} ...)",
+                file=sys.stderr,
+            )
     except (CheckpointError, ValueError, OSError) as exc:
         return _fail(str(exc))
     return 0

@@ -63,7 +63,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         return _from_dict(cls, data, "model")
 
 
@@ -96,7 +96,7 @@ class PreprocessConfig:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
-    def replace(self, **changes: Any) -> "PreprocessConfig":
+    def replace(self, **changes: Any) -> PreprocessConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,7 +105,7 @@ class PreprocessConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
         return _from_dict(cls, data, "preprocessing")
 
 
@@ -123,7 +123,7 @@ class CheckpointConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
-    thresholds: dict[str, float] = field(default_factory=lambda: {c: DEFAULT_THRESHOLD for c in CLASSES})
+    thresholds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CLASSES, DEFAULT_THRESHOLD))
     name: str = "hydralanet"
     provenance: dict[str, Any] = field(default_factory=dict)
     # Per-class Platt calibration of the logits, {class: (a, b)}: p = sigmoid(a * logit + b),
@@ -148,13 +148,14 @@ class CheckpointConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CheckpointConfig":
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointConfig:
         if data.get("format") != "hydralanet":
             raise ValueError(f"not a hydralanet config (format={data.get('format')!r}, expected 'hydralanet')")
         version = data.get("format_version", FORMAT_VERSION)
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ValueError(f"format_version {version!r} is newer than this hydralanet reads ({FORMAT_VERSION}); "
-                             "upgrade hydralanet")
+            raise ValueError(
+                f"format_version {version!r} is newer than this hydralanet reads ({FORMAT_VERSION}); upgrade hydralanet"
+            )
         classes = tuple(data.get("classes", CLASSES))
         if classes != CLASSES:
             raise ValueError(f"config classes {list(classes)} differ from the fixed order {list(CLASSES)}")
@@ -224,7 +225,7 @@ def validate_calibration(calibration: dict[str, Any] | None) -> dict[str, tuple[
 
 def validate_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:
     """Complete a partial ``{class: threshold}`` dict with the default; reject bad values."""
-    out = {c: DEFAULT_THRESHOLD for c in CLASSES}
+    out = dict.fromkeys(CLASSES, DEFAULT_THRESHOLD)
     for key, value in (thresholds or {}).items():
         if key not in CLASSES:
             raise ValueError(f"unknown lesion {key!r} in thresholds; use one of {', '.join(CLASSES)}")

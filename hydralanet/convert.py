@@ -74,7 +74,9 @@ def converted_model_card(config: CheckpointConfig, loaded: LoadedModel) -> str:
     """The card of a converted checkpoint: where it came from, what is not known about it."""
     provenance = config.provenance
     origin = provenance.get("converted_from") or "a state dict"
-    where = provenance["source"] + (f" (revision {provenance['source_revision']})" if provenance.get("source_revision") else "")
+    where = provenance["source"] + (
+        f" (revision {provenance['source_revision']})" if provenance.get("source_revision") else ""
+    )
     base = default_model_card(config, loaded.model).rstrip("\n").split("\n")
     notice = base.pop()  # the research-software line goes last
     lines = base[:-1] + [
@@ -83,14 +85,22 @@ def converted_model_card(config: CheckpointConfig, loaded: LoadedModel) -> str:
         "",
         f"Converted by `python -m hydralanet convert` from {origin}: file `{provenance['source_file']}` of "
         f"`{where}`, sha256 `{provenance['source_sha256']}`. The weights are the same numbers"
-        + (" (biases of the convolutions before BatchNorm folded into its running mean; an exact rewrite)."
-           if origin == ORIGINAL_LAYOUT else "."),
+        + (
+            " (biases of the convolutions before BatchNorm folded into its running mean; an exact rewrite)."
+            if origin == ORIGINAL_LAYOUT
+            else "."
+        ),
         "",
         f"Preprocessing: CLAHE `{config.preprocessing.clahe}` (clip {config.preprocessing.clip_limit}, "
         f"{config.preprocessing.tile_grid}x{config.preprocessing.tile_grid} tiles), "
         f"{config.preprocessing.input_size} px, crop `{config.preprocessing.crop}`"
-        + (" (the photo's centre square, as the original code trained)." if config.preprocessing.crop == "centre_square" else "."),
-        "Thresholds: " + ", ".join(f"{c} {format_threshold(config.thresholds[c])}" for c in CLASSES)
+        + (
+            " (the photo's centre square, as the original code trained)."
+            if config.preprocessing.crop == "centre_square"
+            else "."
+        ),
+        "Thresholds: "
+        + ", ".join(f"{c} {format_threshold(config.thresholds[c])}" for c in CLASSES)
         + " (the original code's 0.35 unless set at conversion).",
         "",
         "## Metrics",

@@ -65,8 +65,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision='fp16' needs a CUDA GPU (device is {device.type}); use auto (bf16 where the CPU "
-                         "has it) or fp32")
+        raise ValueError(
+            f"precision='fp16' needs a CUDA GPU (device is {device.type}); use auto (bf16 where the CPU has it) or fp32"
+        )
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -101,7 +102,9 @@ def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
             if isinstance(module._modules[a], nn.Conv2d) and isinstance(module._modules[b], nn.BatchNorm2d)
         ]
     if isinstance(module, (BasicBlock, Bottleneck)):
-        return [(f"conv{i}", f"bn{i}") for i in (1, 2, 3) if isinstance(getattr(module, f"bn{i}", None), nn.BatchNorm2d)]
+        return [
+            (f"conv{i}", f"bn{i}") for i in (1, 2, 3) if isinstance(getattr(module, f"bn{i}", None), nn.BatchNorm2d)
+        ]
     return []
 
 
@@ -128,8 +131,9 @@ def _onednn_fusable(x: torch.Tensor, conv: nn.Conv2d) -> bool:
     )
 
 
-def conv_relu(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None,
-              residual: torch.Tensor | None = None) -> torch.Tensor:
+def conv_relu(
+    x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None, residual: torch.Tensor | None = None
+) -> torch.Tensor:
     """``relu(conv(x) [+ residual])`` with ``weight`` in place of ``conv.weight`` if given. On
     a CPU it is one oneDNN convolution with the add and the ReLU as post-ops (no extra pass over
     the output); elsewhere the plain ops."""

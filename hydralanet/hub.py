@@ -94,7 +94,7 @@ def download_checkpoint(source: str | HubSource, *, allow_pickle: bool = False) 
     token = os.environ.get("HF_TOKEN") or None
     timeout = float(os.environ.get("HYDRALANET_HUB_TIMEOUT", "10"))
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    common = dict(repo_type=src.repo_type, revision=src.revision, endpoint=endpoint)
+    common = {"repo_type": src.repo_type, "revision": src.revision, "endpoint": endpoint}
     chosen = src.path
     try:
         if offline:
@@ -159,7 +159,9 @@ def _choose_files(src: HubSource, files: list[str]) -> tuple[list[str], str | No
     if candidates:
         raise HubError(several_candidates(f"Hub repo {where}", candidates, f"{where.split('@')[0]}[@revision]:PATH"))
     missing = ", ".join(n for n in (CONFIG_NAME, WEIGHTS_NAME) if n not in files)
-    raise HubError(f"Hub repo {where}: not a hydralanet checkpoint ({missing} missing) and no weights file ({CANDIDATES_TEXT})")
+    raise HubError(
+        f"Hub repo {where}: not a hydralanet checkpoint ({missing} missing) and no weights file ({CANDIDATES_TEXT})"
+    )
 
 
 def _with_config(path: str, files: list[str]) -> list[str]:
@@ -181,8 +183,12 @@ def _cached(src: HubSource, endpoint: str | None) -> str | None:
     patterns = [src.path] if src.path else ["\x00matches no file"]
     try:
         return huggingface_hub.snapshot_download(
-            src.repo_id, repo_type=src.repo_type, revision=src.revision, allow_patterns=patterns,
-            endpoint=endpoint, local_files_only=True,
+            src.repo_id,
+            repo_type=src.repo_type,
+            revision=src.revision,
+            allow_patterns=patterns,
+            endpoint=endpoint,
+            local_files_only=True,
         )
     except (errors.LocalEntryNotFoundError, OSError, ValueError):
         return None

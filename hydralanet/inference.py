@@ -63,7 +63,9 @@ def run_model(
     if device.type == "cpu" or precision != "fp32":
         batch = batch.contiguous(memory_format=torch.channels_last)
     # An InferenceModel (hydralanet.fast) carries its own precision; autocast is for plain models.
-    dtype = None if isinstance(model, InferenceModel) else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = (
+        None if isinstance(model, InferenceModel) else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    )
     views = [()] + ([(-1,), (-2,)] if tta else [])
     scale = shift = None
     if calibration:
@@ -122,11 +124,21 @@ def predict(
     calibration = loaded.config.calibration if calibrated else None
     model = loaded.inference_model(precision)
     precision = resolve_precision(precision, loaded.device)
-    settings = {"clahe": config.clahe, "crop": config.crop, "tta": bool(tta), "precision": precision, "input_size": config.input_size,
-                "tile": tile, "calibrated": calibration is not None}
+    settings = {
+        "clahe": config.clahe,
+        "crop": config.crop,
+        "tta": bool(tta),
+        "precision": precision,
+        "input_size": config.input_size,
+        "tile": tile,
+        "calibrated": calibration is not None,
+    }
     if tile is None:
-        probs = run_model(model, prepared.tensor[None], precision=precision, tta=tta,
-                          calibration=calibration)[0].cpu().numpy()
+        probs = (
+            run_model(model, prepared.tensor[None], precision=precision, tta=tta, calibration=calibration)[0]
+            .cpu()
+            .numpy()
+        )
     else:
         fov = prepared.geometry.to_square(prepared.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
         tiled = run_tiled(model, prepared.tensor, fov, tile=tile, precision=precision, tta=tta, calibration=calibration)

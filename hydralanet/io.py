@@ -11,13 +11,12 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Union
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview
 
 # 50 Mpixel: four times an IDRiD photo (4288 x 2848 = 12.2 Mpixel), below Pillow's own bomb
 # warning (~89 Mpixel). Decoded RGB at this size is 150 MB; probabilities 4 x 200 MB.

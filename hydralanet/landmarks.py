@@ -71,7 +71,10 @@ class Landmarks:
 
 
 def find_landmarks(
-    image: np.ndarray, fov: np.ndarray | None = None, *, laterality: str | None = None,
+    image: np.ndarray,
+    fov: np.ndarray | None = None,
+    *,
+    laterality: str | None = None,
     lesions: np.ndarray | None = None,
 ) -> Landmarks:
     """Optic disc (centre, diameter), fovea and eye of an RGB uint8 ``H x W x 3`` fundus photo.
@@ -91,8 +94,13 @@ def find_landmarks(
 
     green_u8 = np.ascontiguousarray(work[..., 1])
     if lesions is not None and lesions.any():
-        marked = geometry.to_square(lesions.astype(np.uint8), interpolation=cv2.INTER_AREA if geometry.side > WORK_SIDE
-                                    else cv2.INTER_NEAREST) > 0
+        marked = (
+            geometry.to_square(
+                lesions.astype(np.uint8),
+                interpolation=cv2.INTER_AREA if geometry.side > WORK_SIDE else cv2.INTER_NEAREST,
+            )
+            > 0
+        )
         marked = cv2.dilate(marked.astype(np.uint8), _disk(2))
         green_u8 = cv2.inpaint(green_u8, marked, 5, cv2.INPAINT_TELEA)
     green = green_u8.astype(np.float32)

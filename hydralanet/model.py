@@ -49,12 +49,10 @@ class HydraLANet(nn.Module):
         self.ffb3 = FeatureFusionBlock(c3, d)
         self.ffb2 = FeatureFusionBlock(c2, d)
         self.head = HydraHead(d, hidden_ratio=hydra_hidden_ratio, bias_init=head_bias_init)
-        self.aux_heads = (
-            nn.ModuleList(nn.Conv2d(d, len(CLASSES), 1) for _ in range(3)) if deep_supervision else None
-        )
+        self.aux_heads = nn.ModuleList(nn.Conv2d(d, len(CLASSES), 1) for _ in range(3)) if deep_supervision else None
 
     @classmethod
-    def from_config(cls, config: ModelConfig, *, pretrained_encoder: bool = False) -> "HydraLANet":
+    def from_config(cls, config: ModelConfig, *, pretrained_encoder: bool = False) -> HydraLANet:
         return cls(**config.to_dict(), pretrained_encoder=pretrained_encoder)
 
     def forward(self, x: torch.Tensor):

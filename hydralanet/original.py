@@ -127,7 +127,9 @@ def to_original(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str
     return out
 
 
-def from_original(state: dict[str, torch.Tensor], config: ModelConfig, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def from_original(
+    state: dict[str, torch.Tensor], config: ModelConfig, template: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """The original layout -> our state dict for ``config`` (``template``: our model's own
     ``state_dict()``, for names and shapes). Raises :class:`LayoutError` naming the first few
     missing, unexpected or mis-shaped entries."""
@@ -206,7 +208,11 @@ def unwrap_state(obj: object) -> dict[str, torch.Tensor] | None:
             if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
                 obj = inner
                 break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
         return None
     if all(k.startswith(DDP_PREFIX) for k in obj):
         obj = {k[len(DDP_PREFIX) :]: v for k, v in obj.items()}

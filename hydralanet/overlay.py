@@ -78,7 +78,5 @@ def downscale_for_display(image: np.ndarray, masks: np.ndarray, max_side: int) -
         return image, masks
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    small_masks = np.stack(
-        [cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0 for m in masks]
-    )
+    small_masks = np.stack([cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0 for m in masks])
     return small, small_masks

@@ -99,7 +99,9 @@ class FovGeometry:
             plane = np.asarray(plane, dtype=np.float32)
             if self.side != self.size:
                 plane = cv2.resize(plane, (self.side, self.side), interpolation=cv2.INTER_LINEAR)
-            out[c, y0:y1, x0:x1] = plane[self.pad_top : self.pad_top + (y1 - y0), self.pad_left : self.pad_left + (x1 - x0)]
+            out[c, y0:y1, x0:x1] = plane[
+                self.pad_top : self.pad_top + (y1 - y0), self.pad_left : self.pad_left + (x1 - x0)
+            ]
         return out
 
 

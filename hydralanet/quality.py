@@ -50,7 +50,11 @@ class Quality:
     measures: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "reasons": list(self.reasons), **{k: round(v, 4) for k, v in self.measures.items()}}
+        return {
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            **{k: round(v, 4) for k, v in self.measures.items()},
+        }
 
 
 def assess_quality(image: np.ndarray, fov: np.ndarray | None = None) -> Quality:

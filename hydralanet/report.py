@@ -24,7 +24,7 @@ SUMMARY_COLUMNS = ["image", "lesion", "threshold", "pixels", "coverage_pct", "co
 
 
 def run_record(
-    loaded: "LoadedModel",
+    loaded: LoadedModel,
     preprocessing: PreprocessConfig,
     thresholds: dict[str, float],
     *,

@@ -140,10 +140,10 @@ def read_zones(masks: np.ndarray, maps: ZoneMaps | None) -> Reading:
         reading.dme_risk, reading.dme_reason = 2, f"{_n(near_lesions['EX'], 'hard exudate')} within 1 DD of the fovea"
     he = reading.quadrant_counts["HE"]
     reading.rule_421_haemorrhages = all(he[q] > RULE_421_HAEMORRHAGES for q in QUADRANTS)
-    reading.rule_421_reason = (
-        f"haemorrhages per quadrant: {', '.join(f'{q} {he[q]}' for q in QUADRANTS)}; "
-        + ("more than 20 in each: the 4-2-1 haemorrhage criterion is met" if reading.rule_421_haemorrhages
-           else "the 4-2-1 haemorrhage criterion (> 20 in each of the four) is not met")
+    reading.rule_421_reason = f"haemorrhages per quadrant: {', '.join(f'{q} {he[q]}' for q in QUADRANTS)}; " + (
+        "more than 20 in each: the 4-2-1 haemorrhage criterion is met"
+        if reading.rule_421_haemorrhages
+        else "the 4-2-1 haemorrhage criterion (> 20 in each of the four) is not met"
     )
     return reading
 
@@ -158,8 +158,13 @@ def _majority_counts(labels: np.ndarray, zones: np.ndarray, n: int, k: int) -> n
 
 
 def _row(lesion: str, zone: str, count: int, pixels: int, area: int) -> dict[str, Any]:
-    return {"lesion": lesion, "zone": zone, "count": count, "pixels": pixels,
-            "zone_pct": round(100.0 * pixels / area, 4) if area else 0.0}
+    return {
+        "lesion": lesion,
+        "zone": zone,
+        "count": count,
+        "pixels": pixels,
+        "zone_pct": round(100.0 * pixels / area, 4) if area else 0.0,
+    }
 
 
 def _n(count: int, noun: str) -> str:

@@ -30,7 +30,7 @@ def retina() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> "os.PathLike":
+def tiny_checkpoint(tmp_path_factory) -> os.PathLike:
     """A small random checkpoint folder (resnet18, D=8, 128 px) made by the project's script."""
     from training.untrained import make_untrained
 

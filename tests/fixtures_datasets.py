@@ -146,8 +146,10 @@ def make_idrid_reading(root: Path, *, n_train: int = 3, n_test: int = 2) -> Path
     for folder in (od, fovea, grading):
         folder.mkdir(parents=True, exist_ok=True)
     number = 0
-    for split_folder, word, prefix, count in (("a. Training Set", "Training", "a. ", n_train),
-                                             ("b. Testing Set", "Testing", "b. ", n_test)):
+    for split_folder, word, prefix, count in (
+        ("a. Training Set", "Training", "a. ", n_train),
+        ("b. Testing Set", "Testing", "b. ", n_test),
+    ):
         (loc / "1. Original Images" / split_folder).mkdir(parents=True, exist_ok=True)
         od_rows = ["Image No,X- Coordinate,Y - Coordinate,,"]
         fovea_rows = ["Image No,X- Coordinate,Y - Coordinate,,"]

@@ -40,6 +40,7 @@ Every listener binds to 127.0.0.1 only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
@@ -49,7 +50,7 @@ import sys
 import threading
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -72,7 +73,7 @@ def git_blob_sha1(data: bytes) -> str:
 
 def _now_iso() -> str:
     # The client's parse_datetime only accepts "%Y-%m-%dT%H:%M:%S.%fZ".
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass
@@ -107,9 +108,7 @@ class RequestRecord(NamedTuple):
 class _HubHTTPError(Exception):
     """Raised by route handlers; rendered as a Hub-style error response."""
 
-    def __init__(
-        self, status: int, message: str, error_code: str | None = None, headers: dict[str, str] | None = None
-    ):
+    def __init__(self, status: int, message: str, error_code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -158,10 +157,8 @@ class _ThreadingServer(ThreadingHTTPServer):
             connections = list(self._connections)
             threads = list(self._handler_threads)
         for conn in connections:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the peer
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed by the peer
         for thread in threads:
             thread.join(timeout)
         self.server_close()

@@ -101,15 +101,16 @@ def test_sample_shows_overlay_statistics_and_downloads(app: AppTest, forward_cal
     # Default thresholds 0.35 are above every probability of an untrained model: nothing found.
     assert all(row["pixels"] == 0 and row["threshold"] == pytest.approx(0.35) for row in stats.values())
     assert {d.label for d in app.get("download_button")} == {
-        "Overlay (PNG)", "Masks (ZIP)", "Summary (CSV)", "Summary (JSON)"
+        "Overlay (PNG)",
+        "Masks (ZIP)",
+        "Summary (CSV)",
+        "Summary (JSON)",
     }
     assert app.session_state["model_runs"] == 1
     assert len(forward_calls) == 1
 
 
-def test_display_controls_change_statistics_without_rerunning_the_model(
-    app: AppTest, forward_calls: list[int]
-) -> None:
+def test_display_controls_change_statistics_without_rerunning_the_model(app: AppTest, forward_calls: list[int]) -> None:
     click(app.run(), "Try a sample")
     assert len(forward_calls) == 1
 
@@ -172,8 +173,10 @@ def test_bad_upload_gets_one_line_error_and_the_app_keeps_serving(
 def test_several_uploads_get_a_selector(app: AppTest) -> None:
     app.run()
     app.file_uploader(key="uploads").set_value(
-        [("left.png", png_bytes(synthetic_fundus(200)), "image/png"),
-         ("right.png", png_bytes(synthetic_fundus(256)), "image/png")]
+        [
+            ("left.png", png_bytes(synthetic_fundus(200)), "image/png"),
+            ("right.png", png_bytes(synthetic_fundus(256)), "image/png"),
+        ]
     ).run()
     assert_clean(app)
     selector = app.selectbox(key="image_choice")
@@ -236,7 +239,9 @@ def test_operator_controls_which_models_the_page_may_load(app: AppTest, monkeypa
     app.text_input(key="model_source_input").input("/etc").run()
     click(app, "Load")
     assert_clean(app)
-    assert [e.value for e in app.sidebar.error] == ["/etc: local paths are not accepted from the page (the operator can allow them)"]
+    assert [e.value for e in app.sidebar.error] == [
+        "/etc: local paths are not accepted from the page (the operator can allow them)"
+    ]
     assert "model_source" not in app.session_state
 
     monkeypatch.setenv("HYDRALANET_ALLOWED_MODELS", "hydra/*, lab/model@v1")

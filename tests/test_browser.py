@@ -36,8 +36,13 @@ from hydralanet import CLASSES
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 WIDTH = 1280
@@ -77,8 +82,19 @@ def streamlit_server(workdir: Path, name: str, model: str | None) -> Iterator[st
     log_path = workdir / f"streamlit-{name}.log"
     env = {k: v for k, v in os.environ.items() if k != "HYDRALANET_MODEL"}
     env.update({"PYTHONUNBUFFERED": "1", **({"HYDRALANET_MODEL": model} if model else {})})
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true"]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app.py"),
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+    ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -191,8 +207,11 @@ def test_upload_threshold_and_downloads(page, fundus_1024: Path, tiny_checkpoint
     slider = page.get_by_role("slider", name=re.compile(r"^EX"))
     slider.focus()
     redraws = []
-    for key, caption in [("Home", "EX hard exudates: 1 lesion,"), ("End", "EX hard exudates: 0 lesions"),
-                         ("Home", "EX hard exudates: 1 lesion,")]:
+    for key, caption in [
+        ("Home", "EX hard exudates: 1 lesion,"),
+        ("End", "EX hard exudates: 0 lesions"),
+        ("Home", "EX hard exudates: 1 lesion,"),
+    ]:
         started = time.perf_counter()
         page.keyboard.press(key)
         page.wait_for_function(REDRAWN, arg=caption, polling="raf", timeout=UI_TIMEOUT_MS)
@@ -207,8 +226,10 @@ def test_upload_threshold_and_downloads(page, fundus_1024: Path, tiny_checkpoint
     # asserted exactly in test_app.py.
     snap(page, "03_threshold_low")
     heading = page.get_by_role("heading", name="Statistics").bounding_box()
-    page.screenshot(path=str(SCREENSHOTS / "04_statistics.png"),
-                    clip={"x": 0, "y": heading["y"] - 16, "width": WIDTH, "height": 330})
+    page.screenshot(
+        path=str(SCREENSHOTS / "04_statistics.png"),
+        clip={"x": 0, "y": heading["y"] - 16, "width": WIDTH, "height": 330},
+    )
 
     # The zoom (a fragment of the page): Home on the left-right centre puts the crop at x = 0.
     page.get_by_role("slider", name=re.compile(r"^Centre, left")).focus()

@@ -19,8 +19,16 @@ def test_bundle_measures_and_documents_what_it_ships(tmp_path):
     make_untrained(run / "best", decoder_channels=8, input_size=64)
     write_dataset(tmp_path / "syn", n=2, seed=1000, size=128, splits={"test": 1.0})
     assert prepare_main(["--synthetic", str(tmp_path / "syn"), "--out", str(tmp_path / "test.csv")]) == 0
-    result = bundle(run, tmp_path / "test.csv", tmp_path / "weights", command="bash training/make_bundled.sh",
-                    train_seconds=90, machine="a test machine", train_machine="a GPU", crosscheck_n=1)
+    result = bundle(
+        run,
+        tmp_path / "test.csv",
+        tmp_path / "weights",
+        command="bash training/make_bundled.sh",
+        train_seconds=90,
+        machine="a test machine",
+        train_machine="a GPU",
+        crosscheck_n=1,
+    )
     shipped = load_model(tmp_path / "weights", device="cpu")
     prov = shipped.config.provenance
     assert shipped.config.name == "hydralanet-demo-synthetic" and prov["demonstration"] == "synthetic data only"

@@ -50,9 +50,14 @@ def test_bundled_model_finds_planted_lesions(bundled, planted):
         image = read_image(image_path)
         prediction = predict(bundled, image)
         shape = image.shape[:2]
-        targets = np.stack([read_mask(masks[c], shape) if masks[c].exists() else np.zeros(shape, bool) for c in CLASSES])
-        pr.update(torch.from_numpy(prediction.probabilities)[None], torch.from_numpy(targets)[None],
-                  torch.from_numpy(prediction.fov)[None, None])
+        targets = np.stack(
+            [read_mask(masks[c], shape) if masks[c].exists() else np.zeros(shape, bool) for c in CLASSES]
+        )
+        pr.update(
+            torch.from_numpy(prediction.probabilities)[None],
+            torch.from_numpy(targets)[None],
+            torch.from_numpy(prediction.fov)[None, None],
+        )
     aupr = dict(zip(CLASSES, pr.average_precision()))
     print("bundled model AUPR on planted lesions:", {c: round(float(v), 3) for c, v in aupr.items()})
     for c in CLASSES:

@@ -46,7 +46,7 @@ def test_platt_fit_recovers_the_true_calibration_and_lowers_ece():
     # A class without lesion pixels keeps the identity.
     empty = PRAccumulator()
     empty.update(probs, torch.zeros_like(labels))
-    assert fit_platt(empty) == {c: (1.0, 0.0) for c in CLASSES}
+    assert fit_platt(empty) == dict.fromkeys(CLASSES, (1.0, 0.0))
 
 
 def test_calibrated_threshold_cuts_the_same_pixels():
@@ -102,7 +102,7 @@ def test_predict_applies_the_calibration_monotonically(tiny, retina):
     plain = predict(loaded, image, precision="fp32", calibrated=False)
     assert calibrated.settings["calibrated"] and not plain.settings["calibrated"]
     truth = np.random.default_rng(0).random(plain.fov.sum()) < 0.1
-    for i, c in enumerate(CLASSES):
+    for i in range(len(CLASSES)):
         p_raw, p_cal = plain.probabilities[i][plain.fov], calibrated.probabilities[i][plain.fov]
         assert not np.allclose(p_raw, p_cal)
         assert average_precision_score(truth, p_raw) == pytest.approx(average_precision_score(truth, p_cal), abs=1e-3)
@@ -110,8 +110,21 @@ def test_predict_applies_the_calibration_monotonically(tiny, retina):
 
 def test_calibrate_command_writes_calibration_thresholds_and_card(tiny, tmp_path):
     out = tmp_path / "calibrated"
-    assert calibrate_main(["--model", str(tiny / "model"), "--manifest", str(tiny / "manifest.csv"), "--split", "train",
-                           "--out", str(out)]) == 0
+    assert (
+        calibrate_main(
+            [
+                "--model",
+                str(tiny / "model"),
+                "--manifest",
+                str(tiny / "manifest.csv"),
+                "--split",
+                "train",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert set(config["calibration"]) == set(CLASSES)
     assert all(ab[0] > 0 for ab in config["calibration"].values())
@@ -120,8 +133,10 @@ def test_calibrate_command_writes_calibration_thresholds_and_card(tiny, tmp_path
     for c in CLASSES:  # fitted on train: its ECE cannot get worse there
         assert record["ece"]["train"][c]["after"] <= record["ece"]["train"][c]["before"] + 1e-9
     digest = hashlib.sha256
-    assert digest((out / "model.safetensors").read_bytes()).digest() == digest(
-        (tiny / "model" / "model.safetensors").read_bytes()).digest()
+    assert (
+        digest((out / "model.safetensors").read_bytes()).digest()
+        == digest((tiny / "model" / "model.safetensors").read_bytes()).digest()
+    )
     card = (out / "README.md").read_text()
     assert "## Calibration" in card and "| lesion | a | b | threshold before | threshold now |" in card
     loaded = load_model(out, device="cpu")

@@ -140,7 +140,7 @@ def test_bundled_model_loads_offline():
     loaded = load_model(device="cpu")
     assert loaded.identity["source"] == "bundled"
     assert loaded.config.preprocessing.input_size % 32 == 0
-    assert (loaded.identity["sha256"] and loaded.identity["parameters"] > 1e6)
+    assert loaded.identity["sha256"] and loaded.identity["parameters"] > 1e6
 
 
 def test_thresholds_are_shown_with_the_digits_they_need():
@@ -154,8 +154,10 @@ def test_thresholds_are_shown_with_the_digits_they_need():
 
     labels = [format_threshold(v) for v in THRESHOLD_GRID]
     assert len(set(labels)) == len(labels) and labels[0] == "0.00" and labels[-1] == "1.00"
-    assert all(label not in ("0", "1") and float(label) == pytest.approx(v, rel=0.05, abs=1e-9)
-               for label, v in zip(labels, THRESHOLD_GRID))
+    assert all(
+        label not in ("0", "1") and float(label) == pytest.approx(v, rel=0.05, abs=1e-9)
+        for label, v in zip(labels, THRESHOLD_GRID)
+    )
 
 
 def test_fast_path_is_built_once_when_threads_ask_together(monkeypatch):

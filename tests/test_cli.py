@@ -26,9 +26,22 @@ def test_predict_on_real_photo_with_bundled_model(photo_dir, tmp_path):
     """The README's command, as a user runs it, on the bundled model."""
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "hydralanet", "predict", str(photo_dir / "retina.png"), "--out", str(out),
-         "--save-probabilities", "--device", "cpu"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "hydralanet",
+            "predict",
+            str(photo_dir / "retina.png"),
+            "--out",
+            str(out),
+            "--save-probabilities",
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     folder = out / "retina"
@@ -45,7 +58,7 @@ def test_predict_on_real_photo_with_bundled_model(photo_dir, tmp_path):
     overlay = cv2.imread(str(folder / "overlay.png"))
     assert overlay.shape == (1411, 1411, 3)
 
-    rows = list(csv.DictReader(open(out / "summary.csv")))
+    rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
     assert [r["lesion"] for r in rows] == ["EX", "HE", "MA", "SE"]
     assert set(rows[0]) >= {"image", "lesion", "threshold", "pixels", "coverage_pct", "count", "largest_px"}
     for row in rows:
@@ -66,13 +79,34 @@ def test_mixed_good_and_broken_files(photo_dir, tmp_path, tiny_checkpoint, capsy
     (bad / "cut.png").write_bytes(good[: len(good) // 3])
     cv2.imwrite(str(bad / "black.png"), np.zeros((200, 300, 3), np.uint8))
     out = tmp_path / "out"
-    code = main(["predict", str(photo_dir), str(bad), str(tmp_path / "missing.jpg"), "--out", str(out),
-                 "--model", str(tiny_checkpoint), "--threshold", "EX=0.05", "--clahe", "lab", "--device", "cpu"])
+    code = main(
+        [
+            "predict",
+            str(photo_dir),
+            str(bad),
+            str(tmp_path / "missing.jpg"),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_checkpoint),
+            "--threshold",
+            "EX=0.05",
+            "--clahe",
+            "lab",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 1
     err_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err_lines) == 5
-    for name, reason in [("empty.jpg", "empty"), ("text.png", "not a recognised image"), ("cut.png", "truncated"),
-                         ("black.png", "blank"), ("missing.jpg", "not found")]:
+    for name, reason in [
+        ("empty.jpg", "empty"),
+        ("text.png", "not a recognised image"),
+        ("cut.png", "truncated"),
+        ("black.png", "blank"),
+        ("missing.jpg", "not found"),
+    ]:
         assert any(name in line and reason in line for line in err_lines), (name, err_lines)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 1 and len(summary["failed"]) == 5
@@ -90,11 +124,14 @@ def test_same_stem_from_two_folders_does_not_overwrite(photo_dir, tmp_path, tiny
     assert (out / "retina" / "EX.png").exists() and (out / "retina_2" / "EX.png").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--threshold", "XX=0.3"], "LESION=VALUE"),
-    (["--threshold", "EX=1.5"], "must be in [0, 1]"),
-    (["--clahe", "hist"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--threshold", "XX=0.3"], "LESION=VALUE"),
+        (["--threshold", "EX=1.5"], "must be in [0, 1]"),
+        (["--clahe", "hist"], "invalid choice"),
+    ],
+)
 def test_bad_arguments(photo_dir, tmp_path, args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(photo_dir), "--out", str(tmp_path / "o"), *args])
@@ -109,9 +146,14 @@ def test_unloadable_model_is_one_line(photo_dir, tmp_path, capsys):
 
 def test_fp16_on_cpu_is_one_line_and_writes_nothing(photo_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["predict", str(photo_dir / "retina.png"), "--out", str(out), "--device", "cpu", "--precision", "fp16"]) == 2
+    assert (
+        main(["predict", str(photo_dir / "retina.png"), "--out", str(out), "--device", "cpu", "--precision", "fp16"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: precision='fp16' needs a CUDA GPU (device is cpu); use auto (bf16 where the CPU has it) or fp32"]
+    assert err == [
+        "error: precision='fp16' needs a CUDA GPU (device is cpu); use auto (bf16 where the CPU has it) or fp32"
+    ]
     assert not out.exists()
 
 

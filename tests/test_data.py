@@ -66,9 +66,7 @@ def test_unaugmented_sample_is_the_inference_preprocessing(rows, cfg):
     """No train/serve skew: same FOV crop, CLAHE and normalisation as hydralanet.preprocess."""
     row = split_rows(rows, "val")[0]
     sample = LesionDataset([row], cfg.preprocessing)[0]
-    from hydralanet import read_image
-
-    from hydralanet import preprocess
+    from hydralanet import preprocess, read_image
 
     prepared = preprocess(read_image(row["image"]), cfg.preprocessing)  # the inference path itself
     assert torch.equal(sample["image"], prepared.tensor)
@@ -104,7 +102,7 @@ def _spot_row(tmp_path: Path) -> dict:
     Image.fromarray(image).save(tmp_path / "spot.png")
     Image.fromarray(mask).save(tmp_path / "spot_EX.tif")
     row = {"source": "planted", "split": "train", "image": tmp_path / "spot.png", "OD": None}
-    row.update({c: None for c in CLASSES})
+    row.update(dict.fromkeys(CLASSES))
     row["EX"] = tmp_path / "spot_EX.tif"
     return row
 
@@ -204,8 +202,9 @@ def test_lesion_presence_and_oversampling_weights(rows, cfg):
     presence = data_module.lesion_presence(ds, num_workers=0)
     expected = torch.tensor([[bool(ds[i]["masks"][c].any()) for c in range(4)] for i in range(len(ds))])
     assert torch.equal(presence, expected)
-    weights = data_module.oversampling_weights(torch.tensor([[0, 0, 0, 0], [1, 0, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0]]),
-                                               (1.0, 2.0, 1.5, 3.0))
+    weights = data_module.oversampling_weights(
+        torch.tensor([[0, 0, 0, 0], [1, 0, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0]]), (1.0, 2.0, 1.5, 3.0)
+    )
     assert weights.tolist() == [1.0, 3.0, 2.0, 1.5]
 
 

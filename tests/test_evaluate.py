@@ -63,7 +63,10 @@ def test_evaluate_writes_metrics_per_class_and_source(setup):
     table = (out / "metrics.md").read_text()
     assert "| **macro** |" in table and "## other (1 images)" in table
     assert (out / "pr_curves.png").stat().st_size > 5_000
-    assert "**aupr11** is the 11-threshold AUPR" in table and "| lesion | f1 | iou | precision | recall | aupr | aupr11 |" in table
+    assert (
+        "**aupr11** is the 11-threshold AUPR" in table
+        and "| lesion | f1 | iou | precision | recall | aupr | aupr11 |" in table
+    )
     assert set(report["calibration_error"]) == set(CLASSES)
     assert all(0 <= v <= 1 for v in report["calibration_error"].values())
     assert (out / "reliability.png").stat().st_size > 5_000

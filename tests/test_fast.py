@@ -13,9 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from hydralanet import HydraLANet, load_model, predict
-from hydralanet import benchmark
-from hydralanet.fast import InferenceModel, cpu_has_native_bf16, fold_batchnorm, optimize_for_inference, resolve_precision
+from hydralanet import HydraLANet, benchmark, load_model, predict
+from hydralanet.fast import (
+    InferenceModel,
+    cpu_has_native_bf16,
+    fold_batchnorm,
+    optimize_for_inference,
+    resolve_precision,
+)
 from hydralanet.inference import run_model
 from hydralanet.preprocessing import PreprocessConfig, preprocess
 from hydralanet.tiling import blend_ramp, run_tiled, tile_starts
@@ -194,8 +199,13 @@ class LocalModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(1)
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(),
-                                 nn.Conv2d(8, 4, 3, padding=1))
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.Tanh(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.Tanh(),
+            nn.Conv2d(8, 4, 3, padding=1),
+        )
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -264,7 +274,9 @@ def test_native_resolution_tiling_on_a_photo(tiny_checkpoint, small_photo):
     prediction = predict(loaded, small_photo, tile=128)
     side = prediction.settings["input_size"]
     assert side % 32 == 0 and abs(side - prediction.geometry.side) <= 16  # the photo's own FOV side
-    assert prediction.settings["tiles_run"] + prediction.settings["tiles_skipped"] == len(tile_starts(side, 128, 32)) ** 2
+    assert (
+        prediction.settings["tiles_run"] + prediction.settings["tiles_skipped"] == len(tile_starts(side, 128, 32)) ** 2
+    )
     assert prediction.probabilities.shape == (4, 400, 400)
     assert prediction.probabilities[:, ~prediction.fov].max() == 0
 
@@ -275,8 +287,21 @@ def test_cli_tile_flag(tiny_checkpoint, small_photo, tmp_path):
     from hydralanet.cli import main
 
     cv2.imwrite(str(tmp_path / "eye.png"), cv2.cvtColor(small_photo, cv2.COLOR_RGB2BGR))
-    assert main(["predict", str(tmp_path / "eye.png"), "--out", str(tmp_path / "out"), "--model",
-                 str(tiny_checkpoint), "--tile", "128"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "eye.png"),
+                "--out",
+                str(tmp_path / "out"),
+                "--model",
+                str(tiny_checkpoint),
+                "--tile",
+                "128",
+            ]
+        )
+        == 0
+    )
     assert cv2.imread(str(tmp_path / "out" / "eye" / "EX.png")).shape[:2] == (400, 400)
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["tile"] == 128
     with pytest.raises(SystemExit):
@@ -291,8 +316,23 @@ def test_benchmark_quick_json(tiny_checkpoint, small_photo, tmp_path, capsys):
 
     out, photo = tmp_path / "bench.json", tmp_path / "photo.png"
     cv2.imwrite(str(photo), cv2.cvtColor(small_photo, cv2.COLOR_RGB2BGR))
-    assert benchmark.main(["--quick", "--model", str(tiny_checkpoint), "--photo", "400x300", "--json", str(out),
-                           "--image", "retina", str(photo)]) == 0
+    assert (
+        benchmark.main(
+            [
+                "--quick",
+                "--model",
+                str(tiny_checkpoint),
+                "--photo",
+                "400x300",
+                "--json",
+                str(out),
+                "--image",
+                "retina",
+                str(photo),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["image"] == ["retina", str(photo)]
     assert set(report["models"]) == {"published", "checkpoint"}

@@ -21,7 +21,9 @@ def _checkpoint_files(tmp_path: Path, seed: int) -> tuple[dict[str, bytes], Hydr
     torch.manual_seed(seed)
     model = HydraLANet(encoder="resnet18", decoder_channels=8).eval()
     folder = save_checkpoint(
-        model, tmp_path / f"ckpt{seed}", CheckpointConfig(preprocessing=PreprocessConfig(input_size=64), name=f"v{seed}")
+        model,
+        tmp_path / f"ckpt{seed}",
+        CheckpointConfig(preprocessing=PreprocessConfig(input_size=64), name=f"v{seed}"),
     )
     return {p.name: p.read_bytes() for p in folder.iterdir()}, model
 

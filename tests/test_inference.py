@@ -75,7 +75,14 @@ def test_statistics_count_components_and_coverage():
     masks[2, 5, 5] = masks[2, 6, 6] = True  # diagonal neighbours: one 8-connected lesion
     rows = lesion_statistics(masks, fov, {"EX": 0.4})
     assert [r["lesion"] for r in rows] == ["EX", "HE", "MA", "SE"]
-    assert rows[0] == {"lesion": "EX", "threshold": 0.4, "pixels": 110, "coverage_pct": 2.2, "count": 2, "largest_px": 100}
+    assert rows[0] == {
+        "lesion": "EX",
+        "threshold": 0.4,
+        "pixels": 110,
+        "coverage_pct": 2.2,
+        "count": 2,
+        "largest_px": 100,
+    }
     assert rows[1]["count"] == 0 and rows[1]["threshold"] == 0.35
     assert rows[2]["count"] == 1 and rows[2]["pixels"] == 2
     # A tuned threshold near 1 keeps the digits that tell it from 1 (the bundled MA: 0.999995).

@@ -124,7 +124,8 @@ def test_logit_bins_keep_saturated_probabilities_apart():
     best = logit.best_thresholds()
     assert (best > 0.999).all() and (best < 1).all()
     assert [logit.threshold_index(t) for t in best] == [
-        int(np.argmin(np.abs(logit.edges(np.arange(logit.bins + 1)) - t))) for t in best]
+        int(np.argmin(np.abs(logit.edges(np.arange(logit.bins + 1)) - t))) for t in best
+    ]
     confusion = ConfusionAccumulator(thresholds=best)
     confusion.update(probs, targets)
     for c in range(4):

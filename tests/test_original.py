@@ -137,7 +137,9 @@ def test_folder_holding_only_the_original_file(tmp_path, best_model, golden):
 
     (run.parent / "other" / "model.pt").parent.mkdir()
     (run.parent / "other" / "model.pt").write_bytes(b"x")
-    with pytest.raises(CheckpointError, match=r"2 weights files \(runs/lesions-1024/best_model.pt, runs/other/model.pt\)") as err:
+    with pytest.raises(
+        CheckpointError, match=r"2 weights files \(runs/lesions-1024/best_model.pt, runs/other/model.pt\)"
+    ) as err:
         load_model(tmp_path / "original-code", allow_pickle=True)
     assert "\n" not in str(err.value)
 
@@ -172,12 +174,18 @@ def test_export_matches_the_layout_exactly_and_round_trips_bit_identically(tmp_p
 
 def test_broken_originals_give_one_line_errors(tmp_path, original_state):
     cases = {
-        "missing": ({k: v for k, v in original_state.items() if k != "lam3.conv4.0.weight"},
-                    r"1 missing: lam3\.conv4\.0\.weight"),
-        "wrong-shape": ({**original_state, "head.conv0.bias": torch.zeros(128)},
-                        r"wrong shape: head\.conv0\.bias \[128\] \(expected \[256\]\)"),
-        "extra": ({**original_state, "hydra_head.heads.OD.0.weight": torch.zeros(64, 256, 1, 1)},
-                  r"1 unexpected: hydra_head\.heads\.OD\.0\.weight"),
+        "missing": (
+            {k: v for k, v in original_state.items() if k != "lam3.conv4.0.weight"},
+            r"1 missing: lam3\.conv4\.0\.weight",
+        ),
+        "wrong-shape": (
+            {**original_state, "head.conv0.bias": torch.zeros(128)},
+            r"wrong shape: head\.conv0\.bias \[128\] \(expected \[256\]\)",
+        ),
+        "extra": (
+            {**original_state, "hydra_head.heads.OD.0.weight": torch.zeros(64, 256, 1, 1)},
+            r"1 unexpected: hydra_head\.heads\.OD\.0\.weight",
+        ),
         "not-a-state-dict": ({"epoch": 3, "best_f1": 0.61}, "does not hold a state dict of tensors"),
         "a-list": ([torch.zeros(3)], "does not hold a state dict of tensors"),
     }
@@ -222,8 +230,10 @@ def test_hub_source_syntax():
 
 
 def test_hub_model_repo_with_only_best_model_pt(hub, best_model, golden, monkeypatch):
-    sha = hub.add_commit("lab/hydralanet-idrid", {"runs/idrid/best_model.pt": best_model.read_bytes(),
-                                                  "README.md": b"trained with the original code\n"})
+    sha = hub.add_commit(
+        "lab/hydralanet-idrid",
+        {"runs/idrid/best_model.pt": best_model.read_bytes(), "README.md": b"trained with the original code\n"},
+    )
     with pytest.raises(CheckpointError, match="refusing to unpickle"):
         load_model("lab/hydralanet-idrid")
     # Refused before the file was downloaded.
@@ -242,13 +252,22 @@ def test_hub_space_sources_and_naming_the_file(hub, tmp_path, monkeypatch):
     model, state = tiny_original(seed=7)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    sha = hub.add_commit("someone/HydraLA-Net-demo", {
-        "app.py": b"import gradio\n", "requirements.txt": b"torch\n",
-        "runs/exp1/best_model.pt": buffer.getvalue(), "runs/exp2/model.pt": buffer.getvalue(),
-    }, repo_type="space")
+    sha = hub.add_commit(
+        "someone/HydraLA-Net-demo",
+        {
+            "app.py": b"import gradio\n",
+            "requirements.txt": b"torch\n",
+            "runs/exp1/best_model.pt": buffer.getvalue(),
+            "runs/exp2/model.pt": buffer.getvalue(),
+        },
+        repo_type="space",
+    )
 
-    with pytest.raises(HubError, match=r"spaces/someone/HydraLA-Net-demo: 2 weights files \(runs/exp1/best_model.pt, "
-                                       r"runs/exp2/model.pt\); name one: spaces/someone/HydraLA-Net-demo\[@revision\]:PATH"):
+    with pytest.raises(
+        HubError,
+        match=r"spaces/someone/HydraLA-Net-demo: 2 weights files \(runs/exp1/best_model.pt, "
+        r"runs/exp2/model.pt\); name one: spaces/someone/HydraLA-Net-demo\[@revision\]:PATH",
+    ):
         load_model("spaces/someone/HydraLA-Net-demo", allow_pickle=True)
     with pytest.raises(HubError, match="not found"):
         load_model("someone/HydraLA-Net-demo", allow_pickle=True)  # a model repo of that name does not exist
@@ -276,8 +295,22 @@ def test_convert_writes_a_folder_that_needs_no_pickle(tmp_path, best_model, gold
     out = tmp_path / "converted"
     assert main(["convert", str(best_model), "--out", str(out)]) == 2  # no opt-in: refused
     assert not out.exists()
-    assert main(["convert", str(best_model), "--out", str(out), "--allow-pickle", "--name", "idrid-original",
-                 "--threshold", "EX=0.4"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(best_model),
+                "--out",
+                str(out),
+                "--allow-pickle",
+                "--name",
+                "idrid-original",
+                "--threshold",
+                "EX=0.4",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     loaded = load_model(out, device="cpu")  # safetensors + config.json: no pickle anywhere
     assert_golden(loaded, golden)
@@ -302,8 +335,23 @@ def test_cli_predict_with_original_checkpoint_and_crop(tmp_path, retina):
     wide[:, 150:850] = cv2.resize(retina, (700, 700))
     cv2.imwrite(str(photo), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
     result = subprocess.run(
-        [sys.executable, "-m", "hydralanet", "predict", str(photo), "--model", str(folder), "--out", str(tmp_path / "o"),
-         "--device", "cpu"], cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "hydralanet",
+            "predict",
+            str(photo),
+            "--model",
+            str(folder),
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2 and "refusing to unpickle" in result.stderr
     for crop in ("centre_square", "fov"):

@@ -92,8 +92,11 @@ def test_random_split_takes_test_first_stratified_by_source():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"mode": "kfold"}, "choose one of published, random"), ({"val_fraction": 1.0}, "val_fraction"),
-     ({"test_fraction": 0}, "test_fraction")],  # fmt: skip
+    [
+        ({"mode": "kfold"}, "choose one of published, random"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"test_fraction": 0}, "test_fraction"),
+    ],  # fmt: skip
 )
 def test_split_argument_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -215,7 +218,13 @@ def test_idrid_reading_labels_reach_the_manifest(tmp_path):
         assert r["dme_grade"] == k % 3 and r["disc_diameter"] is None
         assert all(r[c] is None for c in ("EX", "HE", "MA", "SE", "OD"))
     assert {rows[f"IDRiD_{k:03d}"]["split"] for k in (4, 5)} == {"test"}  # the official test set
-    bad = root / "C. Localization" / "2. Groundtruths" / "2. Fovea Center Location" / "IDRiD_Fovea_Center_Testing Set_Markups.csv"
+    bad = (
+        root
+        / "C. Localization"
+        / "2. Groundtruths"
+        / "2. Fovea Center Location"
+        / "IDRiD_Fovea_Center_Testing Set_Markups.csv"
+    )
     bad.write_text("Image No,X- Coordinate,Y - Coordinate\nIDRiD_004,abc,3\nIDRiD_999,1,2\n")
     with pytest.raises(ValueError) as err:
         prepare_main(["--idrid-reading", str(root), "--out", str(out)])

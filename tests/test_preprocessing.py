@@ -6,8 +6,8 @@ import pytest
 
 from hydralanet.config import PreprocessConfig
 from hydralanet.preprocessing import (
-    FovGeometry,
     BlankImageError,
+    FovGeometry,
     apply_clahe,
     crop_to_fov,
     fov_geometry,
@@ -174,8 +174,10 @@ def test_lesion_masks_stay_aligned_and_small_lesions_survive():
 
     survival_new, offset_new = survival_and_offset(new)
     survival_old, offset_old = survival_and_offset(old)
-    print(f"5-px discs at 3.4:1: nearest survival {survival_old:.3f}, mean offset {offset_old:.2f} px; "
-          f"area+keep survival {survival_new:.3f}, mean offset {offset_new:.2f} px")
+    print(
+        f"5-px discs at 3.4:1: nearest survival {survival_old:.3f}, mean offset {offset_old:.2f} px; "
+        f"area+keep survival {survival_new:.3f}, mean offset {offset_new:.2f} px"
+    )
     assert survival_new == 1.0 and offset_new < 0.15
     assert survival_old < survival_new and offset_old > offset_new  # what it replaced was worse on both
     # A large lesion keeps its area (within the boundary's half-pixel) and stays binary.

@@ -92,9 +92,13 @@ def test_zones_are_oriented_by_the_disc():
     maps = zone_maps(shape, fov, _landmarks(disc=(100.0, 200.0), fovea=(400.0, 200.0), dd=100.0))
     assert ETDRS_ZONES[maps.etdrs[200, 400]] == "centre"
     assert ETDRS_ZONES[maps.etdrs[200, 340]] == "inner_nasal" and ETDRS_ZONES[maps.etdrs[200, 460]] == "inner_temporal"
-    assert ETDRS_ZONES[maps.etdrs[140, 400]] == "inner_superior" and ETDRS_ZONES[maps.etdrs[260, 400]] == "inner_inferior"
+    assert (
+        ETDRS_ZONES[maps.etdrs[140, 400]] == "inner_superior" and ETDRS_ZONES[maps.etdrs[260, 400]] == "inner_inferior"
+    )
     assert ETDRS_ZONES[maps.etdrs[200, 250]] == "outer_nasal" and ETDRS_ZONES[maps.etdrs[200, 700]] == "outside_grid"
-    assert QUADRANTS[maps.quadrant[100, 300]] == "superonasal" and QUADRANTS[maps.quadrant[300, 500]] == "inferotemporal"
+    assert (
+        QUADRANTS[maps.quadrant[100, 300]] == "superonasal" and QUADRANTS[maps.quadrant[300, 500]] == "inferotemporal"
+    )
     mirrored = zone_maps(shape, fov, _landmarks(disc=(700.0, 200.0), fovea=(400.0, 200.0), dd=100.0))
     assert ETDRS_ZONES[mirrored.etdrs[200, 460]] == "inner_nasal"  # a right eye: the disc on the right
 
@@ -125,7 +129,12 @@ def test_421_haemorrhage_criterion():
     shape, fov = (400, 800), np.ones((400, 800), bool)
     maps = zone_maps(shape, fov, _landmarks())
     masks = np.zeros((4, *shape), bool)
-    corners = {"superotemporal": (440, 20), "superonasal": (20, 20), "inferonasal": (20, 220), "inferotemporal": (440, 220)}
+    corners = {
+        "superotemporal": (440, 20),
+        "superonasal": (20, 20),
+        "inferonasal": (20, 220),
+        "inferotemporal": (440, 220),
+    }
     for x0, y0 in corners.values():
         for k in range(21):  # 3 x 7 single pixels 10 px apart: 21 separate lesions
             masks[1, y0 + 10 * (k // 7), x0 + 10 * (k % 7)] = True
@@ -141,7 +150,9 @@ def test_421_haemorrhage_criterion():
 
 def test_cli_writes_findings_and_zones(tmp_path, retina):
     photo = tmp_path / "eye.png"
-    cv2.imwrite(str(photo), cv2.cvtColor(cv2.resize(retina, (700, 700), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(
+        str(photo), cv2.cvtColor(cv2.resize(retina, (700, 700), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+    )
     out = tmp_path / "out"
     assert main(["predict", str(photo), "--out", str(out), "--device", "cpu"]) == 0
     found = json.loads((out / "eye" / "findings.json").read_text())
@@ -154,4 +165,6 @@ def test_cli_writes_findings_and_zones(tmp_path, retina):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["findings"]["eye"]["dme_risk"] == found["dme_risk"]
     assert main(["predict", str(photo), "--out", str(tmp_path / "plain"), "--device", "cpu", "--no-reading"]) == 0
-    assert not (tmp_path / "plain" / "eye" / "findings.json").exists() and not (tmp_path / "plain" / "zones.csv").exists()
+    assert (
+        not (tmp_path / "plain" / "eye" / "findings.json").exists() and not (tmp_path / "plain" / "zones.csv").exists()
+    )

@@ -25,14 +25,14 @@ def samples() -> list[synthetic.Sample]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("syn") / "a"
-    synthetic.main(["--out", str(out), "--n", "6", "--seed", "5", "--size", str(SIZE),
-                    "--splits", "train=0.5,valid=0.2,test=0.3"])
+    synthetic.main(
+        ["--out", str(out), "--n", "6", "--seed", "5", "--size", str(SIZE), "--splits", "train=0.5,valid=0.2,test=0.3"]
+    )
     return out
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _luminance(image: np.ndarray) -> np.ndarray:
@@ -81,8 +81,9 @@ def test_layout_matches_ddr(dataset: Path):
 def test_written_masks_match_generator(dataset: Path):
     sample = synthetic.render_sample(synthetic.sample_rng(5, 4), SIZE)  # index 4 -> test
     for c, lesion in enumerate(LESION_IDS):
-        written = cv2.imread(str(dataset / "lesion_segmentation" / "test" / "label" / lesion
-                                 / "syn_s5_00004.tif"), cv2.IMREAD_UNCHANGED)
+        written = cv2.imread(
+            str(dataset / "lesion_segmentation" / "test" / "label" / lesion / "syn_s5_00004.tif"), cv2.IMREAD_UNCHANGED
+        )
         np.testing.assert_array_equal(written, sample.masks[c] * 255)
     jpeg = cv2.imread(str(dataset / "lesion_segmentation" / "test" / "image" / "syn_s5_00004.jpg"))
     # only JPEG loss between the generated and the written image
@@ -109,7 +110,7 @@ def test_deterministic_and_independent_of_workers_and_n(dataset: Path, tmp_path:
 
 
 def test_counts_match_masks(samples):
-    drawn = {lesion: 0 for lesion in LESION_IDS}
+    drawn = dict.fromkeys(LESION_IDS, 0)
     for s in samples:
         for c, lesion in enumerate(LESION_IDS):
             assert (s.lesion_counts[lesion] > 0) == bool(s.masks[c].any()), (lesion, s.lesion_counts)
@@ -159,11 +160,12 @@ def test_lesion_contrast_on_the_image(samples):
 
 
 def test_split_counts():
-    assert synthetic.split_counts(10, synthetic.DEFAULT_SPLITS) == {
-        "train": 6, "valid": 2, "test": 2}
-    assert synthetic.split_counts(757, {"train": 383 / 757, "valid": 149 / 757,
-                                        "test": 225 / 757}) == {
-        "train": 383, "valid": 149, "test": 225}
+    assert synthetic.split_counts(10, synthetic.DEFAULT_SPLITS) == {"train": 6, "valid": 2, "test": 2}
+    assert synthetic.split_counts(757, {"train": 383 / 757, "valid": 149 / 757, "test": 225 / 757}) == {
+        "train": 383,
+        "valid": 149,
+        "test": 225,
+    }
     assert sum(synthetic.split_counts(7, {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}).values()) == 7
     with pytest.raises(ValueError, match="sum to 1"):
         synthetic.split_counts(10, {"train": 0.5, "test": 0.3})

@@ -145,7 +145,9 @@ def test_average_runs_writes_a_validated_checkpoint(runs, manifest, tmp_path, ca
     own = load_model(a / "best", device="cpu").config
     assert only_a.config.thresholds == pytest.approx(own.thresholds)
     for c in ("EX", "HE", "MA", "SE"):
-        assert only_a.config.provenance["metrics"]["val"][c]["f1"] == pytest.approx(own.provenance["metrics"]["val"][c]["f1"])
+        assert only_a.config.provenance["metrics"]["val"][c]["f1"] == pytest.approx(
+            own.provenance["metrics"]["val"][c]["f1"]
+        )
 
 
 def test_average_runs_refuses_what_cannot_be_averaged(runs, manifest, tmp_path, capsys):
@@ -228,8 +230,9 @@ def test_time_limit_stops_after_the_epoch_that_would_overrun(manifest, tmp_path,
     load_model(tmp_path / "run" / "best", device="cpu")
 
 
-def test_oversampling_draws_images_with_the_rare_lesion_more_often(manifest, tmp_path, capsys, monkeypatch,
-                                                                    restore_torch_state):
+def test_oversampling_draws_images_with_the_rare_lesion_more_often(
+    manifest, tmp_path, capsys, monkeypatch, restore_torch_state
+):
     drawn: list[int] = []
     original = train_module.WeightedEpochSampler.__iter__
 
@@ -300,7 +303,9 @@ def test_deep_supervision_adds_small_weighted_aux_terms():
     masks = (torch.rand(2, 4, 32, 32, generator=g) > 0.9).float()
     valid = torch.ones(2, 1, 32, 32)
     logits, *aux = (torch.randn(2, 4, 32, 32, generator=g) for _ in range(4))
-    expected = loss_fn(logits, masks, valid) + sum(w * loss_fn(a, masks, valid) for w, a in zip((0.5, 0.25, 0.125), aux))
+    expected = loss_fn(logits, masks, valid) + sum(
+        w * loss_fn(a, masks, valid) for w, a in zip((0.5, 0.25, 0.125), aux)
+    )
     assert torch.allclose(train_module.supervised_loss((logits, aux), masks, valid, loss_fn, cfg), expected)
     assert torch.equal(train_module.supervised_loss(logits, masks, valid, loss_fn, cfg), loss_fn(logits, masks, valid))
 
@@ -324,7 +329,9 @@ def test_training_state_round_trip(tmp_path):
     gen2 = torch.Generator()
     assert runfolder.restore_training_state(tmp_path, fresh, scaler, gen2)["epoch"] == 4
     restored = (torch.rand(3), torch.rand(3, generator=gen2), __import__("random").random())
-    assert torch.equal(restored[0], expected[0]) and torch.equal(restored[1], expected[1]) and restored[2] == expected[2]
+    assert (
+        torch.equal(restored[0], expected[0]) and torch.equal(restored[1], expected[1]) and restored[2] == expected[2]
+    )
     a, b = opt.state_dict(), fresh.state_dict()
     assert a["param_groups"] == b["param_groups"]
     for pid, state in a["state"].items():

@@ -73,8 +73,10 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
     arch = loaded[-1].config.model
     for run, m in zip(runs, loaded):
         if m.config.model != arch:
-            raise ValueError(f"{run}: architecture {m.config.model.encoder}/D={m.config.model.decoder_channels} "
-                             f"differs from {runs[-1]} ({arch.encoder}/D={arch.decoder_channels})")
+            raise ValueError(
+                f"{run}: architecture {m.config.model.encoder}/D={m.config.model.decoder_channels} "
+                f"differs from {runs[-1]} ({arch.encoder}/D={arch.decoder_channels})"
+            )
     model = loaded[-1].model
     model.load_state_dict(average_states([m.model.state_dict() for m in loaded], weights))
 
@@ -88,12 +90,22 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
     val_rows = split_rows(rows, cfg.val_split)
     if not val_rows:
         raise ValueError(f"{manifest}: no rows in split {cfg.val_split!r} to tune thresholds on")
-    cache = None if cfg.cache_dir == "off" else SquareCache(Path(cfg.cache_dir) if cfg.cache_dir else runs[-1] / "cache")
-    loader = DataLoader(LesionDataset(val_rows, cfg.preprocessing, cache=cache), batch_size=cfg.batch_size,
-                        num_workers=cfg.num_workers)
-    loss_fn = DualLoss(tversky_weight=cfg.tversky_weight, bce_weight=cfg.bce_weight, alpha=cfg.alpha, beta=cfg.beta,
-                       gamma=cfg.gamma, class_weights=cfg.class_weights, pos_weight=cfg.pos_weight,
-                       tversky_over=cfg.tversky_over)
+    cache = (
+        None if cfg.cache_dir == "off" else SquareCache(Path(cfg.cache_dir) if cfg.cache_dir else runs[-1] / "cache")
+    )
+    loader = DataLoader(
+        LesionDataset(val_rows, cfg.preprocessing, cache=cache), batch_size=cfg.batch_size, num_workers=cfg.num_workers
+    )
+    loss_fn = DualLoss(
+        tversky_weight=cfg.tversky_weight,
+        bce_weight=cfg.bce_weight,
+        alpha=cfg.alpha,
+        beta=cfg.beta,
+        gamma=cfg.gamma,
+        class_weights=cfg.class_weights,
+        pos_weight=cfg.pos_weight,
+        tversky_over=cfg.tversky_over,
+    )
     metrics, thresholds, calibration = validate(model, loader, loss_fn, cfg, torch.device("cpu"))
 
     last = loaded[-1].config.provenance
@@ -102,8 +114,11 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
         **{k: v for k, v in last.items() if k not in ("epoch", "metrics", "metrics_note")},
         "datasets": datasets,
         "split_sizes": split_sizes,
-        "averaged": {"runs": [str(r) for r in runs], "weights": weights,
-                     "epochs": [m.config.provenance.get("epoch") for m in loaded]},
+        "averaged": {
+            "runs": [str(r) for r in runs],
+            "weights": weights,
+            "epochs": [m.config.provenance.get("epoch") for m in loaded],
+        },
     }
     ckpt = checkpoint_config(cfg, provenance, thresholds, metrics, (last.get("epoch") or 1) - 1, calibration)
     ckpt.provenance["metrics_note"]["val"] = (
@@ -112,16 +127,22 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
     )
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, out / "best", ckpt)
-    write_atomic(out / "metrics.json", (json.dumps({"val": metrics, "thresholds": thresholds,
-                                                    "seconds": round(time.time() - start, 1)}, indent=2) + "\n").encode())
+    write_atomic(
+        out / "metrics.json",
+        (
+            json.dumps({"val": metrics, "thresholds": thresholds, "seconds": round(time.time() - start, 1)}, indent=2)
+            + "\n"
+        ).encode(),
+    )
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.average", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, type=Path, help="training run folders (each has best/)")
-    parser.add_argument("--weights", default=None,
-                        help="comma-separated, one per run (default: equal); normalised to sum 1")
+    parser.add_argument(
+        "--weights", default=None, help="comma-separated, one per run (default: equal); normalised to sum 1"
+    )
     parser.add_argument("--manifest", required=True, type=Path, help="the manifest the runs trained on")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
@@ -131,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("validation AUPR " + ", ".join(f"{c} {v['aupr']:.3f}" for c, v in metrics.items() if isinstance(v, dict))
-          + f" -> {args.out / 'best'}")
+    print(
+        "validation AUPR "
+        + ", ".join(f"{c} {v['aupr']:.3f}" for c, v in metrics.items() if isinstance(v, dict))
+        + f" -> {args.out / 'best'}"
+    )
     return 0
 
 

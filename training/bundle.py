@@ -63,8 +63,12 @@ def measure_real_photo(source: str | Path, repeats: int = 3) -> dict[str, Any]:
         prediction = predict(loaded, image)
         times.append(time.perf_counter() - start)
     coverage = {row["lesion"]: row["coverage_pct"] for row in prediction.statistics(loaded.config.thresholds)}
-    return {"coverage_pct": coverage, "predict_s": round(statistics.median(times), 3),
-            "input_size": loaded.config.preprocessing.input_size, "threads": torch.get_num_threads()}
+    return {
+        "coverage_pct": coverage,
+        "predict_s": round(statistics.median(times), 3),
+        "input_size": loaded.config.preprocessing.input_size,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def crosscheck_metrics(model: str | Path, work: Path, n: int, seed: int) -> dict[str, Any]:
@@ -78,16 +82,27 @@ def crosscheck_metrics(model: str | Path, work: Path, n: int, seed: int) -> dict
     return evaluate(str(model), work / "manifest.csv", "test", work / "eval", precision="fp32")
 
 
-def bundle(run: Path, test_manifest: Path, out: Path, *, command: str, train_seconds: float | None,
-           machine: str, train_machine: str | None = None, crosscheck_n: int = 40,
-           crosscheck_seed: int = 7) -> dict[str, Any]:
+def bundle(
+    run: Path,
+    test_manifest: Path,
+    out: Path,
+    *,
+    command: str,
+    train_seconds: float | None,
+    machine: str,
+    train_machine: str | None = None,
+    crosscheck_n: int = 40,
+    crosscheck_seed: int = 7,
+) -> dict[str, Any]:
     best = load_model(run / "best", device="cpu")
     config = best.config
     with tempfile.TemporaryDirectory() as tmp:
         # First the fp16 weights, so every figure below is measured on what ships.
         half = save_checkpoint(best.model, Path(tmp) / "half", config, weights_dtype=torch.float16)
         report = evaluate(str(half), test_manifest, "test", Path(tmp) / "eval", precision="fp32")
-        second = crosscheck_metrics(half, Path(tmp) / "crosscheck", crosscheck_n, crosscheck_seed) if crosscheck_n else None
+        second = (
+            crosscheck_metrics(half, Path(tmp) / "crosscheck", crosscheck_n, crosscheck_seed) if crosscheck_n else None
+        )
         real = measure_real_photo(half)
         shipped = load_model(half, device="cpu")
     prov = dict(config.provenance)
@@ -132,8 +147,10 @@ def this_machine() -> str:
 def _facts(prov: dict[str, Any], real: dict[str, Any]) -> str:
     lines = ["", "## Measured on this checkpoint", ""]
     if prov.get("training_seconds"):
-        lines.append(f"- training time: {prov['training_seconds'] / 60:.1f} min on "
-                     f"{prov.get('train_machine') or prov['machine']}")
+        lines.append(
+            f"- training time: {prov['training_seconds'] / 60:.1f} min on "
+            f"{prov.get('train_machine') or prov['machine']}"
+        )
     lines.append(
         f"- inference (`predict`, fast path, {real['input_size']} px, {real['threads']} "
         f"thread{'s' if real['threads'] != 1 else ''}): "
@@ -151,11 +168,16 @@ def _facts(prov: dict[str, Any], real: dict[str, Any]) -> str:
     if second:
         lines.append(
             "- AUPR on a second, independent lesion generator (`training/crosscheck.py`, "
-            + prov.get("metrics_note", {}).get("crosscheck", "").split(" photos")[0] + " photos): "
-            + ", ".join(f"{c} {second[c]['aupr']:.3f}" for c in CLASSES if isinstance(second.get(c, {}).get("aupr"), float))
+            + prov.get("metrics_note", {}).get("crosscheck", "").split(" photos")[0]
+            + " photos): "
+            + ", ".join(
+                f"{c} {second[c]['aupr']:.3f}" for c in CLASSES if isinstance(second.get(c, {}).get("aupr"), float)
+            )
         )
     coverage = ", ".join(f"{c} {real['coverage_pct'][c]:.3f} %" for c in CLASSES)
-    lines.append(f"- predicted lesion area on the real normal-eye photo (skimage.data.retina), % of the field of view: {coverage}")
+    lines.append(
+        f"- predicted lesion area on the real normal-eye photo (skimage.data.retina), % of the field of view: {coverage}"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -166,20 +188,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("weights"))
     parser.add_argument("--command", default="bash training/make_bundled.sh", help="reproduce command for the card")
     parser.add_argument("--train-seconds", type=float, default=None)
-    parser.add_argument("--machine", default=None, help="this machine, where inference is timed (default: "
-                        "its core count and CPU flags)")
+    parser.add_argument(
+        "--machine", default=None, help="this machine, where inference is timed (default: its core count and CPU flags)"
+    )
     parser.add_argument("--train-machine", default=None, help="where the run was trained (default: --machine)")
-    parser.add_argument("--crosscheck", type=int, default=40, metavar="N",
-                        help="photos from training/crosscheck.py to score as well (0: none)")
+    parser.add_argument(
+        "--crosscheck",
+        type=int,
+        default=40,
+        metavar="N",
+        help="photos from training/crosscheck.py to score as well (0: none)",
+    )
     args = parser.parse_args(argv)
-    result = bundle(args.run, args.test_manifest, args.out, command=args.command,
-                    train_seconds=args.train_seconds, machine=args.machine or this_machine(),
-                    train_machine=args.train_machine, crosscheck_n=args.crosscheck)
+    result = bundle(
+        args.run,
+        args.test_manifest,
+        args.out,
+        command=args.command,
+        train_seconds=args.train_seconds,
+        machine=args.machine or this_machine(),
+        train_machine=args.train_machine,
+        crosscheck_n=args.crosscheck,
+    )
     for c in CLASSES:
         m = result["test"]["overall"][c]
         x = (result["crosscheck"] or {}).get("overall", {}).get(c, {}).get("aupr", float("nan"))
-        print(f"{c}: aupr {m['aupr']:.4f}, f1 {m['f1']:.3f}, second generator aupr {x:.4f}, "
-              f"real-eye area {result['real_normal_eye']['coverage_pct'][c]} %")
+        print(
+            f"{c}: aupr {m['aupr']:.4f}, f1 {m['f1']:.3f}, second generator aupr {x:.4f}, "
+            f"real-eye area {result['real_normal_eye']['coverage_pct'][c]} %"
+        )
     print(f"wrote {args.out}")
     return 0
 

@@ -44,8 +44,14 @@ def raw_histograms(loaded, rows: list[dict[str, Any]], *, desc: str, precision: 
 
 
 def calibrate(
-    model: str | os.PathLike, manifest: str | os.PathLike, *, split: str = "val", test_split: str | None = "test",
-    out: str | os.PathLike | None = None, precision: str = "fp32", test_manifest: str | os.PathLike | None = None,
+    model: str | os.PathLike,
+    manifest: str | os.PathLike,
+    *,
+    split: str = "val",
+    test_split: str | None = "test",
+    out: str | os.PathLike | None = None,
+    precision: str = "fp32",
+    test_manifest: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Fit, re-tune, write; returns the record stored as ``provenance["calibration"]``."""
     folder = Path(model)
@@ -74,8 +80,12 @@ def calibrate(
 
     old = loaded.config
     config = CheckpointConfig(
-        model=old.model, preprocessing=old.preprocessing, thresholds=thresholds, name=old.name,
-        provenance={**old.provenance, "calibration": record}, calibration=calibration,
+        model=old.model,
+        preprocessing=old.preprocessing,
+        thresholds=thresholds,
+        name=old.name,
+        provenance={**old.provenance, "calibration": record},
+        calibration=calibration,
     )
     card_path = folder / CARD_NAME
     card = card_path.read_text() if card_path.exists() else ""
@@ -97,7 +107,7 @@ def _updated_card(card: str, old: CheckpointConfig, new: CheckpointConfig, loade
     parameters = loaded.identity.get("parameters")
     head_old = render_model_card(old, parameters=parameters)
     if card.startswith(head_old):
-        return render_model_card(new, parameters=parameters) + card[len(head_old):]
+        return render_model_card(new, parameters=parameters) + card[len(head_old) :]
     if "## Calibration" in card:  # calibrated before: drop the old section
         start = card.index("## Calibration")
         end = card.find("\n## ", start + 1)
@@ -137,13 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", required=True, type=Path)
     parser.add_argument("--split", default="val", help="split(s) to fit on, comma-separated (default val)")
     parser.add_argument("--test-split", default="test", help="split to report ECE on too, if present (default test)")
-    parser.add_argument("--test-manifest", type=Path, default=None, help="manifest of --test-split (default: --manifest)")
+    parser.add_argument(
+        "--test-manifest", type=Path, default=None, help="manifest of --test-split (default: --manifest)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write here instead of updating --model in place")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32")
     args = parser.parse_args(argv)
     try:
-        record = calibrate(args.model, args.manifest, split=args.split, test_split=args.test_split, out=args.out,
-                           precision=args.precision, test_manifest=args.test_manifest)
+        record = calibrate(
+            args.model,
+            args.manifest,
+            split=args.split,
+            test_split=args.test_split,
+            out=args.out,
+            precision=args.precision,
+            test_manifest=args.test_manifest,
+        )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -128,8 +128,14 @@ def plot_reliability(curves: dict[str, dict], path: Path, *, title: str) -> None
     for name, curve in curves.items():
         seen = curve["count"] > 0
         colour = np.asarray(COLOURS[name]) / 255
-        ax.plot(curve["confidence"][seen], curve["accuracy"][seen], "o-", color=colour, markeredgecolor="black",
-                label=f"{name}: ECE {curve['ece']:.4f}")
+        ax.plot(
+            curve["confidence"][seen],
+            curve["accuracy"][seen],
+            "o-",
+            color=colour,
+            markeredgecolor="black",
+            label=f"{name}: ECE {curve['ece']:.4f}",
+        )
     ax.set(xlabel="predicted probability", ylabel="fraction of lesion pixels", xlim=(0, 1), ylim=(0, 1), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)

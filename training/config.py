@@ -127,17 +127,36 @@ class TrainConfig:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp={self.amp!r} is not supported; choose one of {', '.join(AMP_MODES)}")
         if self.tversky_over not in TVERSKY_OVER:
-            raise ValueError(f"tversky_over={self.tversky_over!r} is not supported; choose one of {', '.join(TVERSKY_OVER)}")
+            raise ValueError(
+                f"tversky_over={self.tversky_over!r} is not supported; choose one of {', '.join(TVERSKY_OVER)}"
+            )
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor={self.monitor!r} is not supported; choose one of {', '.join(MONITORS)}")
-        for name in ("hflip_p", "vflip_p", "affine_p", "colour_p", "disc_crop_p", "default_threshold", "translate", "min_lr_ratio"):
+        for name in (
+            "hflip_p",
+            "vflip_p",
+            "affine_p",
+            "colour_p",
+            "disc_crop_p",
+            "default_threshold",
+            "translate",
+            "min_lr_ratio",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("num_workers", "patience", "warmup_epochs", "grad_clip", "lr", "weight_decay", "threads",
-                     "time_limit_minutes"):
+        for name in (
+            "num_workers",
+            "patience",
+            "warmup_epochs",
+            "grad_clip",
+            "lr",
+            "weight_decay",
+            "threads",
+            "time_limit_minutes",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if any(not 1.0 <= f < float("inf") for f in self.oversample):
@@ -157,7 +176,7 @@ class TrainConfig:
         return json.loads(json.dumps(data))  # tuples -> lists: what a JSON file holds
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return apply_overrides(cls(), data)
 
 
@@ -310,9 +329,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     """``value`` as the annotated type (bool, int, float, str, tuple[...], X | None)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
+            return None
         return _coerce(value, next(a for a in args if a is not type(None)), key)
     if hint is bool:
         if isinstance(value, bool):

@@ -54,8 +54,17 @@ def _ellipse(h: int, w: int, cx: float, cy: float, a: float, b: float, angle: fl
     x0, y0 = int(np.floor(cx)) - r, int(np.floor(cy)) - r
     patch = np.zeros(((2 * r + 1) * scale, (2 * r + 1) * scale), np.uint8)
     centre = (round((cx - x0) * scale), round((cy - y0) * scale))
-    cv2.ellipse(patch, centre, (max(1, round(a * scale)), max(1, round(b * scale))), float(np.degrees(angle)), 0, 360,
-                255, -1, cv2.LINE_AA)
+    cv2.ellipse(
+        patch,
+        centre,
+        (max(1, round(a * scale)), max(1, round(b * scale))),
+        float(np.degrees(angle)),
+        0,
+        360,
+        255,
+        -1,
+        cv2.LINE_AA,
+    )
     small = cv2.resize(patch, (2 * r + 1, 2 * r + 1), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     out = np.zeros((h, w), np.float32)
     top, bottom = max(0, y0), min(h, y0 + 2 * r + 1)
@@ -137,9 +146,15 @@ def write(out: str | os.PathLike, n: int, seed: int) -> None:
     for i in tqdm(range(n), desc="cross-check photos", unit="img"):
         image, masks = render(seed * 100_000 + i)
         stem = f"xc_s{seed}_{i:05d}"
-        _write(base / "image" / f"{stem}.jpg", cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
+        _write(
+            base / "image" / f"{stem}.jpg",
+            cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes(),
+        )
         for c, name in enumerate(LESIONS):
-            _write(base / "label" / name / f"{stem}.tif", cv2.imencode(".tif", masks[c].astype(np.uint8) * 255)[1].tobytes())
+            _write(
+                base / "label" / name / f"{stem}.tif",
+                cv2.imencode(".tif", masks[c].astype(np.uint8) * 255)[1].tobytes(),
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,9 @@ from hydralanet.preprocessing import crop_to_fov, enhance, to_tensor
 
 from .config import TrainConfig
 
-CACHE_VERSION = 3  # bump when what a cache file holds changes (2: uncompressed, lesion masks as bits; 3: area-resized masks)
+CACHE_VERSION = (
+    3  # bump when what a cache file holds changes (2: uncompressed, lesion masks as bits; 3: area-resized masks)
+)
 _BITS = np.arange(len(CLASSES), dtype=np.uint8)
 
 
@@ -142,8 +144,11 @@ class SquareCache:
     def load(self, row: dict[str, Any], preprocessing: PreprocessConfig) -> dict[str, np.ndarray]:
         """:func:`load_square` 's result, from the cache when it holds the row."""
         packed = self.load_packed(row, preprocessing)
-        return {"image": packed["image"], "masks": np.ascontiguousarray(unpack_masks(packed["lesions"]).transpose(1, 2, 0)),
-                "fov": packed["fov"]}
+        return {
+            "image": packed["image"],
+            "masks": np.ascontiguousarray(unpack_masks(packed["lesions"]).transpose(1, 2, 0)),
+            "fov": packed["fov"],
+        }
 
     def load_packed(self, row: dict[str, Any], preprocessing: PreprocessConfig) -> dict[str, np.ndarray]:
         """``image`` S x S x 3, ``lesions`` S x S (:func:`pack_masks`), ``fov`` S x S."""
@@ -395,7 +400,7 @@ def lesion_presence(dataset: LesionDataset, num_workers: int = 0) -> torch.Tenso
     from tqdm.auto import tqdm
 
     loader = torch.utils.data.DataLoader(_Presence(dataset), batch_size=16, num_workers=num_workers)
-    rows = [b for b in tqdm(loader, desc="lesions per image", unit="batch", leave=False)]
+    rows = list(tqdm(loader, desc="lesions per image", unit="batch", leave=False))
     return torch.cat(rows) if rows else torch.zeros(0, len(CLASSES), dtype=torch.bool)
 
 
@@ -416,9 +421,16 @@ class WeightedEpochSampler(torch.utils.data.Sampler[int]):
 
     def __init__(self, weights: torch.Tensor, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
         weights = torch.as_tensor(weights, dtype=torch.float64)
-        if weights.ndim != 1 or len(weights) == 0 or not torch.isfinite(weights).all() or (weights < 0).any() \
-                or weights.sum() <= 0:
-            raise ValueError("sampling weights must be a non-empty 1-D tensor of finite values >= 0 with a positive sum")
+        if (
+            weights.ndim != 1
+            or len(weights) == 0
+            or not torch.isfinite(weights).all()
+            or (weights < 0).any()
+            or weights.sum() <= 0
+        ):
+            raise ValueError(
+                "sampling weights must be a non-empty 1-D tensor of finite values >= 0 with a positive sum"
+            )
         self.weights, self.num_replicas, self.rank, self.seed = weights, num_replicas, rank, seed
         self.num_samples = math.ceil(len(weights) / num_replicas)
         self.epoch = 0

@@ -233,8 +233,10 @@ def parse_idrid_reading(root: str | os.PathLike) -> list[Record]:
     for split, (folder, word) in _IDRID_READING_SPLITS.items():
         images = _files(_require_dir(loc / "1. Original Images" / folder, "IDRiD", "photo"), IMAGE_EXTENSIONS, problems)
         labels: dict[str, dict[str, float | int]] = {key: {} for key in images}
-        for what, sub, pattern in (("disc", "1. Optic Disc Center Location", f"*OD_Center_{word} Set_Markups.csv"),
-                                   ("fovea", "2. Fovea Center Location", f"*Fovea_Center_{word} Set_Markups.csv")):
+        for what, sub, pattern in (
+            ("disc", "1. Optic Disc Center Location", f"*OD_Center_{word} Set_Markups.csv"),
+            ("fovea", "2. Fovea Center Location", f"*Fovea_Center_{word} Set_Markups.csv"),
+        ):
             path = _find(truth / sub, pattern)
             if path is None:
                 problems.add(f"no {pattern} in {truth / sub}")
@@ -280,9 +282,11 @@ def read_synthetic_landmarks(root: str | os.PathLike) -> dict[Path, dict[str, fl
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
             out[Path(os.path.abspath(path.parent / row.pop("image")))] = {
-                "disc_x": float(row["disc_x"]), "disc_y": float(row["disc_y"]),
+                "disc_x": float(row["disc_x"]),
+                "disc_y": float(row["disc_y"]),
                 "disc_diameter": float(row["disc_diameter"]),
-                "fovea_x": float(row["fovea_x"]), "fovea_y": float(row["fovea_y"]),
+                "fovea_x": float(row["fovea_x"]),
+                "fovea_y": float(row["fovea_y"]),
             }
     return out
 
@@ -383,7 +387,7 @@ def load_tjdr_palette(path: str | os.PathLike) -> Palette:
         if name not in _PALETTE_NAMES:
             raise ValueError(f"TJDR palette {path}: unknown key {name!r}; allowed: {', '.join(_PALETTE_NAMES)}")
         is_list = isinstance(value, list) and value and isinstance(value[0], (list, str))
-        for colour in map(lambda v: _colour(v, f"TJDR palette {path}, key {name!r}"), value if is_list else [value]):
+        for colour in (_colour(v, f"TJDR palette {path}, key {name!r}") for v in (value if is_list else [value])):
             label = None if name == "background" else name
             if colour in palette and palette[colour] != label:
                 raise ValueError(f"TJDR palette {path}: colour {colour} is given to both {palette[colour]} and {label}")
@@ -473,7 +477,11 @@ def _convert_tjdr_label(job: tuple) -> tuple[dict[str, Path | None], int] | str:
 
 
 def parse_tjdr(
-    root: str | os.PathLike, masks_dir: str | os.PathLike, *, palette: Palette | None = None, workers: int = 4,
+    root: str | os.PathLike,
+    masks_dir: str | os.PathLike,
+    *,
+    palette: Palette | None = None,
+    workers: int = 4,
     tolerance: tuple[int, int] = DEFAULT_TJDR_TOLERANCE,
 ) -> list[Record]:
     """TJDR photos with their colour labels converted to ``masks_dir/<split>/<LESION>/<stem>.png``.
@@ -514,7 +522,10 @@ def parse_tjdr(
     touched = [(label, n) for label, n in snapped if n]
     if touched:
         worst = max(touched, key=lambda t: t[1])
-        print(f"TJDR: snapped {sum(n for _, n in touched)} off-palette pixel(s) to the palette in {len(touched)} of "
-              f"{len(snapped)} label files (most: {worst[1]} in {worst[0].name}; tolerance +-{tolerance[0]} / "
-              f"+-{tolerance[1]}); per file: {masks_dir / 'snapped.csv'}", file=sys.stderr)
+        print(
+            f"TJDR: snapped {sum(n for _, n in touched)} off-palette pixel(s) to the palette in {len(touched)} of "
+            f"{len(snapped)} label files (most: {worst[1]} in {worst[0].name}; tolerance +-{tolerance[0]} / "
+            f"+-{tolerance[1]}); per file: {masks_dir / 'snapped.csv'}",
+            file=sys.stderr,
+        )
     return [Record("tjdr", job[3], job[0], masks) for job, (masks, _) in zip(jobs, converted)]

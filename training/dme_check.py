@@ -59,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     loaded = load_model(args.model, device="cpu")
     rng = np.random.default_rng(args.seed)
-    rows = [r for r in split_rows(read_manifest(args.manifest), args.split)
-            if r.get("fovea_x") is not None and r.get("disc_diameter") and not (r["EX"] and read_mask(r["EX"]).any())]
+    rows = [
+        r
+        for r in split_rows(read_manifest(args.manifest), args.split)
+        if r.get("fovea_x") is not None and r.get("disc_diameter") and not (r["EX"] and read_mask(r["EX"]).any())
+    ]
     matrix = np.zeros((3, 4), dtype=int)
     used = 0
     for row in rows:

@@ -31,14 +31,14 @@ from hydralanet.checkpoint import CheckpointError
 from hydralanet.config import CLASSES, format_threshold
 from hydralanet.io import write_atomic
 
-from .data import read_mask, split_rows
 from .calibration import ECE_BINS, plot_reliability, reliability
+from .data import read_mask, split_rows
 from .metrics import MetricSuite, PRAccumulator
 from .modelcard import json_safe, metrics_table
 from .prepare import read_manifest
 from .reading_eval import ReadingScores, has_labels
-from .runfolder import save_figure
 from .reading_eval import markdown as reading_markdown
+from .runfolder import save_figure
 
 
 def evaluate(
@@ -60,23 +60,36 @@ def evaluate(
     suite = MetricSuite(sources, thresholds=thresholds)
     reading = ReadingScores() if has_labels(rows) else None
     start = time.time()
-    score_rows(loaded, rows, suite, desc=f"evaluating {split}", tta=tta, precision=precision,
-               each=(lambda row, p, t: reading.update(row, p, t, loaded.config.thresholds)) if reading else None)
+    score_rows(
+        loaded,
+        rows,
+        suite,
+        desc=f"evaluating {split}",
+        tta=tta,
+        precision=precision,
+        each=(lambda row, p, t: reading.update(row, p, t, loaded.config.thresholds)) if reading else None,
+    )
     seconds = time.time() - start
 
     metrics = json_safe(suite.compute())
     overall = suite.overall_pr()
     curves = reliability(overall)
     report = {
-        "model": {k: v for k, v in loaded.identity.items()},
+        "model": dict(loaded.identity),
         "manifest": str(manifest),
         "split": split,
         "images": {"all": len(rows), **{s: sum(r["source"] == s for r in rows) for s in sources}},
         "thresholds": dict(loaded.config.thresholds),
-        "settings": {"tta": tta, "precision": precision, "device": str(loaded.device),
-                     "resolution": "original", "input_size": loaded.config.preprocessing.input_size,
-                     "clahe": loaded.config.preprocessing.clahe, "crop": loaded.config.preprocessing.crop,
-                     "calibrated": loaded.config.calibration is not None},
+        "settings": {
+            "tta": tta,
+            "precision": precision,
+            "device": str(loaded.device),
+            "resolution": "original",
+            "input_size": loaded.config.preprocessing.input_size,
+            "clahe": loaded.config.preprocessing.clahe,
+            "crop": loaded.config.preprocessing.crop,
+            "calibrated": loaded.config.calibration is not None,
+        },
         "seconds": round(seconds, 2),
         "metrics": metrics,
         "calibration_error": {c: json_safe(curves[c]["ece"]) for c in CLASSES},
@@ -91,8 +104,15 @@ def evaluate(
 
 
 def score_rows(
-    loaded, rows: list[dict[str, Any]], suite: MetricSuite, *, desc: str, tta: bool = False,
-    precision: str = "fp32", calibrated: bool = True, each=None,
+    loaded,
+    rows: list[dict[str, Any]],
+    suite: MetricSuite,
+    *,
+    desc: str,
+    tta: bool = False,
+    precision: str = "fp32",
+    calibrated: bool = True,
+    each=None,
 ) -> None:
     """Run :func:`hydralanet.predict` on each manifest row and add it to ``suite`` at the
     image's original resolution (``calibrated=False``: the raw sigmoid, for fitting calibration).
@@ -184,19 +204,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="manifest split to score (default test)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation, as `predict --tta`")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
-                        help="fp32 (default) is the exact path; auto is what users get by default")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="fp32",
+        help="fp32 (default) is the exact path; auto is what users get by default",
+    )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     try:
-        report = evaluate(args.model, args.manifest, args.split, args.out, tta=args.tta,
-                          precision=args.precision, device=args.device)
+        report = evaluate(
+            args.model, args.manifest, args.split, args.out, tta=args.tta, precision=args.precision, device=args.device
+        )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     macro = report["metrics"]["overall"]["macro"]
-    print(f"{report['split']}: {report['images']['all']} images, macro F1 {macro['f1']:.4f}, AUPR "
-          f"{macro['aupr'] if macro['aupr'] is None else round(macro['aupr'], 4)} -> {args.out / 'metrics.json'}")
+    print(
+        f"{report['split']}: {report['images']['all']} images, macro F1 {macro['f1']:.4f}, AUPR "
+        f"{macro['aupr'] if macro['aupr'] is None else round(macro['aupr'], 4)} -> {args.out / 'metrics.json'}"
+    )
     return 0
 
 

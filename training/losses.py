@@ -165,7 +165,14 @@ class FocalTverskyLoss(nn.Module):
 
     def forward(self, logits: Tensor, targets: Tensor, valid: Tensor | None = None) -> Tensor:
         return focal_tversky_loss(
-            logits, targets, self.alpha, self.beta, self.gamma, self.class_weights, self.smooth, valid=valid,
+            logits,
+            targets,
+            self.alpha,
+            self.beta,
+            self.gamma,
+            self.class_weights,
+            self.smooth,
+            valid=valid,
             over=self.over,
         )
 

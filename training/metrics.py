@@ -216,8 +216,10 @@ class PRAccumulator:
     def merge(self, other: PRAccumulator) -> PRAccumulator:
         """Add another accumulator's histograms (same shape) into this one; returns self."""
         if other.positives.shape != self.positives.shape or other.scale != self.scale:
-            raise ValueError(f"cannot merge {other.scale} histograms of shape {other.positives.shape} into "
-                             f"{self.scale} ones of shape {self.positives.shape}")
+            raise ValueError(
+                f"cannot merge {other.scale} histograms of shape {other.positives.shape} into "
+                f"{self.scale} ones of shape {self.positives.shape}"
+            )
         self.positives += other.positives
         self.negatives += other.negatives
         return self
@@ -281,7 +283,7 @@ class ElevenPointAccumulator:
             self.tp[:, k] += tp.cpu().numpy().astype(np.int64)
             self.fp[:, k] += (pred.sum(dim=(0, 2, 3)) - tp).cpu().numpy().astype(np.int64)
 
-    def merge(self, other: "ElevenPointAccumulator") -> "ElevenPointAccumulator":
+    def merge(self, other: ElevenPointAccumulator) -> ElevenPointAccumulator:
         if other.tp.shape != self.tp.shape or not np.array_equal(other.thresholds, self.thresholds):
             raise ValueError("can only merge 11-point accumulators with the same classes and thresholds")
         self.tp += other.tp
@@ -341,7 +343,7 @@ class MetricSuite:
             if name not in self.pr:
                 raise ValueError(f"unknown source {name!r}; this suite tracks {', '.join(self.pr)}")
             rows = [i for i, n in enumerate(names) if n == name]
-            select = (lambda x: None if x is None else x[rows]) if len(rows) < len(names) else (lambda x: x)
+            select = (lambda x, rows=rows: None if x is None else x[rows]) if len(rows) < len(names) else (lambda x: x)
             self.confusion[name].update(select(probs), select(targets), select(valid))
             self.pr[name].update(select(probs), select(targets), select(valid))
             self.eleven[name].update(select(probs), select(targets), select(valid))

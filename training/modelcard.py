@@ -39,11 +39,18 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
         f"- LA-Net decoder with a per-lesion Hydra head: {m.encoder} encoder, {m.decoder_channels} decoder channels{size}",
         f"- input: field of view cropped, padded to a square, resized to {p.input_size} x {p.input_size}; "
         f"CLAHE `{p.clahe}` (clip {p.clip_limit}, {p.tile_grid}x{p.tile_grid} tiles); ImageNet normalisation",
-        "- thresholds (" + ("tuned per lesion for the best F1 on validation" if prov.get("thresholds_tuned") else "defaults")
-        + "): " + ", ".join(f"{c} {format_threshold(config.thresholds[c])}" for c in CLASSES),
-        *(["- probabilities calibrated per lesion on validation, `sigmoid(a * logit + b)` (Platt scaling: the "
-           "ranking of pixels unchanged); thresholds are on calibrated probabilities"]
-          if config.calibration else []),
+        "- thresholds ("
+        + ("tuned per lesion for the best F1 on validation" if prov.get("thresholds_tuned") else "defaults")
+        + "): "
+        + ", ".join(f"{c} {format_threshold(config.thresholds[c])}" for c in CLASSES),
+        *(
+            [
+                "- probabilities calibrated per lesion on validation, `sigmoid(a * logit + b)` (Platt scaling: the "
+                "ranking of pixels unchanged); thresholds are on calibrated probabilities"
+            ]
+            if config.calibration
+            else []
+        ),
         "",
     ]
     if not prov.get("trained", False):
@@ -96,14 +103,17 @@ def calibration_section(config: CheckpointConfig) -> list[str]:
         "are at the thresholds before). Expected calibration error (ECE) over all pixels, 15 equal-width bins:",
         "",
         "| lesion | a | b | threshold before | threshold now | "
-        + " | ".join(f"ECE {split} before / after" for split in record["ece"]) + " |",
+        + " | ".join(f"ECE {split} before / after" for split in record["ece"])
+        + " |",
         "|---|---:|---:|---:|---:|" + "---:|" * len(record["ece"]),
     ]
     for c in CLASSES:
         a, b = config.calibration[c]
         ece = " | ".join(f"{e[c]['before']:.5f} / {e[c]['after']:.5f}" for e in record["ece"].values())
-        lines.append(f"| {c} | {a:.4f} | {b:.4f} | {format_threshold(record['thresholds_before'][c])} | "
-                     f"{format_threshold(config.thresholds[c])} | {ece} |")
+        lines.append(
+            f"| {c} | {a:.4f} | {b:.4f} | {format_threshold(record['thresholds_before'][c])} | "
+            f"{format_threshold(config.thresholds[c])} | {ece} |"
+        )
     return lines + [""]
 
 

@@ -251,8 +251,10 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
         header = next(reader, None)
         names = tuple(h.strip() for h in header) if header is not None else ()
         if names not in (COLUMNS, COLUMNS + LABEL_COLUMNS):
-            raise ValueError(f"manifest {path}: header is {header}, expected {', '.join(COLUMNS)} "
-                             f"(optionally followed by {', '.join(LABEL_COLUMNS)})")
+            raise ValueError(
+                f"manifest {path}: header is {header}, expected {', '.join(COLUMNS)} "
+                f"(optionally followed by {', '.join(LABEL_COLUMNS)})"
+            )
         rows, missing = [], []
         for line, values in enumerate(reader, start=2):
             if not values:
@@ -313,12 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idrid", type=Path, help="IDRiD 'A. Segmentation' folder (or its parent)")
     p.add_argument("--ddr", type=Path, help="DDR 'lesion_segmentation' folder (or its parent)")
     p.add_argument("--tjdr", type=Path, help="TJDR folder holding train/ and test/ (each image/ + label/)")
-    p.add_argument("--idrid-reading", type=Path, help="IDRiD root holding 'C. Localization' (+ 'B. Disease Grading'): "
-                   "photos with disc/fovea centres and DME grades, without lesion masks (for evaluation only)")
+    p.add_argument(
+        "--idrid-reading",
+        type=Path,
+        help="IDRiD root holding 'C. Localization' (+ 'B. Disease Grading'): "
+        "photos with disc/fovea centres and DME grades, without lesion masks (for evaluation only)",
+    )
     p.add_argument("--synthetic", type=Path, help="a training.synthetic folder (DDR layout; source 'synthetic')")
     p.add_argument("--tjdr-palette", type=Path, help="JSON mapping EX/HE/MA/SE/background to label colours")
     p.add_argument(
-        "--tjdr-tolerance", type=_tolerance, default=DEFAULT_TJDR_TOLERANCE, metavar="LOW,HIGH",
+        "--tjdr-tolerance",
+        type=_tolerance,
+        default=DEFAULT_TJDR_TOLERANCE,
+        metavar="LOW,HIGH",
         help="snap off-palette label pixels within +-LOW on palette channels at 0/255 and +-HIGH on the others "
         "(default 10,40, as the original pipeline; 0,0: exact colours only)",
     )
@@ -351,8 +360,9 @@ def collect_records(args: argparse.Namespace) -> list[Record]:
     if args.tjdr:
         palette = load_tjdr_palette(args.tjdr_palette) if args.tjdr_palette else None
         masks_dir = args.tjdr_masks or Path(os.path.abspath(args.out)).parent / "tjdr_masks"
-        records += parse_tjdr(args.tjdr, masks_dir, palette=palette, workers=args.workers,
-                              tolerance=args.tjdr_tolerance)
+        records += parse_tjdr(
+            args.tjdr, masks_dir, palette=palette, workers=args.workers, tolerance=args.tjdr_tolerance
+        )
     order = {name: i for i, name in enumerate(SOURCES)}
     official = {"train": 0, "valid": 1, "test": 2}
     return sorted(

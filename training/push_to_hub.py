@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit-message", default=None)
     args = parser.parse_args(argv)
     try:
-        url = push(args.model, args.repo_id, private=args.private, revision=args.revision,
-                   commit_message=args.commit_message)
+        url = push(
+            args.model, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message
+        )
     except PushError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -44,7 +44,9 @@ def degraded(image: np.ndarray) -> Iterator[tuple[str, np.ndarray, str]]:
     yield "JPEG quality 50", _jpeg(image, 50), "good"
     band = round(w / 1.5)  # a 3:2 camera frame: the disc cut at top and bottom, as IDRiD's photos
     frame = np.zeros((band, round(band * 1.5), 3), np.uint8)
-    frame[:, (frame.shape[1] - w) // 2 : (frame.shape[1] - w) // 2 + w] = image[(h - band) // 2 : (h - band) // 2 + band]
+    frame[:, (frame.shape[1] - w) // 2 : (frame.shape[1] - w) // 2 + w] = image[
+        (h - band) // 2 : (h - band) // 2 + band
+    ]
     yield "3:2 camera frame", frame, "good"
     yield "blur sigma 2 px", cv2.GaussianBlur(image, (0, 0), 2), "usable"
     yield "blur sigma 5 px", cv2.GaussianBlur(image, (0, 0), 5), "ungradable"
@@ -67,7 +69,9 @@ def degraded(image: np.ndarray) -> Iterator[tuple[str, np.ndarray, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="python -m training.quality_check", description=__doc__.split("\n")[0]).parse_args(argv)
+    argparse.ArgumentParser(prog="python -m training.quality_check", description=__doc__.split("\n")[0]).parse_args(
+        argv
+    )
     from skimage import data
 
     from hydralanet.quality import LIMITS, assess_quality

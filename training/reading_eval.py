@@ -45,8 +45,13 @@ class ReadingScores:
             record[f"{key}_error_dd"] = error / dd if error is not None and dd else None
         truth = row.get("dme_grade")
         if truth is None and row.get("fovea_x") is not None and row.get("disc_x") is not None and dd:
-            true_landmarks = Landmarks(OpticDisc(row["disc_x"], row["disc_y"], dd, 1.0),
-                                       Fovea(row["fovea_x"], row["fovea_y"], 1.0), None, None, 0.0)
+            true_landmarks = Landmarks(
+                OpticDisc(row["disc_x"], row["disc_y"], dd, 1.0),
+                Fovea(row["fovea_x"], row["fovea_y"], 1.0),
+                None,
+                None,
+                0.0,
+            )
             truth = read_zones(targets, zone_maps(targets.shape[1:], prediction.fov, true_landmarks)).dme_risk
         if truth is not None:
             record["dme_true"] = int(truth)
@@ -78,8 +83,11 @@ class ReadingScores:
             out["dme"] = {
                 "graded": len(graded),
                 "accuracy": float(np.trace(matrix[:, :3]) / len(graded)),
-                "confusion": {"rows": "true grade 0, 1, 2", "columns": "predicted 0, 1, 2, no grade",
-                              "matrix": matrix.tolist()},
+                "confusion": {
+                    "rows": "true grade 0, 1, 2",
+                    "columns": "predicted 0, 1, 2, no grade",
+                    "matrix": matrix.tolist(),
+                },
             }
         return out
 
@@ -89,15 +97,30 @@ def markdown(report: dict[str, Any]) -> list[str]:
     if not report or report.get("images", 0) == 0:
         return []
     lines = ["## Reading: landmarks and DME risk", ""]
-    for key, name, tolerance in (("disc", "optic disc centre", DISC_TOLERANCE_DD), ("fovea", "fovea", FOVEA_TOLERANCE_DD)):
+    for key, name, tolerance in (
+        ("disc", "optic disc centre", DISC_TOLERANCE_DD),
+        ("fovea", "fovea", FOVEA_TOLERANCE_DD),
+    ):
         r = report.get(key)
         if r:
-            median = "n/a" if r["median_error_px"] is None else f"{r['median_error_px']:.1f} px ({r['median_error_dd']:.2f} DD)"
-            lines.append(f"- {name}: found on {r['found']} of {r['labelled']} photos; median error {median}; "
-                         f"within {tolerance} DD: {100 * r[f'within_{tolerance}_dd']:.1f} %")
+            median = (
+                "n/a"
+                if r["median_error_px"] is None
+                else f"{r['median_error_px']:.1f} px ({r['median_error_dd']:.2f} DD)"
+            )
+            lines.append(
+                f"- {name}: found on {r['found']} of {r['labelled']} photos; median error {median}; "
+                f"within {tolerance} DD: {100 * r[f'within_{tolerance}_dd']:.1f} %"
+            )
     dme = report.get("dme")
     if dme:
-        lines += [f"- DME risk grade (research indicator): {100 * dme['accuracy']:.1f} % right on {dme['graded']} photos",
-                  "", "| true \\ predicted | 0 | 1 | 2 | no grade |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {g} | " + " | ".join(str(v) for v in row) + " |" for g, row in zip(GRADES, dme["confusion"]["matrix"])]
+        lines += [
+            f"- DME risk grade (research indicator): {100 * dme['accuracy']:.1f} % right on {dme['graded']} photos",
+            "",
+            "| true \\ predicted | 0 | 1 | 2 | no grade |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {g} | " + " | ".join(str(v) for v in row) + " |" for g, row in zip(GRADES, dme["confusion"]["matrix"])
+        ]
     return lines + [""]

@@ -82,7 +82,9 @@ def restore_training_state(
             _, pid, key = name.split(".", 2)
             state[int(pid)][key] = value
     # JSON turned tuples (AdamW's betas) into lists; hand them back as the optimizer made them.
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()} for g in opt["param_groups"]]
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()} for g in opt["param_groups"]
+    ]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     if meta["scaler"]:
         scaler.load_state_dict(meta["scaler"])

@@ -35,11 +35,12 @@ import math
 import multiprocessing
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -126,8 +127,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return r[:, None], r[None, :]
 
 
-def _smooth_noise(rng: np.random.Generator, grid: int, h: int, w: int | None = None,
-                  channels: int = 1) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, grid: int, h: int, w: int | None = None, channels: int = 1) -> np.ndarray:
     """Zero-mean, unit-variance-ish noise varying on the scale of (h / grid) pixels."""
     w = h if w is None else w
     grid = max(2, int(grid))
@@ -157,9 +157,19 @@ def _composite(image: np.ndarray, sl, alpha: np.ndarray, colour) -> None:
     patch += a * np.asarray(colour, dtype=np.float32)
 
 
-def _shape_alpha(rng: np.random.Generator, cx: float, cy: float, a: float, b: float,
-                 angle: float, edge: float, rough: float = 0.0, harmonics: int = 6,
-                 taper: float = 0.0, feather: float = 0.0) -> tuple[np.ndarray, int, int]:
+def _shape_alpha(
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    a: float,
+    b: float,
+    angle: float,
+    edge: float,
+    rough: float = 0.0,
+    harmonics: int = 6,
+    taper: float = 0.0,
+    feather: float = 0.0,
+) -> tuple[np.ndarray, int, int]:
     """Anti-aliased alpha of an irregular blob (semi-axes a along ``angle``, b across).
 
     The outline is an ellipse whose radius is perturbed by random harmonics (``rough`` is
@@ -182,8 +192,9 @@ def _shape_alpha(rng: np.random.Generator, cx: float, cy: float, a: float, b: fl
     if feather:
         periods = rng.uniform([3.0, 6.0], [5.0, 11.0])
         phases = rng.uniform(0, 2 * np.pi, 2)
-        streaks = (0.6 * np.sin(2 * np.pi * v / periods[0] + phases[0])
-                   + 0.4 * np.sin(2 * np.pi * v / periods[1] + phases[1]))
+        streaks = 0.6 * np.sin(2 * np.pi * v / periods[0] + phases[0]) + 0.4 * np.sin(
+            2 * np.pi * v / periods[1] + phases[1]
+        )
         un = u / (a * (1.0 + feather * streaks))
     else:
         un = u / a
@@ -193,7 +204,7 @@ def _shape_alpha(rng: np.random.Generator, cx: float, cy: float, a: float, b: fl
     if rough > 0 and harmonics >= 2:
         theta = np.arctan2(vn, un)
         ks = np.arange(2, harmonics + 1)
-        amps = rng.uniform(0.2, 1.0, ks.size) / ks ** 0.8
+        amps = rng.uniform(0.2, 1.0, ks.size) / ks**0.8
         amps *= rough / amps.sum()
         phases = rng.uniform(0, 2 * np.pi, ks.size)
         for k, amp, ph in zip(ks, amps, phases):
@@ -213,8 +224,9 @@ def _catmull_rom(points: np.ndarray, step: float) -> np.ndarray:
         p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
         n = max(2, int(np.linalg.norm(p2 - p1) / step))
         t = np.linspace(0, 1, n, endpoint=False)[:, None]
-        out.append(0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t ** 2
-                          + (3 * p1 - p0 - 3 * p2 + p3) * t ** 3))
+        out.append(
+            0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (3 * p1 - p0 - 3 * p2 + p3) * t**3)
+        )
     out.append(points[-1:])
     return np.vstack(out)
 
@@ -232,8 +244,9 @@ class _TreeContext:
     scale: float
 
 
-def _random_walk(rng: np.random.Generator, start: np.ndarray, heading: float, length: float,
-                 ctx: _TreeContext) -> np.ndarray:
+def _random_walk(
+    rng: np.random.Generator, start: np.ndarray, heading: float, length: float, ctx: _TreeContext
+) -> np.ndarray:
     """Gently curving path; stops at the FOV rim or at the foveal avascular zone."""
     n = max(3, int(length / ctx.step))
     turn = rng.normal(0.0, 0.04, n) + rng.normal(0.0, 0.006)
@@ -242,13 +255,15 @@ def _random_walk(rng: np.random.Generator, start: np.ndarray, heading: float, le
     steps = ctx.step * np.stack([np.cos(headings), np.sin(headings)], axis=1)
     pts = np.vstack([start, start + np.cumsum(steps, axis=0)])
     inside = (np.linalg.norm(pts - ctx.centre, axis=1) < ctx.radius * 1.02) & (
-        np.linalg.norm(pts - ctx.fovea, axis=1) > ctx.avascular)
+        np.linalg.norm(pts - ctx.fovea, axis=1) > ctx.avascular
+    )
     stop = np.argmin(inside) if not inside.all() else len(pts)
     return pts[:stop]
 
 
-def _grow_tree(rng: np.random.Generator, pts: np.ndarray, widths: np.ndarray, depth: int,
-               ctx: _TreeContext, out: list, ends: list) -> None:
+def _grow_tree(
+    rng: np.random.Generator, pts: np.ndarray, widths: np.ndarray, depth: int, ctx: _TreeContext, out: list, ends: list
+) -> None:
     """Appends (points, widths) of this vessel and, recursively, of its side branches."""
     out.append((pts, widths))
     if len(pts) < 4:
@@ -300,8 +315,17 @@ def _draw_vessels(rng: np.random.Generator, f: _Fundus) -> None:
     dist = float(np.linalg.norm(dist_vec))
     ex = dist_vec / dist
     ey = np.array([-ex[1], ex[0]])
-    ctx = _TreeContext(f.centre, f.radius, f.fovea, f.disc_radius * rng.uniform(0.6, 0.9),
-                       f.disc, f.disc_radius, max(0.5, 1.0 * s), 3.0 * max(s, 0.5), s)
+    ctx = _TreeContext(
+        f.centre,
+        f.radius,
+        f.fovea,
+        f.disc_radius * rng.uniform(0.6, 0.9),
+        f.disc,
+        f.disc_radius,
+        max(0.5, 1.0 * s),
+        3.0 * max(s, 0.5),
+        s,
+    )
 
     def to_image(wp: np.ndarray) -> np.ndarray:
         return f.disc + wp[:, :1] * dist * ex + wp[:, 1:] * dist * ey
@@ -310,14 +334,23 @@ def _draw_vessels(rng: np.random.Generator, f: _Fundus) -> None:
     for is_vein in (True, False):
         w0 = (rng.uniform(10, 13) if is_vein else rng.uniform(7, 9.5)) * s
         for sign in (-1.0, 1.0):
-            arcade = np.array([(0.0, 0.03), (0.05, 0.25), (0.22, 0.5), (0.55, 0.66),
-                               (0.95, 0.66), (1.35, 0.56), (1.75, 0.44), (2.2, 0.34),
-                               (2.7, 0.26)])
+            arcade = np.array(
+                [
+                    (0.0, 0.03),
+                    (0.05, 0.25),
+                    (0.22, 0.5),
+                    (0.55, 0.66),
+                    (0.95, 0.66),
+                    (1.35, 0.56),
+                    (1.75, 0.44),
+                    (2.2, 0.34),
+                    (2.7, 0.26),
+                ]
+            )
             arcade[:, 1] *= rng.uniform(0.85, 1.2)
             arcade[1:] += rng.normal(0.0, 0.035, arcade[1:].shape)
             arcade[:, 1] *= sign
-            nasal = np.array([(0.0, 0.03), (-0.08, 0.3), (-0.25, 0.6), (-0.45, 0.95),
-                              (-0.6, 1.3), (-0.7, 1.7)])
+            nasal = np.array([(0.0, 0.03), (-0.08, 0.3), (-0.25, 0.6), (-0.45, 0.95), (-0.6, 1.3), (-0.7, 1.7)])
             rot = rng.normal(0.0, 0.3)
             c, sn = math.cos(rot), math.sin(rot)
             nasal = nasal @ np.array([[c, -sn], [sn, c]]).T
@@ -328,8 +361,7 @@ def _draw_vessels(rng: np.random.Generator, f: _Fundus) -> None:
                 keep = np.linalg.norm(pts - f.centre, axis=1) < f.radius * 1.02
                 pts = pts[: np.argmin(keep) if not keep.all() else len(pts)]
                 if len(pts) > 3:
-                    roots.append((pts, np.linspace(w, w * rng.uniform(0.35, 0.55), len(pts)),
-                                  is_vein))
+                    roots.append((pts, np.linspace(w, w * rng.uniform(0.35, 0.55), len(pts)), is_vein))
         for _ in range(rng.integers(1, 4)):  # smaller vessels leaving the disc nasally
             heading = math.atan2(-ex[1], -ex[0]) + rng.uniform(-1.3, 1.3)
             start = f.disc + rng.normal(0, 0.2 * f.disc_radius, 2)
@@ -338,8 +370,7 @@ def _draw_vessels(rng: np.random.Generator, f: _Fundus) -> None:
                 w = w0 * rng.uniform(0.3, 0.5)
                 roots.append((pts, np.linspace(w, ctx.min_width, len(pts)), is_vein))
 
-    canvases = {True: np.zeros((size * sup, size * sup), np.uint8),
-                False: np.zeros((size * sup, size * sup), np.uint8)}
+    canvases = {True: np.zeros((size * sup, size * sup), np.uint8), False: np.zeros((size * sup, size * sup), np.uint8)}
     reflex = np.zeros((size * sup, size * sup), np.uint8)
     shift = 3
     k = sup * (1 << shift)
@@ -354,21 +385,30 @@ def _draw_vessels(rng: np.random.Generator, f: _Fundus) -> None:
             ipts = np.round(pts * k).astype(np.int32)
             cut = np.flatnonzero(np.diff(thick) != 0) + 1
             for a, b in zip(np.concatenate([[0], cut]), np.concatenate([cut, [len(pts)]])):
-                seg = ipts[max(0, a - 1): b]
+                seg = ipts[max(0, a - 1) : b]
                 if len(seg) >= 2:
-                    cv2.polylines(canvas, [seg.reshape(-1, 1, 2)], False, int(value[a]),
-                                  int(thick[a]), cv2.LINE_AA, shift)
+                    cv2.polylines(
+                        canvas, [seg.reshape(-1, 1, 2)], False, int(value[a]), int(thick[a]), cv2.LINE_AA, shift
+                    )
             if not is_vein and widths[0] > 4.5 * s:
                 wide = widths > 4.5 * s
                 seg = ipts[wide]
                 if len(seg) >= 2:
-                    cv2.polylines(reflex, [seg.reshape(-1, 1, 2)], False, 255,
-                                  max(1, int(round(widths[0] * sup * 0.2))), cv2.LINE_AA, shift)
+                    cv2.polylines(
+                        reflex,
+                        [seg.reshape(-1, 1, 2)],
+                        False,
+                        255,
+                        max(1, int(round(widths[0] * sup * 0.2))),
+                        cv2.LINE_AA,
+                        shift,
+                    )
         for end, end_w in ends:  # a bulb continuing its own vessel, never an isolated dot
             r = end_w * rng.uniform(0.9, 1.6) * sup
             value = min(255, int(_vessel_value(np.array([end_w]), s)[0] * rng.uniform(1.0, 1.3)))
-            cv2.circle(canvas, tuple(np.round(end * k).astype(int)), int(r * (1 << shift)),
-                       value, -1, cv2.LINE_AA, shift)
+            cv2.circle(
+                canvas, tuple(np.round(end * k).astype(int)), int(r * (1 << shift)), value, -1, cv2.LINE_AA, shift
+            )
 
     def down(c: np.ndarray) -> np.ndarray:
         small = cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -377,10 +417,8 @@ def _draw_vessels(rng: np.random.Generator, f: _Fundus) -> None:
 
     veins, arteries, shine = down(canvases[True]), down(canvases[False]), down(reflex)
     # blood absorbs green and blue far more than red: vessels are darker *red*
-    k_vein = np.array([rng.uniform(0.15, 0.3), rng.uniform(0.45, 0.6), rng.uniform(0.35, 0.5)],
-                      np.float32)
-    k_art = np.array([rng.uniform(0.05, 0.12), rng.uniform(0.25, 0.38), rng.uniform(0.2, 0.3)],
-                     np.float32)
+    k_vein = np.array([rng.uniform(0.15, 0.3), rng.uniform(0.45, 0.6), rng.uniform(0.35, 0.5)], np.float32)
+    k_art = np.array([rng.uniform(0.05, 0.12), rng.uniform(0.25, 0.38), rng.uniform(0.2, 0.3)], np.float32)
     f.image *= (1.0 - veins[..., None] * k_vein) * (1.0 - arteries[..., None] * k_art)
     f.image += (shine * rng.uniform(0.03, 0.09))[..., None]
 
@@ -408,8 +446,7 @@ def _procedural_fundus(rng: np.random.Generator, size: int) -> _Fundus:
     if rng.random() < 0.7:  # macula-centred
         fovea = centre + rng.normal(0.0, 0.05 * radius, 2)
     else:  # between macula- and disc-centred
-        fovea = centre + np.array([side * rng.uniform(0.1, 0.45) * dist,
-                                   rng.normal(0.0, 0.05 * radius)])
+        fovea = centre + np.array([side * rng.uniform(0.1, 0.45) * dist, rng.normal(0.0, 0.05 * radius)])
     disc = fovea + np.array([-side * dist * math.cos(tilt), -dist * math.sin(tilt)])
     excess = np.linalg.norm(disc - centre) + 1.5 * disc_r - 0.9 * radius
     if excess > 0:
@@ -419,22 +456,25 @@ def _procedural_fundus(rng: np.random.Generator, size: int) -> _Fundus:
     pig = rng.uniform()
     light, dark = np.array([0.95, 0.45, 0.22]), np.array([0.62, 0.2, 0.07])
     base = ((light + (dark - light) * pig) * rng.uniform(0.92, 1.08, 3)).astype(np.float32)
-    lum = (0.08 * _smooth_noise(rng, 4, size) + 0.035 * _smooth_noise(rng, 12, size)
-           + 0.012 * _smooth_noise(rng, size // 6, size))
+    lum = (
+        0.08 * _smooth_noise(rng, 4, size)
+        + 0.035 * _smooth_noise(rng, 12, size)
+        + 0.012 * _smooth_noise(rng, size // 6, size)
+    )
     chroma = 0.025 * _smooth_noise(rng, 5, size, channels=3)
     # choroidal pattern: a network of lighter vessels with darker pigmented gaps,
     # more visible towards the periphery and in lightly pigmented eyes
     band = _smooth_noise(rng, int(rng.uniform(18, 30)), size)
-    ridges = np.exp(-(band / 0.45) ** 2)
+    ridges = np.exp(-((band / 0.45) ** 2))
     tigroid = rng.uniform(0.02, 0.14) * (1.2 - pig) * (0.25 + 0.75 * (r / np.float32(radius)) ** 2)
-    tex = lum[..., None] + chroma + (tigroid * (ridges - 0.45))[..., None] * np.array(
-        [0.7, 1.0, 1.0], np.float32)
+    tex = lum[..., None] + chroma + (tigroid * (ridges - 0.45))[..., None] * np.array([0.7, 1.0, 1.0], np.float32)
     img = base * (1.0 + tex)
     vignette = rng.uniform(0.15, 0.5) * np.clip(r / np.float32(radius), 0, 1) ** rng.uniform(2, 4)
     img *= (1.0 - vignette)[..., None]
 
-    f = _Fundus(img.astype(np.float32), fov.astype(np.float32), centre, float(radius), disc,
-                float(disc_r), fovea, "procedural")
+    f = _Fundus(
+        img.astype(np.float32), fov.astype(np.float32), centre, float(radius), disc, float(disc_r), fovea, "procedural"
+    )
     _draw_macula(rng, f, s)
     _draw_disc(rng, f, side)
     _draw_vessels(rng, f)
@@ -447,7 +487,7 @@ def _draw_macula(rng: np.random.Generator, f: _Fundus, s: float) -> None:
     sigma = f.disc_radius * rng.uniform(0.9, 1.4)
     sl, dx, dy = _patch_grid(f.fovea[0], f.fovea[1], 4 * sigma, size)
     d2 = dx * dx + dy * dy
-    dark = rng.uniform(0.08, 0.25) * np.exp(-d2 / (2 * sigma ** 2))
+    dark = rng.uniform(0.08, 0.25) * np.exp(-d2 / (2 * sigma**2))
     dark += rng.uniform(0.04, 0.14) * np.exp(-d2 / (2 * (0.25 * f.disc_radius) ** 2))
     # macular pigment absorbs blue/green more than red
     f.image[sl] *= 1.0 - dark[..., None] * np.array([0.8, 1.0, 1.2], np.float32)
@@ -455,8 +495,7 @@ def _draw_macula(rng: np.random.Generator, f: _Fundus, s: float) -> None:
         r = rng.uniform(1.0, 2.5) * max(s, 0.4)
         alpha, y0, x0 = _shape_alpha(rng, f.fovea[0], f.fovea[1], r, r, 0.0, 0.8)
         h, w = alpha.shape
-        _composite(f.image, (slice(y0, y0 + h), slice(x0, x0 + w)),
-                   alpha * rng.uniform(0.2, 0.45), (1.0, 0.95, 0.85))
+        _composite(f.image, (slice(y0, y0 + h), slice(x0, x0 + w)), alpha * rng.uniform(0.2, 0.45), (1.0, 0.95, 0.85))
 
 
 def _draw_disc(rng: np.random.Generator, f: _Fundus, side: int) -> None:
@@ -468,8 +507,7 @@ def _draw_disc(rng: np.random.Generator, f: _Fundus, side: int) -> None:
     rho = np.sqrt(dx * dx + (dy / aspect) ** 2) / rd
     patch = f.image[sl]
     local = patch.reshape(-1, 3).mean(axis=0)
-    rim_col = local + (np.array([1.0, rng.uniform(0.65, 0.8), rng.uniform(0.35, 0.5)]) - local) \
-        * rng.uniform(0.6, 0.85)
+    rim_col = local + (np.array([1.0, rng.uniform(0.65, 0.8), rng.uniform(0.35, 0.5)]) - local) * rng.uniform(0.6, 0.85)
     edge = rng.uniform(0.04, 0.1)
     disc_a = np.clip(0.5 + (1.0 - rho) / edge, 0.0, 1.0)
     disc_a *= 1.0 + 0.05 * _smooth_noise(rng, 6, *disc_a.shape)
@@ -479,15 +517,14 @@ def _draw_disc(rng: np.random.Generator, f: _Fundus, side: int) -> None:
         phi = (phi + np.pi) % (2 * np.pi) - np.pi
         outer = rng.uniform(1.12, 1.3)
         ring = np.clip((rho - 0.95) / 0.05, 0, 1) * np.clip((outer - rho) / 0.05, 0, 1)
-        ring *= np.exp(-(phi / rng.uniform(0.5, 0.9)) ** 2)
+        ring *= np.exp(-((phi / rng.uniform(0.5, 0.9)) ** 2))
         if rng.random() < 0.6:
             _composite(f.image, sl, ring * rng.uniform(0.3, 0.7), (0.95, 0.8, 0.62))
         else:
             f.image[sl] *= 1.0 - (ring * rng.uniform(0.3, 0.5))[..., None]
     cup_c = f.disc + np.array([side * rng.uniform(0.0, 0.25) * rd, rng.normal(0, 0.05) * rd])
     cup_r = rng.uniform(0.3, 0.55) * rd
-    crho = np.sqrt((dx + np.float32(f.disc[0] - cup_c[0])) ** 2
-                   + (dy + np.float32(f.disc[1] - cup_c[1])) ** 2) / cup_r
+    crho = np.sqrt((dx + np.float32(f.disc[0] - cup_c[0])) ** 2 + (dy + np.float32(f.disc[1] - cup_c[1])) ** 2) / cup_r
     cup_a = np.clip(0.5 + (1.0 - crho) / rng.uniform(0.3, 0.7), 0.0, 1.0) * rng.uniform(0.5, 0.85)
     _composite(f.image, sl, cup_a, (1.0, rng.uniform(0.86, 0.95), rng.uniform(0.68, 0.85)))
 
@@ -529,12 +566,22 @@ def _photo_fundus(rng: np.random.Generator, size: int) -> _Fundus:
     def to_out(p: np.ndarray) -> np.ndarray:
         return lin @ to_small(p) + matrix[:, 2]
 
-    img = cv2.warpAffine(ref, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    fov = cv2.warpAffine(ref_fov, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return _Fundus(img, fov, to_out(_PHOTO_FOV_CENTRE), _PHOTO_FOV_RADIUS * scale,
-                   to_out(_PHOTO_DISC), _PHOTO_DISC_RADIUS * scale, to_out(_PHOTO_FOVEA), "photo")
+    img = cv2.warpAffine(
+        ref, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    fov = cv2.warpAffine(
+        ref_fov, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    return _Fundus(
+        img,
+        fov,
+        to_out(_PHOTO_FOV_CENTRE),
+        _PHOTO_FOV_RADIUS * scale,
+        to_out(_PHOTO_DISC),
+        _PHOTO_DISC_RADIUS * scale,
+        to_out(_PHOTO_FOVEA),
+        "photo",
+    )
 
 
 def _photometric(rng: np.random.Generator, f: _Fundus) -> None:
@@ -566,17 +613,16 @@ class _Painter:
         self.masks = np.zeros((len(LESION_IDS), size, size), np.uint8)
         margin = max(2, int(round(6 * self.s)))
         inside = (f.fov >= 0.999).astype(np.uint8)
-        inside = cv2.erode(inside, cv2.getStructuringElement(
-            cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
+        inside = cv2.erode(inside, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
         ys, xs = _grid(size)
-        on_disc = ((xs - np.float32(f.disc[0])) ** 2 + (ys - np.float32(f.disc[1])) ** 2
-                   <= np.float32(DISC_EXCLUSION * f.disc_radius) ** 2)
+        on_disc = (xs - np.float32(f.disc[0])) ** 2 + (ys - np.float32(f.disc[1])) ** 2 <= np.float32(
+            DISC_EXCLUSION * f.disc_radius
+        ) ** 2
         self.allowed = inside.astype(bool) & ~on_disc
         # vessels = dark thin structures in green: black-hat (closing minus image)
         k = max(5, int(17 * self.s) | 1)
         green = np.clip(f.image[..., 1] * 255, 0, 255).astype(np.uint8)
-        closed = cv2.morphologyEx(green, cv2.MORPH_CLOSE,
-                                  cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        closed = cv2.morphologyEx(green, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         hat = closed.astype(np.int16) - green
         self.vessel = (hat > 0.1 * closed + 2) & inside.astype(bool)
 
@@ -588,8 +634,7 @@ class _Painter:
         bg = bg / np.maximum(fov_low, 1e-3)[..., None]
         # a closing removes vessels, so colours come from the retina around them
         self.bg = cv2.morphologyEx(bg, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-        self.allowed_low = cv2.resize(self.allowed.astype(np.float32), (low, low),
-                                      interpolation=area) > 0.99
+        self.allowed_low = cv2.resize(self.allowed.astype(np.float32), (low, low), interpolation=area) > 0.99
         vessel_low = cv2.resize(self.vessel.astype(np.float32), (low, low), interpolation=area)
         near = cv2.GaussianBlur(vessel_low, (0, 0), 2.0)
         self.near_vessel = near / max(float(near.max()), 1e-6)
@@ -618,8 +663,7 @@ class _Painter:
         j = min(self.lowres - 1, max(0, int((x + 0.5) / self.cell)))
         return self.bg[i, j]
 
-    def place(self, lesion: int, alpha: np.ndarray, y0: int, x0: int, colour,
-              avoid_vessels: bool = False) -> bool:
+    def place(self, lesion: int, alpha: np.ndarray, y0: int, x0: int, colour, avoid_vessels: bool = False) -> bool:
         """Composites the lesion if it fits (inside the FOV, off the disc, not over another
         lesion class); its label is alpha >= 0.5. Returns whether it was drawn."""
         h, w = alpha.shape
@@ -647,8 +691,9 @@ def _vessel_dots(p: _Painter) -> None:
     rng = p.rng
     candidates = np.argwhere(p.vessel & p.allowed)
     # the dark foveal centre also passes the vessel test; a dot there would look like an MA
-    candidates = candidates[np.hypot(candidates[:, 1] - p.f.fovea[0],
-                                     candidates[:, 0] - p.f.fovea[1]) > 0.7 * p.f.disc_radius]
+    candidates = candidates[
+        np.hypot(candidates[:, 1] - p.f.fovea[0], candidates[:, 0] - p.f.fovea[1]) > 0.7 * p.f.disc_radius
+    ]
     if len(candidates) == 0:
         return
     for y, x in candidates[rng.integers(0, len(candidates), rng.integers(0, 7))]:
@@ -658,17 +703,16 @@ def _vessel_dots(p: _Painter) -> None:
         if y0 < 0 or x0 < 0 or y0 + h > p.size or x0 + w > p.size:
             continue
         colour = p.f.image[y, x] * rng.uniform(0.7, 0.9)
-        _composite(p.f.image, (slice(y0, y0 + h), slice(x0, x0 + w)),
-                   alpha * rng.uniform(0.7, 1.0), colour)
+        _composite(p.f.image, (slice(y0, y0 + h), slice(x0, x0 + w)), alpha * rng.uniform(0.7, 1.0), colour)
 
 
-def _ex_spot(p: _Painter, x: float, y: float, diameter: float, tone: np.ndarray,
-             strength: float) -> bool:
+def _ex_spot(p: _Painter, x: float, y: float, diameter: float, tone: np.ndarray, strength: float) -> bool:
     rng = p.rng
     a = max(0.75, diameter / 2)
     rough = rng.uniform(0.1, 0.35) if diameter > 6 * p.s else rng.uniform(0.0, 0.1)
-    alpha, y0, x0 = _shape_alpha(rng, x, y, a, a * rng.uniform(0.6, 1.0),
-                                 rng.uniform(0, np.pi), rng.uniform(0.5, 0.9), rough, 7)
+    alpha, y0, x0 = _shape_alpha(
+        rng, x, y, a, a * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi), rng.uniform(0.5, 0.9), rough, 7
+    )
     alpha *= rng.uniform(0.85, 1.0)
     bg = p.background(x, y)
     colour = bg + (tone - bg) * np.clip(strength + rng.normal(0, 0.06), 0.3, 1.0)
@@ -683,8 +727,7 @@ def _draw_exudates(p: _Painter, groups: int) -> tuple[int, list]:
     rng, s, drawn, ring_centres = p.rng, p.s, 0, []
     weight = 0.08 + p.posterior(0.9)
     for centre in p.pick(weight, groups):
-        tone = np.array([1.0, rng.uniform(0.85, 0.97), rng.uniform(0.3, 0.6)]) \
-            * rng.uniform(0.95, 1.08)
+        tone = np.array([1.0, rng.uniform(0.85, 0.97), rng.uniform(0.3, 0.6)]) * rng.uniform(0.95, 1.08)
         strength = rng.uniform(0.5, 0.95)
         kind = rng.choice(["cluster", "ring", "singles"], p=[0.5, 0.2, 0.3])
         if kind == "ring":  # circinate: a partial ring around a leaking centre
@@ -733,14 +776,14 @@ def _draw_haemorrhages(p: _Painter, n: int) -> int:
                 angle = math.atan2(y - p.f.disc[1], x - p.f.disc[0]) + rng.normal(0, 0.15)
                 edge, rough, taper = rng.uniform(1.2, 2.5), 0.1, rng.uniform(-0.7, 0.7)
             feather = rng.uniform(0.05, 0.15) if kind == "flame" else 0.0
-            alpha, y0, x0 = _shape_alpha(rng, x, y, a, b, angle, edge, rough,
-                                         12 if kind == "flame" else 6, taper, feather)
+            alpha, y0, x0 = _shape_alpha(
+                rng, x, y, a, b, angle, edge, rough, 12 if kind == "flame" else 6, taper, feather
+            )
             if kind != "dot":
                 alpha *= np.clip(1.0 + 0.12 * _smooth_noise(rng, 5, *alpha.shape), 0, 1.2)
             alpha = np.clip(alpha * rng.uniform(0.8, 1.0), 0, 1)
             bg = p.background(x, y)
-            colour = bg * np.array([rng.uniform(0.55, 0.85), rng.uniform(0.25, 0.5),
-                                    rng.uniform(0.3, 0.55)])
+            colour = bg * np.array([rng.uniform(0.55, 0.85), rng.uniform(0.25, 0.5), rng.uniform(0.3, 0.55)])
             # clotted blood is mottled, not a flat fill
             mottle = 1.0 + 0.1 * _smooth_noise(rng, 6, *alpha.shape)
             if p.place(1, alpha, y0, x0, colour * mottle[..., None]):
@@ -761,12 +804,11 @@ def _draw_microaneurysms(p: _Painter, n: int, centres: Sequence[np.ndarray] = ()
             else:
                 x, y = p.pick(weight)[0]
             r = max(0.75, rng.uniform(2, 6) * s / 2)
-            alpha, y0, x0 = _shape_alpha(rng, x, y, r, r * rng.uniform(0.85, 1.0), 0.0,
-                                         rng.uniform(0.6, 0.9), 0.03, 3)
+            alpha, y0, x0 = _shape_alpha(rng, x, y, r, r * rng.uniform(0.85, 1.0), 0.0, rng.uniform(0.6, 0.9), 0.03, 3)
             alpha *= rng.uniform(0.85, 1.0)
-            colour = p.background(x, y) * np.array([rng.uniform(0.7, 0.9),
-                                                    rng.uniform(0.45, 0.75),
-                                                    rng.uniform(0.55, 0.85)])
+            colour = p.background(x, y) * np.array(
+                [rng.uniform(0.7, 0.9), rng.uniform(0.45, 0.75), rng.uniform(0.55, 0.85)]
+            )
             if p.place(2, alpha, y0, x0, colour, avoid_vessels=True):
                 drawn += 1
                 break
@@ -784,10 +826,10 @@ def _draw_soft_exudates(p: _Painter, n: int) -> int:
             a = d / 2
             angle = math.atan2(y - p.f.disc[1], x - p.f.disc[0]) + rng.normal(0, 0.4)
             edge = rng.uniform(0.12, 0.25) * d
-            alpha, y0, x0 = _shape_alpha(rng, x, y, a, a / rng.uniform(1.0, 1.7), angle, edge,
-                                         rng.uniform(0.15, 0.3), 8)
-            fluff = (1.0 + 0.3 * _smooth_noise(rng, 5, *alpha.shape)
-                     + 0.15 * _smooth_noise(rng, 14, *alpha.shape))
+            alpha, y0, x0 = _shape_alpha(
+                rng, x, y, a, a / rng.uniform(1.0, 1.7), angle, edge, rng.uniform(0.15, 0.3), 8
+            )
+            fluff = 1.0 + 0.3 * _smooth_noise(rng, 5, *alpha.shape) + 0.15 * _smooth_noise(rng, 14, *alpha.shape)
             alpha = np.clip(alpha * fluff * rng.uniform(0.7, 0.95), 0.0, 1.0)
             bg = p.background(x, y)
             colour = bg + (np.array([0.97, 0.93, 0.85]) - bg) * rng.uniform(0.25, 0.55)
@@ -804,8 +846,7 @@ def _draw_lesions(rng: np.random.Generator, f: _Fundus) -> tuple[np.ndarray, dic
     if rng.random() < P_NO_LESIONS:
         return painter.masks, counts
     severity = rng.uniform() ** 1.5
-    present = {"EX": rng.random() < 0.6, "HE": rng.random() < 0.55,
-               "MA": rng.random() < 0.8, "SE": rng.random() < 0.3}
+    present = {"EX": rng.random() < 0.6, "HE": rng.random() < 0.55, "MA": rng.random() < 0.8, "SE": rng.random() < 0.3}
     if not any(present.values()):
         present[rng.choice(["EX", "MA"])] = True
     # deepest first, so later (more superficial) lesions are rejected where they would
@@ -818,8 +859,7 @@ def _draw_lesions(rng: np.random.Generator, f: _Fundus) -> tuple[np.ndarray, dic
     if present["EX"]:
         counts["EX"], ring_centres = _draw_exudates(painter, 1 + rng.poisson(0.5 + 2.5 * severity))
     if present["MA"]:
-        counts["MA"] = _draw_microaneurysms(painter, 1 + rng.poisson(3 + 20 * severity),
-                                            ring_centres)
+        counts["MA"] = _draw_microaneurysms(painter, 1 + rng.poisson(3 + 20 * severity), ring_centres)
     return painter.masks, counts
 
 
@@ -856,15 +896,22 @@ def render_sample(rng_or_seed: np.random.Generator | int, size: int = REFERENCE_
     _photometric(rng, f)
     masks, counts = _draw_lesions(rng, f)
     image = _camera(rng, f.image, size / REFERENCE_SIZE)
-    return Sample(image=image, masks=masks, fov=f.fov >= 0.5,
-                  disc_centre=(float(f.disc[0]), float(f.disc[1])),
-                  disc_radius=float(f.disc_radius), fovea=(float(f.fovea[0]), float(f.fovea[1])),
-                  lesion_counts=counts, background=f.kind,
-                  jpeg_quality=int(rng.integers(90, 96)))
+    return Sample(
+        image=image,
+        masks=masks,
+        fov=f.fov >= 0.5,
+        disc_centre=(float(f.disc[0]), float(f.disc[1])),
+        disc_radius=float(f.disc_radius),
+        fovea=(float(f.fovea[0]), float(f.fovea[1])),
+        lesion_counts=counts,
+        background=f.kind,
+        jpeg_quality=int(rng.integers(90, 96)),
+    )
 
 
-def generate_sample(rng_or_seed: np.random.Generator | int,
-                    size: int = REFERENCE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def generate_sample(
+    rng_or_seed: np.random.Generator | int, size: int = REFERENCE_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """(image H x W x 3 uint8 RGB, masks 4 x H x W uint8 in {0, 1}, order EX, HE, MA, SE)."""
     sample = render_sample(rng_or_seed, size)
     return sample.image, sample.masks
@@ -906,16 +953,20 @@ def _write_one(job: tuple[str, int, int, int, str]) -> tuple[str, dict[str, int]
     sample = render_sample(sample_rng(seed, index), size)
     stem = f"syn_s{seed}_{index:05d}"
     base = Path(root) / "lesion_segmentation" / split
-    _write_atomic(base / "image" / f"{stem}.jpg",
-                  _encode(".jpg", sample.image[..., ::-1],
-                          [cv2.IMWRITE_JPEG_QUALITY, sample.jpeg_quality]))
+    _write_atomic(
+        base / "image" / f"{stem}.jpg",
+        _encode(".jpg", sample.image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, sample.jpeg_quality]),
+    )
     for c, lesion in enumerate(LESION_IDS):
-        _write_atomic(base / "label" / lesion / f"{stem}.tif",
-                      _encode(".tif", sample.masks[c] * np.uint8(255)))
-    landmarks = {"image": f"lesion_segmentation/{split}/image/{stem}.jpg",
-                 "disc_x": round(sample.disc_centre[0], 2), "disc_y": round(sample.disc_centre[1], 2),
-                 "disc_diameter": round(2 * sample.disc_radius, 2),
-                 "fovea_x": round(sample.fovea[0], 2), "fovea_y": round(sample.fovea[1], 2)}
+        _write_atomic(base / "label" / lesion / f"{stem}.tif", _encode(".tif", sample.masks[c] * np.uint8(255)))
+    landmarks = {
+        "image": f"lesion_segmentation/{split}/image/{stem}.jpg",
+        "disc_x": round(sample.disc_centre[0], 2),
+        "disc_y": round(sample.disc_centre[1], 2),
+        "disc_diameter": round(2 * sample.disc_radius, 2),
+        "fovea_x": round(sample.fovea[0], 2),
+        "fovea_y": round(sample.fovea[1], 2),
+    }
     return split, {k: int(sample.masks[c].any()) for c, k in enumerate(LESION_IDS)}, landmarks
 
 
@@ -923,8 +974,14 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already
 
 
-def write_dataset(out: str | os.PathLike, n: int, seed: int, size: int = REFERENCE_SIZE,
-                  splits: Mapping[str, float] = DEFAULT_SPLITS, workers: int = 1) -> dict:
+def write_dataset(
+    out: str | os.PathLike,
+    n: int,
+    seed: int,
+    size: int = REFERENCE_SIZE,
+    splits: Mapping[str, float] = DEFAULT_SPLITS,
+    workers: int = 1,
+) -> dict:
     """Writes ``n`` samples in the DDR layout under ``out``; returns what synthetic.json holds.
 
     Images 0 .. n-1 fill the splits in the order given (train first by default).
@@ -957,8 +1014,7 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, size: int = REFEREN
         # spawn, not fork: a forked child inherits OpenCV's thread pool mid-state and can hang.
         # An executor, not multiprocessing.Pool: a child that dies raises BrokenProcessPool
         # instead of being respawned forever.
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker)
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
         results = (f.result() for f in as_completed([pool.submit(_write_one, job) for job in jobs]))
     landmarks = []
     try:
@@ -986,11 +1042,15 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, size: int = REFEREN
         "stem_format": f"syn_s{seed}_{{index:05d}}",
     }
     written = {(split, f"syn_s{seed}_{index:05d}.jpg") for _, _, index, _, split in jobs}
-    stale = [p for p in (root / "lesion_segmentation").glob("*/image/*")
-             if (p.parent.parent.name, p.name) not in written]
+    stale = [
+        p for p in (root / "lesion_segmentation").glob("*/image/*") if (p.parent.parent.name, p.name) not in written
+    ]
     if stale:
-        print(f"warning: {len(stale)} image(s) under {root} are not part of this dataset "
-              f"(e.g. {stale[0]}); a DDR reader will pick them up", file=sys.stderr)
+        print(
+            f"warning: {len(stale)} image(s) under {root} are not part of this dataset "
+            f"(e.g. {stale[0]}); a DDR reader will pick them up",
+            file=sys.stderr,
+        )
     # Where the generator drew each optic disc and fovea: the ground truth for landmark finding.
     landmarks.sort(key=lambda r: r["image"])
     columns = list(landmarks[0]) if landmarks else ["image"]
@@ -1017,16 +1077,20 @@ def _parse_splits(text: str) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m training.synthetic",
-        description="Write a synthetic fundus lesion dataset in the DDR layout.")
+        prog="python -m training.synthetic", description="Write a synthetic fundus lesion dataset in the DDR layout."
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--n", type=int, required=True, help="number of images")
     parser.add_argument("--seed", type=int, required=True, help="dataset seed (>= 0)")
-    parser.add_argument("--size", type=int, default=REFERENCE_SIZE,
-                        help="image width = height in pixels (lesion sizes scale with it)")
-    parser.add_argument("--splits", type=_parse_splits,
-                        default=dict(DEFAULT_SPLITS),
-                        help="name=fraction,... (default train=0.6,valid=0.15,test=0.25)")
+    parser.add_argument(
+        "--size", type=int, default=REFERENCE_SIZE, help="image width = height in pixels (lesion sizes scale with it)"
+    )
+    parser.add_argument(
+        "--splits",
+        type=_parse_splits,
+        default=dict(DEFAULT_SPLITS),
+        help="name=fraction,... (default train=0.6,valid=0.15,test=0.25)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     args = parser.parse_args(argv)
     try:

@@ -44,6 +44,7 @@ from hydralanet.checkpoint import WEIGHTS_NAME, load_model, save_checkpoint
 from hydralanet.config import CLASSES, CheckpointConfig
 from hydralanet.model import HydraLANet, count_parameters
 
+from .calibration import calibrate_threshold, fit_platt
 from .config import TrainConfig, flatten, load_config, save_config
 from .data import (
     LesionDataset,
@@ -57,7 +58,6 @@ from .data import (
     worker_init_fn,
 )
 from .losses import DualLoss
-from .calibration import calibrate_threshold, fit_platt
 from .metrics import ConfusionAccumulator, PRAccumulator
 from .modelcard import render_model_card
 from .prepare import read_manifest
@@ -257,7 +257,11 @@ def confusion_at(pr: PRAccumulator, thresholds: list[float]) -> ConfusionAccumul
 
 
 def checkpoint_config(
-    cfg: TrainConfig, provenance: dict[str, Any], thresholds: dict[str, float], metrics: dict[str, Any], epoch: int,
+    cfg: TrainConfig,
+    provenance: dict[str, Any],
+    thresholds: dict[str, float],
+    metrics: dict[str, Any],
+    epoch: int,
     calibration: dict[str, tuple[float, float]] | None = None,
 ) -> CheckpointConfig:
     """What ``config.json`` of ``best``/``last`` holds: the run's provenance plus this epoch's
@@ -311,7 +315,9 @@ def train(
         ddp.close()
 
 
-def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *, resume: bool, command: str) -> dict[str, Any]:
+def _train(
+    rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *, resume: bool, command: str
+) -> dict[str, Any]:
     device = ddp.device
     log = functools.partial(print, flush=True) if ddp.main else (lambda *a, **k: None)
     seed_everything(cfg.seed, cfg.deterministic)
@@ -322,8 +328,12 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
     train_rows, val_rows = split_rows(rows, cfg.train_split), split_rows(rows, cfg.val_split)
     cache = None if cfg.cache_dir == "off" else SquareCache(Path(cfg.cache_dir) if cfg.cache_dir else out / "cache")
     train_set = LesionDataset(
-        train_rows, cfg.preprocessing, augmentation=build_augmentation(cfg), cache=cache,
-        photometric=build_photometric(cfg), seed=cfg.seed
+        train_rows,
+        cfg.preprocessing,
+        augmentation=build_augmentation(cfg),
+        cache=cache,
+        photometric=build_photometric(cfg),
+        seed=cfg.seed,
     )
     val_set = LesionDataset(val_rows, cfg.preprocessing, cache=cache)
     # Shuffling is a function of (seed, epoch) on every rank; with one process it is the same sampler.
@@ -331,19 +341,21 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
         presence = lesion_presence(train_set, cfg.num_workers)
         weights = oversampling_weights(presence, cfg.oversample)
         share = {c: round(float(weights[presence[:, i]].sum() / weights.sum()), 3) for i, c in enumerate(CLASSES)}
-        log(f"oversampling {dict(zip(CLASSES, cfg.oversample))}: images with each lesion, share of draws {share} "
-            f"(in the data: { {c: round(float(presence[:, i].float().mean()), 3) for i, c in enumerate(CLASSES)} })")
+        log(
+            f"oversampling {dict(zip(CLASSES, cfg.oversample))}: images with each lesion, share of draws {share} "
+            f"(in the data: { {c: round(float(presence[:, i].float().mean()), 3) for i, c in enumerate(CLASSES)} })"
+        )
         sampler = WeightedEpochSampler(weights, num_replicas=ddp.world, rank=ddp.rank, seed=cfg.seed)
     else:
         sampler = DistributedSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
-    loader_args = dict(
-        num_workers=cfg.num_workers,
-        worker_init_fn=worker_init_fn,
-        generator=loader_gen,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,  # workers must see set_epoch(): a fresh copy of the dataset per epoch
-    )
+    loader_args = {
+        "num_workers": cfg.num_workers,
+        "worker_init_fn": worker_init_fn,
+        "generator": loader_gen,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": False,  # workers must see set_epoch(): a fresh copy of the dataset per epoch
+    }
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, **loader_args)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, **loader_args)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
@@ -355,7 +367,9 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
     if resume and last is None:  # stopped during its first epoch: resuming is starting over
         log(f"--resume: no checkpoint in {out} yet; starting from epoch 1")
     fine_tune = cfg.init_weights is not None and last is None
-    model = HydraLANet.from_config(cfg.model, pretrained_encoder=cfg.pretrained_encoder and last is None and not fine_tune)
+    model = HydraLANet.from_config(
+        cfg.model, pretrained_encoder=cfg.pretrained_encoder and last is None and not fine_tune
+    )
     if last is not None:
         model.load_state_dict(load_file(str(last / WEIGHTS_NAME)), strict=True)
     elif fine_tune:
@@ -379,7 +393,11 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
         pos_weight=cfg.pos_weight,
         tversky_over=cfg.tversky_over,
     ).to(device)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.enabled else model
+    net = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if ddp.enabled
+        else model
+    )
 
     # ---- where we start
     start_epoch, step, best, best_epoch, stale = 0, 0, -1.0, -1, 0
@@ -422,7 +440,9 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
         optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=device)
         n_batches = len(train_loader)
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not ddp.main, leave=False, file=sys.stderr)
+        bar = tqdm(
+            train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not ddp.main, leave=False, file=sys.stderr
+        )
         for i, batch in enumerate(bar):
             images, masks, valid = (batch[k].to(device, non_blocking=True).float() for k in ("image", "masks", "valid"))
             group_start = (i // cfg.grad_accum) * cfg.grad_accum
@@ -470,8 +490,15 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
                 stale += 1
             stop = cfg.patience > 0 and stale >= cfg.patience
             records.append(
-                {"epoch": epoch, "step": step, "lr": get_lr(max(0, step - 1), cfg, total_steps, warmup_steps),
-                 "train_loss": train_loss, "val": metrics, "thresholds": thresholds, "best": improved}
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "lr": get_lr(max(0, step - 1), cfg, total_steps, warmup_steps),
+                    "train_loss": train_loss,
+                    "val": metrics,
+                    "thresholds": thresholds,
+                    "best": improved,
+                }
             )
             write_metrics_log(out / "metrics.jsonl", records)  # first: resume drops lines past `last`
             ckpt = checkpoint_config(cfg, provenance, thresholds, metrics, epoch, calibration)
@@ -491,12 +518,17 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
             if stop:
                 log(f"early stopping: no better validation {cfg.monitor} for {stale} epochs")
             elapsed = time.time() - loop_start
-            if not stop and cfg.time_limit_minutes and epoch + 1 < cfg.epochs and (
-                elapsed + (time.time() - t0) > 60 * cfg.time_limit_minutes
+            if (
+                not stop
+                and cfg.time_limit_minutes
+                and epoch + 1 < cfg.epochs
+                and (elapsed + (time.time() - t0) > 60 * cfg.time_limit_minutes)
             ):
                 stop = True
-                log(f"time limit: {elapsed / 60:.1f} of {cfg.time_limit_minutes:g} min used, another epoch would "
-                    f"pass it; stopping after epoch {epoch + 1}/{cfg.epochs}")
+                log(
+                    f"time limit: {elapsed / 60:.1f} of {cfg.time_limit_minutes:g} min used, another epoch would "
+                    f"pass it; stopping after epoch {epoch + 1}/{cfg.epochs}"
+                )
         ddp.barrier()
         if ddp.any(stop):
             break
@@ -504,7 +536,9 @@ def _train(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *
     return {"best": best, "best_epoch": best_epoch + 1, "monitor": cfg.monitor, "run": str(out)}
 
 
-def supervised_loss(output: Any, masks: torch.Tensor, valid: torch.Tensor, loss_fn: nn.Module, cfg: TrainConfig) -> torch.Tensor:
+def supervised_loss(
+    output: Any, masks: torch.Tensor, valid: torch.Tensor, loss_fn: nn.Module, cfg: TrainConfig
+) -> torch.Tensor:
     """DualLoss of the main logits, plus the small deep-supervision terms when the model has them."""
     if isinstance(output, tuple):  # deep supervision: (logits, [aux_d3, aux_d4, aux_d5])
         logits, aux = output
@@ -524,7 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", required=True, type=Path, help="CSV written by training.prepare")
     parser.add_argument("--config", default=None, help="published, cpu-small or a JSON file (default: published)")
     parser.add_argument("--out", required=True, type=Path, help="run folder")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     args = parser.parse_args(argv)
     try:

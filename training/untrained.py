@@ -31,8 +31,9 @@ Research software, not a medical device: not for diagnosis or clinical decisions
 """
 
 
-def make_untrained(out: Path, *, encoder: str = "resnet18", decoder_channels: int = 32, input_size: int = 512,
-                   seed: int = 0) -> Path:
+def make_untrained(
+    out: Path, *, encoder: str = "resnet18", decoder_channels: int = 32, input_size: int = 512, seed: int = 0
+) -> Path:
     torch.manual_seed(seed)
     model = HydraLANet(encoder=encoder, decoder_channels=decoder_channels)
     config = CheckpointConfig(
@@ -53,8 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = make_untrained(args.out, encoder=args.encoder, decoder_channels=args.decoder_channels,
-                          input_size=args.input_size, seed=args.seed)
+    path = make_untrained(
+        args.out,
+        encoder=args.encoder,
+        decoder_channels=args.decoder_channels,
+        input_size=args.input_size,
+        seed=args.seed,
+    )
     print(f"wrote {path}")
     return 0
 
