@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import altair as alt
@@ -33,9 +33,9 @@ from hydralanet import (
     CheckpointError,
     ImageError,
     LoadedModel,
-    Prediction,
+    SquarePrediction,
     lesion_statistics,
-    predict,
+    predict_square,
     read_image,
     render_overlay,
 )
@@ -45,8 +45,9 @@ from hydralanet.hub import parse_hub_source
 from hydralanet.io import IMAGE_EXTENSIONS, encode_png
 from hydralanet.overlay import downscale_for_display, legend_html
 from hydralanet.preprocessing import BlankImageError
-from hydralanet.reading import PhotoReading, findings, read_photo
+from hydralanet.reading import LESION_EXCLUSION_P, PhotoReading, findings, read_photo
 from hydralanet.report import masks_zip, record_columns, run_record, summary_csv
+from hydralanet.serving import MemoryBudget, SessionCache, WorkGate, env_int
 from hydralanet.zones import ETDRS_ZONES, QUADRANTS, draw_grid
 
 log = logging.getLogger("hydralanet.app")
@@ -54,10 +55,13 @@ log = logging.getLogger("hydralanet.app")
 PREVIEW_SIDE = 720  # images are shown at most this large; downloads and statistics stay full size
 ZOOM_SIDE = 480  # the zoomed crop is shown this large, upscaled nearest-neighbour
 ZOOM_FACTORS = (2, 4, 8, 16, 32)
-# Per-session prediction cache: a 12-Mpixel photo holds ~250 MB of probabilities, so bound
-# both the count and the bytes (the newest entry is always kept).
+# Results kept per session (probabilities at the model's square, the photo, its reading: about
+# 105 MB for a 4288 x 2848 photo), and for all sessions together HYDRALANET_MAX_SESSIONS_MB;
+# over it the oldest results of any session are dropped (and recomputed if that session
+# comes back to them).
 CACHE_ENTRIES = 4
-CACHE_BYTES = 1 << 30
+SESSIONS_MB = 1024
+SWEEP_S = 10.0  # how often the results of closed sessions are let go
 MODEL_CACHE_ENTRIES = 4  # models kept per process (each source a visitor loads is one)
 RETRY_FAILED_MODEL_S = 300  # a source that failed is retried after this long: one timeout, not one per rerun
 PRECISIONS = {"fast": "auto", "exact (fp32)": "fp32"}
@@ -96,6 +100,60 @@ def refuse_source(source: str) -> str | None:
     if allowed and not any(fnmatch.fnmatchcase(source, pattern) for pattern in allowed):
         return f"{source}: not among the models this server allows ({', '.join(allowed)})"
     return None
+
+
+@st.cache_resource
+def memory_budget() -> MemoryBudget:
+    budget = MemoryBudget(env_int("HYDRALANET_MAX_SESSIONS_MB", SESSIONS_MB) << 20)
+    budget.start_sweeper(SWEEP_S)
+    return budget
+
+
+@st.cache_resource
+def model_gate() -> WorkGate:
+    """Segmentations at once in this process (``HYDRALANET_MAX_INFERENCES``): by default as
+    many as the cores allow when each uses torch's intra-op threads (1 on a 2-vCPU Space)."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return WorkGate(env_int("HYDRALANET_MAX_INFERENCES", max(1, cores // max(1, torch.get_num_threads()))))
+
+
+@st.cache_resource
+def render_gate() -> WorkGate:
+    """Full-resolution redraws at once (masks, statistics): one per core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return WorkGate(env_int("HYDRALANET_MAX_REDRAWS", cores))
+
+
+def session_alive() -> Callable[[], bool] | None:
+    """Whether this session is still connected (Streamlit keeps a closed tab's session two
+    minutes for a reconnect; its results need not wait that long)."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not runtime.exists():
+        return None
+    session_id, instance = ctx.session_id, runtime.get_instance()
+    return lambda: instance.is_active_session(session_id)
+
+
+def session_cache() -> SessionCache:
+    if "results" not in st.session_state:
+        # predictions and their readings: two entries per photo
+        st.session_state.results = SessionCache(memory_budget(), CACHE_ENTRIES * 2, alive=session_alive())
+    return st.session_state.results
+
+
+def queued_notice(placeholder, what: str):
+    def notice(ahead: int) -> None:
+        placeholder.info(
+            f"Queued: {ahead} {'job' if ahead == 1 else 'jobs'} ahead of {what} on this server. It starts by itself.",
+            icon=":material/hourglass_top:",
+        )
+
+    return notice
 
 
 # --------------------------------------------------------------------------- the model
@@ -342,25 +400,6 @@ def choose(files: list[tuple[str, bytes]]) -> tuple[str, bytes]:
 # --------------------------------------------------------------------------- inference
 
 
-def cached_prediction(key: tuple) -> Prediction | None:
-    cache: OrderedDict = st.session_state.setdefault("predictions", OrderedDict())
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    return None
-
-
-def remember(key: tuple, prediction: Prediction) -> None:
-    cache: OrderedDict = st.session_state.setdefault("predictions", OrderedDict())
-    cache[key] = prediction
-
-    def size(p: Prediction) -> int:
-        return p.probabilities.nbytes + p.image.nbytes + p.fov.nbytes + p.enhanced.nbytes
-
-    while len(cache) > 1 and (len(cache) > CACHE_ENTRIES or sum(map(size, cache.values())) > CACHE_BYTES):
-        cache.popitem(last=False)
-
-
 def prediction_key(loaded: LoadedModel, data: bytes, settings: dict) -> tuple:
     return (
         hashlib.sha256(data).hexdigest(),
@@ -373,32 +412,37 @@ def prediction_key(loaded: LoadedModel, data: bytes, settings: dict) -> tuple:
     )
 
 
-def photo_reading(key: tuple, prediction: Prediction) -> PhotoReading:
+def photo_reading(key: tuple, prediction: SquarePrediction) -> PhotoReading:
     """Disc, fovea, quality and zone maps of the photo: once per prediction, kept beside it in
     the session (thresholds only re-read the zones)."""
-    readings: dict = st.session_state.setdefault("readings", {})
-    cached = st.session_state.get("predictions", {})
-    for stale in [k for k in readings if k not in cached]:
-        del readings[stale]
-    if key not in readings:
-        with st.spinner("Finding the optic disc and the fovea…"):
-            readings[key] = read_photo(prediction.image, prediction.fov, probabilities=prediction.probabilities)
-    return readings[key]
+    cache = session_cache()
+    reading = cache.get(("reading", key))
+    if reading is None:
+        with st.spinner("Finding the optic disc and the fovea…"), render_gate().slot():
+            lesions = prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0)
+            reading = read_photo(prediction.image, prediction.fov, lesions=lesions)
+        maps = reading.maps
+        size = 0 if maps is None else maps.etdrs.nbytes + maps.quadrant.nbytes + maps.near.nbytes
+        cache.put(("reading", key), reading, size)
+    return reading
 
 
-def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Prediction:
+def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> SquarePrediction:
     """The model's output for this image and preprocessing, from the session cache when
-    possible. Bad input ends the run with a one-line ``st.error``."""
+    possible. Bad input ends the run with a one-line ``st.error``. Segmentations wait their
+    turn in the process (:func:`model_gate`), and the page says so while they wait."""
     key = prediction_key(loaded, data, settings)
-    prediction = cached_prediction(key)
+    prediction = session_cache().get(key)
     if prediction is not None:
         return prediction
     try:
-        image = read_image(data, name=name)
-        with st.spinner(f"Segmenting {name}…"):
+        waiting = st.empty()
+        with model_gate().slot(on_wait=queued_notice(waiting, name)), st.spinner(f"Segmenting {name}…"):
+            waiting.empty()
+            image = read_image(data, name=name)
             # Counts real model calls; the tests read it to prove that thresholds do not re-run the model.
             st.session_state.model_runs = st.session_state.get("model_runs", 0) + 1
-            prediction = predict(
+            prediction = predict_square(
                 loaded,
                 image,
                 clahe=settings["clahe"],
@@ -414,7 +458,7 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Pred
         log.exception("segmenting %s failed", name)
         error = f"{name}: could not be segmented ({(str(exc).strip() or type(exc).__name__).splitlines()[0]})"
     else:
-        remember(key, prediction)
+        session_cache().put(key, prediction, prediction.nbytes)
         return prediction
     st.error(error, icon=":material/error:")
     st.stop()
@@ -423,7 +467,7 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Pred
 # --------------------------------------------------------------------------- results
 
 
-def show_views(prediction: Prediction, small: np.ndarray, overlay: np.ndarray) -> None:
+def show_views(prediction: SquarePrediction, small: np.ndarray, overlay: np.ndarray) -> None:
     clahe = prediction.settings["clahe"]
     h, w = prediction.image.shape[:2]
     cols = st.columns(3)
@@ -437,7 +481,7 @@ def show_views(prediction: Prediction, small: np.ndarray, overlay: np.ndarray) -
 
 
 @st.fragment  # moving the zoom reruns only this part of the page
-def show_zoom(prediction: Prediction, masks: np.ndarray, overlay: np.ndarray, settings: dict) -> None:
+def show_zoom(prediction: SquarePrediction, masks: np.ndarray, overlay: np.ndarray, settings: dict) -> None:
     st.subheader("Zoom")
     image = prediction.image
     h, w = image.shape[:2]
@@ -570,7 +614,7 @@ def show_reading(found: dict) -> None:
     right.table(quadrants)
 
 
-def show_masks(prediction: Prediction, masks: np.ndarray, rows: list[dict]) -> None:
+def show_masks(prediction: SquarePrediction, masks: np.ndarray, rows: list[dict]) -> None:
     st.subheader("Each lesion on its own")
     layers = np.concatenate([masks, prediction.fov[None]])  # one resize pass for the masks and the FOV
     _, small = downscale_for_display(prediction.image, layers, PREVIEW_SIDE // 2)
@@ -585,7 +629,7 @@ def show_masks(prediction: Prediction, masks: np.ndarray, rows: list[dict]) -> N
 
 def show_downloads(
     name: str,
-    prediction: Prediction,
+    prediction: SquarePrediction,
     masks: np.ndarray,
     rows: list[dict],
     loaded: LoadedModel,
@@ -704,8 +748,9 @@ def main() -> None:
     photo = photo_reading(prediction_key(loaded, data, settings), prediction)
 
     # Everything below is cheap: thresholds, opacity and visibility never re-run the model.
-    masks = prediction.masks(settings["thresholds"])
-    rows = lesion_statistics(masks, prediction.fov, settings["thresholds"])
+    with render_gate().slot():
+        masks = prediction.masks(settings["thresholds"])
+        rows = lesion_statistics(masks, prediction.fov, settings["thresholds"])
     found = findings(photo, masks)
     small, small_masks = downscale_for_display(prediction.image, masks, PREVIEW_SIDE)
     overlay = render_overlay(small, small_masks, opacity=settings["opacity"], visible=settings["visible"])

@@ -49,6 +49,7 @@ from .original import (
     is_original_layout,
     unwrap_state,
 )
+from .system import replace_folder
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -121,13 +122,7 @@ def save_checkpoint(
         (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (tmp / CARD_NAME).write_text(model_card if model_card is not None else default_model_card(config, model))
         _make_readable(tmp)
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{os.getpid()}"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

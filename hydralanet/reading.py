@@ -39,14 +39,20 @@ LESION_EXCLUSION_P = 0.5  # pixels any lesion class reaches this probability are
 
 
 def read_photo(
-    image: np.ndarray, fov: np.ndarray, *, laterality: str | None = None, probabilities: np.ndarray | None = None
+    image: np.ndarray,
+    fov: np.ndarray,
+    *,
+    laterality: str | None = None,
+    probabilities: np.ndarray | None = None,
+    lesions: np.ndarray | None = None,
 ) -> PhotoReading:
     """Landmarks, quality and zone maps of an RGB uint8 photo with its FOV mask (e.g. a
     :class:`hydralanet.Prediction`'s ``image`` and ``fov``). ``laterality``: the eye when the
     file says so (a DICOM header). ``probabilities`` (``4 x H x W``, the prediction's): pixels a
     lesion reaches :data:`LESION_EXCLUSION_P` in are painted over before the landmark search
-    (a haemorrhage is darker than the fovea)."""
-    lesions = probabilities.max(axis=0) >= LESION_EXCLUSION_P if probabilities is not None else None
+    (a haemorrhage is darker than the fovea); or give that mask as ``lesions`` (``H x W`` bool)."""
+    if probabilities is not None:
+        lesions = probabilities.max(axis=0) >= LESION_EXCLUSION_P
     landmarks = find_landmarks(image, fov, laterality=laterality, lesions=lesions)
     return PhotoReading(landmarks, assess_quality(image, fov), zone_maps(image.shape[:2], fov, landmarks))
 

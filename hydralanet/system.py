@@ -1,0 +1,72 @@
+"""Two things the C library does that Python's standard library does not: swap two paths in
+one step (Linux ``renameat2(RENAME_EXCHANGE)``) and hand freed heap memory back to the system
+(glibc ``malloc_trim``). Each degrades gracefully where it is missing."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _load_libc() -> Any:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        return ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+
+
+_libc = _load_libc()
+
+
+def release_free_memory() -> None:
+    """Give freed heap pages back to the system, so a server's RSS falls when its caches are
+    dropped (a no-op without glibc)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing paths atomically; False where the system or file system cannot (the
+    caller falls back), an ``OSError`` for any other failure."""
+    renameat2 = getattr(_libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(b))
+
+
+def replace_folder(new: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Put the folder ``new`` in place of ``folder``: a reader sees the old folder or the new
+    one, never neither (an atomic swap; where the system lacks one, two renames leave a
+    moment with no folder, the old one kept beside it until the second rename is done)."""
+    new, folder = Path(new), Path(folder)
+    if not folder.exists():
+        os.replace(new, folder)
+        return
+    if exchange_paths(new, folder):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old folder
+        return
+    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+    os.replace(folder, old)
+    try:
+        os.replace(new, folder)
+    except BaseException:
+        os.replace(old, folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
