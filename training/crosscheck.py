@@ -1,4 +1,4 @@
-"""A second lesion generator, deliberately unlike ``training/synthetic.py``, for checking that
+"""A second lesion generator, deliberately unlike ``training/synthetic/``, for checking that
 a model trained on synthetic data learned lesions rather than one generator's artefacts.
 
 Lesions are plain geometric shapes with textbook colours, drawn on the real CC0 normal-eye
@@ -6,7 +6,7 @@ photo (``skimage.data.retina()``, resized to 1024 px, flipped / rotated by multi
 degrees, brightness varied): hard exudates as clusters of sharp yellow ellipses, haemorrhages
 as dark red ellipses with a soft rim, microaneurysms as small dark red discs, soft exudates as
 Gaussian-blurred whitish ellipses (label: blend weight >= 0.5). No shared code, shapes, noise,
-placement rules or colour model with ``training/synthetic.py``; the only common ground is the
+placement rules or colour model with ``training/synthetic/``; the only common ground is the
 background photo (which the training generator also uses, so the check isolates the lesions).
 
     python -m training.crosscheck --out data/crosscheck --n 40 --seed 7
