@@ -6,11 +6,14 @@ problem, so the CLI can print it and the app can show it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -146,12 +149,21 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes so a reader never sees a half-written file (temp file + rename)."""
+    with atomic_file(path) as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through, for writers that stream (``np.savez``,
+    ``savefig``): a temporary file beside it, renamed into place when the block succeeds and
+    removed when it fails, so a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are read by others too
         os.replace(tmp, path)
     except BaseException:

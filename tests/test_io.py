@@ -126,3 +126,28 @@ def test_list_images_expands_folders(tmp_path, photo):
         (tmp_path / name).write_bytes(b"x")
     missing = tmp_path / "missing.png"
     assert list_images([tmp_path, missing]) == [tmp_path / "a.JPG", tmp_path / "b.png", missing]
+
+
+def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
+    from hydralanet.io import atomic_file, write_atomic
+
+    target = tmp_path / "sub" / "out.bin"
+    write_atomic(target, b"old")  # makes the folder
+    with pytest.raises(RuntimeError, match="writer failed"), atomic_file(target) as fh:
+        fh.write(b"half of the new")
+        raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"old"  # the failed write left the old file, and no temporary one
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.bin"]
+    with atomic_file(target) as fh:
+        np.save(fh, np.arange(3))  # a writer that streams into the file
+    assert np.load(target).tolist() == [0, 1, 2]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.bin"]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable by others, as files open() makes
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

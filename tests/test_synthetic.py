@@ -1,7 +1,8 @@
-"""Tests for training/synthetic.py: layout, determinism and the meaning of the masks."""
+"""Tests for training/synthetic/: layout, determinism and the meaning of the masks."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -178,3 +179,37 @@ def test_cli_rejects_bad_splits(tmp_path: Path, splits: str):
     with pytest.raises(SystemExit):
         synthetic.main(["--out", str(tmp_path), "--n", "1", "--seed", "0", "--splits", splits])
     assert not (tmp_path / "lesion_segmentation").exists()
+
+
+# sha256 of every file of a small dataset (seed 5, 4 images of 128 px: both backgrounds, every
+# lesion class, a lesion-free image, three splits), recorded with the single-file generator
+# before it became a package. A change here means the generator's output changed: every
+# figure measured on synthetic data (README, weights/README.md) would need measuring again.
+GOLDEN = {
+    "train/syn_s5_00000.jpg": "f32f2ef803918daa49a5d1b49c55a93ffa1bdb8326a58d7882685d6054875c7d",
+    "train/syn_s5_00000 masks": "9298e5a44f2b1f2219e7b3f15181fb78818afc20d0ad6c962374bf0393990cd2",
+    "train/syn_s5_00001.jpg": "9e83a80d24ced225c38fd8109b904a8fef9360a13f9845471b3d088ec90b3d35",
+    "train/syn_s5_00001 masks": "7f389bcb7279b9c066e4991d7b28fcb2c196f0a4466f2c6bc023cc0c041300a5",
+    "valid/syn_s5_00002.jpg": "f9c16308a2b4bc79b2a1e4008286da0b0b84fe5fef0e62f149af0da5063ff3d6",
+    "valid/syn_s5_00002 masks": "700da9808752474e3b58725924697f6cf6f6fa7f17d012afe62afd138c67e43b",
+    "test/syn_s5_00003.jpg": "db5c95e12c54479ec879df771cb7401e6f8124369edec9840f449a8b19ebc2dc",
+    "test/syn_s5_00003 masks": "674f68ba6341e591438883352fda57f59e9432cfb17d81af417feb3c6a379b88",
+    "landmarks.csv": "4ad366c11e1cec2156a715cb337cd46b0cabfc4cfc8eaed41bb5555a678dcb14",
+    "synthetic.json": "5f884de20edc108ef786c6c5a7a2d766fd8107c5c6689882fac00bf16db24649",
+}
+
+
+def test_output_is_byte_for_byte_the_recorded_one(tmp_path: Path):
+    synthetic.write_dataset(tmp_path, 4, 5, 128, {"train": 0.5, "valid": 0.25, "test": 0.25})
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    got = {name: sha((tmp_path / name).read_bytes()) for name in ("landmarks.csv", "synthetic.json")}
+    for jpg in (tmp_path / "lesion_segmentation").glob("*/image/*.jpg"):
+        split, stem = jpg.parent.parent.name, jpg.stem
+        got[f"{split}/{jpg.name}"] = sha(jpg.read_bytes())
+        tifs = [jpg.parent.parent / "label" / lesion / f"{stem}.tif" for lesion in LESION_IDS]
+        got[f"{split}/{stem} masks"] = sha("".join(sha(t.read_bytes()) for t in tifs).encode())
+    changed = sorted(k for k in GOLDEN if got.get(k) != GOLDEN[k])
+    assert not changed and got.keys() == GOLDEN.keys(), f"output changed: {changed or sorted(got)}"

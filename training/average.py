@@ -33,10 +33,11 @@ from hydralanet.checkpoint import CheckpointError
 from hydralanet.io import write_atomic
 
 from .config import TrainConfig
-from .data import LesionDataset, SquareCache, split_rows
+from .data import LesionDataset, open_cache, split_rows
 from .losses import DualLoss
 from .prepare import read_manifest
-from .train import checkpoint_config, describe_data, validate
+from .provenance import checkpoint_config, describe_data
+from .validation import validate
 
 
 def average_states(states: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
@@ -90,23 +91,12 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
     val_rows = split_rows(rows, cfg.val_split)
     if not val_rows:
         raise ValueError(f"{manifest}: no rows in split {cfg.val_split!r} to tune thresholds on")
-    cache = (
-        None if cfg.cache_dir == "off" else SquareCache(Path(cfg.cache_dir) if cfg.cache_dir else runs[-1] / "cache")
-    )
     loader = DataLoader(
-        LesionDataset(val_rows, cfg.preprocessing, cache=cache), batch_size=cfg.batch_size, num_workers=cfg.num_workers
+        LesionDataset(val_rows, cfg.preprocessing, cache=open_cache(cfg, runs[-1])),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
     )
-    loss_fn = DualLoss(
-        tversky_weight=cfg.tversky_weight,
-        bce_weight=cfg.bce_weight,
-        alpha=cfg.alpha,
-        beta=cfg.beta,
-        gamma=cfg.gamma,
-        class_weights=cfg.class_weights,
-        pos_weight=cfg.pos_weight,
-        tversky_over=cfg.tversky_over,
-    )
-    metrics, thresholds, calibration = validate(model, loader, loss_fn, cfg, torch.device("cpu"))
+    metrics, thresholds, calibration = validate(model, loader, DualLoss.from_config(cfg), cfg, torch.device("cpu"))
 
     last = loaded[-1].config.provenance
     datasets, split_sizes = describe_data(rows)

@@ -32,7 +32,7 @@ from .modelcard import json_safe, render_model_card
 DEMO_NOTE = """
 ## A demonstration model
 
-**Trained only on synthetic data**: lesions drawn by `training/synthetic.py` on the CC0
+**Trained only on synthetic data**: lesions drawn by `training/synthetic/` on the CC0
 scikit-image retina photo (a normal eye, varied by rotation, flips, crops, colour and
 illumination) and on procedural fundi (disc, vignetting, optic disc, macula, branching
 vessels). It has never seen a real lesion. It shows how the app and the CLI work offline;

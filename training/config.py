@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydralanet.config import DEFAULT_THRESHOLD, ModelConfig, PreprocessConfig
+from hydralanet.io import write_atomic
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 TVERSKY_OVER = ("image", "batch")  # §6: per image
@@ -363,4 +364,31 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """A JSON file that ``--config`` reads back to the same config."""
-    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_atomic(path, (json.dumps(config.to_dict(), indent=2) + "\n").encode())
+
+
+# Settings that may change on --resume without changing the numbers (or, for epochs and
+# patience, changing them knowingly: a longer run). Anything else must match the run.
+RESUME_MAY_CHANGE = ("num_workers", "cache_dir", "epochs", "patience", "time_limit_minutes")
+
+
+def resolve_run_config(name_or_file: str | None, overrides: list[str], out: Path, resume: bool) -> TrainConfig:
+    """The config of a run in ``out`` (``--config``, ``--set``, ``--out``, ``--resume``); on
+    resume the run's saved one, which new settings may change only in ways that keep the run's
+    numbers (see ``RESUME_MAY_CHANGE``)."""
+    cfg = load_config(name_or_file or "published", overrides)
+    saved = out / "train_config.json"
+    if not resume or not saved.exists():
+        return cfg
+    run_cfg = load_config(str(saved), overrides if name_or_file is None else None)
+    if name_or_file is None:
+        return run_cfg
+    old, new = flatten(run_cfg.to_dict()), flatten(cfg.to_dict())
+    changed = sorted(k for k in old if old[k] != new.get(k) and k not in RESUME_MAY_CHANGE)
+    if changed:
+        raise ValueError(
+            "--resume: the run was trained with other settings: "
+            + ", ".join(f"{k} {old[k]!r} -> {new.get(k)!r}" for k in changed)
+            + f"; only {', '.join(RESUME_MAY_CHANGE)} may change"
+        )
+    return cfg

@@ -1,4 +1,4 @@
-"""A second lesion generator, deliberately unlike ``training/synthetic.py``, for checking that
+"""A second lesion generator, deliberately unlike ``training/synthetic/``, for checking that
 a model trained on synthetic data learned lesions rather than one generator's artefacts.
 
 Lesions are plain geometric shapes with textbook colours, drawn on the real CC0 normal-eye
@@ -6,7 +6,7 @@ photo (``skimage.data.retina()``, resized to 1024 px, flipped / rotated by multi
 degrees, brightness varied): hard exudates as clusters of sharp yellow ellipses, haemorrhages
 as dark red ellipses with a soft rim, microaneurysms as small dark red discs, soft exudates as
 Gaussian-blurred whitish ellipses (label: blend weight >= 0.5). No shared code, shapes, noise,
-placement rules or colour model with ``training/synthetic.py``; the only common ground is the
+placement rules or colour model with ``training/synthetic/``; the only common ground is the
 background photo (which the training generator also uses, so the check isolates the lesions).
 
     python -m training.crosscheck --out data/crosscheck --n 40 --seed 7
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
+
+from hydralanet.io import write_atomic
 
 SIZE = 1024
 LESIONS = ("EX", "HE", "MA", "SE")
@@ -133,25 +134,17 @@ def render(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8), canvas.masks
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def write(out: str | os.PathLike, n: int, seed: int) -> None:
     base = Path(out) / "lesion_segmentation" / "test"
     for i in tqdm(range(n), desc="cross-check photos", unit="img"):
         image, masks = render(seed * 100_000 + i)
         stem = f"xc_s{seed}_{i:05d}"
-        _write(
+        write_atomic(
             base / "image" / f"{stem}.jpg",
             cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes(),
         )
         for c, name in enumerate(LESIONS):
-            _write(
+            write_atomic(
                 base / "label" / name / f"{stem}.tif",
                 cv2.imencode(".tif", masks[c].astype(np.uint8) * 255)[1].tobytes(),
             )

@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from hydralanet.config import CLASSES, PreprocessConfig
-from hydralanet.io import read_image
+from hydralanet.io import atomic_file, read_image
 from hydralanet.preprocessing import crop_to_fov, enhance, to_tensor
 
 from .config import TrainConfig
@@ -160,15 +159,16 @@ class SquareCache:
             except (OSError, ValueError, KeyError, EOFError):
                 pass  # a damaged file (disk full, say): rebuild it below
         arrays = pack_square(load_square(row, preprocessing))
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as fh:
+            np.savez(fh, **arrays)
         return arrays
+
+
+def open_cache(config: TrainConfig, run: Path) -> SquareCache | None:
+    """The square cache of a run: ``cache_dir``, else ``run/cache``; None when it is "off"."""
+    if config.cache_dir == "off":
+        return None
+    return SquareCache(Path(config.cache_dir) if config.cache_dir else run / "cache")
 
 
 # --------------------------------------------------------------------------- augmentation

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from hydralanet.config import CLASSES
 
-from .config import TVERSKY_OVER
+from .config import TVERSKY_OVER, TrainConfig
 
 DEFAULT_ALPHA: tuple[float, ...] = (0.4, 0.4, 0.2, 0.4)  # §6: weight of false positives
 DEFAULT_BETA: tuple[float, ...] = (0.6, 0.6, 0.8, 0.6)  # §6: weight of misses; MA punishes them most
@@ -210,6 +210,20 @@ class DualLoss(nn.Module):
         else:
             pos = _checked("pos_weight", pos_weight, num_classes, allow_zero=False)
             self.register_buffer("pos_weight", torch.tensor(pos), persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> DualLoss:
+        """The loss a training config asks for (training and ``training.average`` build it here)."""
+        return cls(
+            tversky_weight=cfg.tversky_weight,
+            bce_weight=cfg.bce_weight,
+            alpha=cfg.alpha,
+            beta=cfg.beta,
+            gamma=cfg.gamma,
+            class_weights=cfg.class_weights,
+            pos_weight=cfg.pos_weight,
+            tversky_over=cfg.tversky_over,
+        )
 
     def components(self, logits: Tensor, targets: Tensor, valid: Tensor | None = None) -> dict[str, Tensor]:
         """``{"loss", "focal_tversky", "bce"}``: the weighted total and its unweighted terms."""

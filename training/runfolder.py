@@ -25,6 +25,7 @@ from torch import nn
 
 from hydralanet.checkpoint import WEIGHTS_NAME, save_checkpoint
 from hydralanet.config import CLASSES, CheckpointConfig
+from hydralanet.io import atomic_file, write_atomic
 
 from .modelcard import json_safe
 
@@ -141,9 +142,7 @@ def read_metrics_log(path: Path, before_epoch: int | None = None) -> list[dict[s
 
 def write_metrics_log(path: Path, records: list[dict[str, Any]]) -> None:
     """Rewrite the whole log atomically (it is small); NaN (no AUPR without lesion pixels) -> null."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in records))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(json_safe(r), sort_keys=True) + "\n" for r in records).encode())
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
@@ -179,7 +178,8 @@ def save_figure(fig, path: Path, *, dpi: int = 100) -> None:
     """Write a matplotlib figure as PNG atomically (temporary name, then rename) and close it."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_file(path) as fh:
+            fig.savefig(fh, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)

@@ -21,17 +21,16 @@ import functools
 import json
 import math
 import os
-import random
 import shlex
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
@@ -41,26 +40,25 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from hydralanet.checkpoint import WEIGHTS_NAME, load_model, save_checkpoint
-from hydralanet.config import CLASSES, CheckpointConfig
+from hydralanet.config import CLASSES
 from hydralanet.model import HydraLANet, count_parameters
 
-from .calibration import calibrate_threshold, fit_platt
-from .config import TrainConfig, flatten, load_config, save_config
+from .config import TrainConfig, resolve_run_config, save_config
 from .data import (
     LesionDataset,
-    SquareCache,
     WeightedEpochSampler,
     build_augmentation,
     build_photometric,
     lesion_presence,
+    open_cache,
     oversampling_weights,
     split_rows,
     worker_init_fn,
 )
 from .losses import DualLoss
-from .metrics import ConfusionAccumulator, PRAccumulator
 from .modelcard import render_model_card
 from .prepare import read_manifest
+from .provenance import checkpoint_config, code_version, training_provenance
 from .runfolder import (
     find_last,
     plot_curves,
@@ -70,10 +68,8 @@ from .runfolder import (
     training_state,
     write_metrics_log,
 )
-
-# Settings that may change on --resume without changing the numbers (or, for epochs and
-# patience, changing them knowingly: a longer run). Anything else must match the run.
-RESUME_MAY_CHANGE = ("num_workers", "cache_dir", "epochs", "patience", "time_limit_minutes")
+from .runtime import Dist, seed_everything
+from .validation import amp_dtype, validate
 
 
 class NonFiniteLoss(RuntimeError):
@@ -106,17 +102,6 @@ def freeze_batchnorm(model: nn.Module) -> None:
                 param.requires_grad_(False)
 
 
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for the ``amp`` setting; ``None`` runs in float32."""
-    if mode == "auto":
-        if device.type != "cuda":
-            return None  # CPU autocast is slower than fp32 without AMX/AVX-512 BF16: opt in with amp=bf16
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if mode == "fp16" and device.type != "cuda":
-        raise ValueError("amp=fp16 needs CUDA (fp16 on CPU is slow and needs loss scaling); use amp=bf16 or amp=off")
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
-
-
 def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """The state dict of ``cfg.init_weights`` (float32), after checking that its architecture
     is the one being trained."""
@@ -129,172 +114,7 @@ def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in loaded.model.state_dict().items()}
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        # warn_only: a few CUDA backward kernels (bilinear upsampling) have no deterministic
-        # version; they warn instead of stopping the run. On CPU every op used is deterministic.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def code_version() -> str:
-    """``git describe`` of the code that trained the model, else the package version."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--tags"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    from hydralanet import __version__
-
-    return f"hydralanet {__version__}"
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-class Dist:
-    """Process-group facts: under ``torchrun`` (WORLD_SIZE > 1) a DDP rank, else a single process."""
-
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-        if torch.cuda.is_available():
-            self.device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
-        if self.enabled:
-            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank when ``flag`` is true on any rank."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
-
-    def close(self) -> None:
-        if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def validate(
-    model: nn.Module, loader: DataLoader, loss_fn: nn.Module, cfg: TrainConfig, device: torch.device
-) -> tuple[dict[str, Any], dict[str, float], dict[str, tuple[float, float]] | None]:
-    """Validation loss and per-class metrics (plus macro) on the square model inputs, inside the FOV.
-
-    Returns ``(metrics, thresholds, calibration)``. One pass fills the PR histograms; the
-    thresholds are tuned on them (max F1 per class) when ``cfg.tune_thresholds``, and F1 / IoU /
-    precision / recall are then read off the same histograms at those thresholds. With
-    ``cfg.calibrate`` a per-class Platt calibration is fitted on the same histograms and the
-    thresholds returned are the calibrated probabilities of the same cuts (same pixels, same F1).
-    """
-    model.eval()
-    dtype = amp_dtype(cfg.amp, device)
-    pr = PRAccumulator(num_classes=len(CLASSES))
-    loss_sum = 0.0
-    for batch in loader:
-        images, masks, valid = (batch[k].to(device).float() for k in ("image", "masks", "valid"))
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(images).float()
-        loss_sum += float(loss_fn(logits, masks, valid))
-        pr.update(torch.sigmoid(logits), masks, valid)
-    if cfg.tune_thresholds:
-        thresholds = [float(t) for t in pr.best_thresholds(default=cfg.default_threshold)]
-    else:
-        thresholds = [cfg.default_threshold] * len(CLASSES)
-    scores = confusion_at(pr, thresholds).compute()
-    aupr = pr.average_precision()
-    metrics: dict[str, Any] = {"loss": loss_sum / max(1, len(loader))}
-    for i, c in enumerate(CLASSES):
-        metrics[c] = {"aupr": float(aupr[i]), **{k: float(scores[k][i]) for k in ("f1", "iou", "precision", "recall")}}
-    # A class without positive pixels in the split has no AUPR (NaN): average the others.
-    macro_aupr = float(np.nanmean(aupr)) if np.isfinite(aupr).any() else float("nan")
-    metrics["macro"] = {"aupr": macro_aupr, **scores["macro"]}
-    if not cfg.calibrate:
-        return metrics, dict(zip(CLASSES, thresholds)), None
-    calibration = fit_platt(pr)
-    calibrated = {c: round(calibrate_threshold(t, calibration[c]), 4) for c, t in zip(CLASSES, thresholds)}
-    return metrics, calibrated, calibration
-
-
-def confusion_at(pr: PRAccumulator, thresholds: list[float]) -> ConfusionAccumulator:
-    """The confusion counts at ``thresholds`` read off PR histograms: ``p >= edge(k)`` is
-    "bin >= k", so this is exact for thresholds on bin edges (tuned ones always are)."""
-    confusion = ConfusionAccumulator(num_classes=pr.num_classes, thresholds=thresholds)
-    for c, t in enumerate(confusion.thresholds):
-        k = pr.threshold_index(t)
-        confusion.tp[c], confusion.fn[c] = pr.positives[c, k:].sum(), pr.positives[c, :k].sum()
-        confusion.fp[c], confusion.tn[c] = pr.negatives[c, k:].sum(), pr.negatives[c, :k].sum()
-    return confusion
-
-
 # --------------------------------------------------------------------------- the run
-
-
-def checkpoint_config(
-    cfg: TrainConfig,
-    provenance: dict[str, Any],
-    thresholds: dict[str, float],
-    metrics: dict[str, Any],
-    epoch: int,
-    calibration: dict[str, tuple[float, float]] | None = None,
-) -> CheckpointConfig:
-    """What ``config.json`` of ``best``/``last`` holds: the run's provenance plus this epoch's
-    validation metrics, thresholds and calibration."""
-    return CheckpointConfig(
-        calibration=calibration,
-        model=cfg.model,
-        preprocessing=cfg.preprocessing,
-        thresholds=thresholds,
-        name=f"hydralanet-{cfg.model.encoder}-d{cfg.model.decoder_channels}-{cfg.preprocessing.input_size}px",
-        provenance={
-            **provenance,
-            "epoch": epoch + 1,
-            "metrics": {"val": {k: v for k, v in metrics.items() if k != "loss"}},
-            "metrics_note": {
-                "val": f"Epoch {epoch + 1}, on the {cfg.preprocessing.input_size} px model input inside the field of "
-                "view; F1, IoU, precision and recall at the thresholds above."
-            },
-        },
-    )
-
-
-def describe_data(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
-    """Images per (source, split) and per split: the provenance of a checkpoint."""
-    datasets: dict[str, dict[str, int]] = {}
-    for r in rows:
-        counts = datasets.setdefault(str(r["source"]), {})
-        counts[r["split"]] = counts.get(r["split"], 0) + 1
-    splits: dict[str, int] = {}
-    for counts in datasets.values():
-        for split, n in counts.items():
-            splits[split] = splits.get(split, 0) + n
-    return datasets, splits
 
 
 def train(
@@ -315,18 +135,106 @@ def train(
         ddp.close()
 
 
+@dataclass
+class _Data:
+    """The loaders of a run and the schedule's length in optimizer steps."""
+
+    train_set: LesionDataset
+    val_set: LesionDataset
+    sampler: DistributedSampler | WeightedEpochSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+    loader_gen: torch.Generator  # the loaders' shuffling and worker seeds; saved for --resume
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+@dataclass
+class _Learner:
+    """What learns and how: the model, its optimizer, the loss and the precision."""
+
+    model: nn.Module  # the bare model: validation and checkpoints
+    net: nn.Module  # what the training forward pass runs: the model, or its DDP wrapper
+    params: list[nn.Parameter]  # the trainable ones
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    dtype: torch.dtype | None  # autocast dtype; None: float32
+
+
+@dataclass
+class _Progress:
+    """Where the run stands; saved with ``last`` and restored by ``--resume``."""
+
+    start_epoch: int = 0
+    step: int = 0  # optimizer steps taken
+    best: float = -1.0  # best validation macro ``monitor`` so far
+    best_epoch: int = -1
+    stale: int = 0  # epochs since the best
+
+    def counters(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "step": self.step,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "stale_epochs": self.stale,
+        }
+
+
+@dataclass
+class _Run:
+    """Everything the epochs of one run share."""
+
+    cfg: TrainConfig
+    out: Path
+    ddp: Dist
+    log: Callable[..., None]  # print on rank 0, silent elsewhere
+    data: _Data
+    learner: _Learner
+    progress: _Progress
+    records: list[dict[str, Any]]  # metrics.jsonl: one record per finished epoch (rank 0)
+    provenance: dict[str, Any]  # what every checkpoint of the run records about it
+
+
 def _train(
     rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, *, resume: bool, command: str
 ) -> dict[str, Any]:
-    device = ddp.device
     log = functools.partial(print, flush=True) if ddp.main else (lambda *a, **k: None)
     seed_everything(cfg.seed, cfg.deterministic)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    data = _build_data(rows, cfg, out, ddp, log)
+    last = find_last(out) if resume else None
+    if resume and last is None:  # stopped during its first epoch: resuming is starting over
+        log(f"--resume: no checkpoint in {out} yet; starting from epoch 1")
+    learner = _build_learner(cfg, last, ddp, log)
+    progress = _Progress() if last is None else _restore(last, learner, data, cfg, log)
+    records = read_metrics_log(out / "metrics.jsonl", before_epoch=progress.start_epoch) if ddp.main else []
+    provenance = training_provenance(rows, cfg, command, code_version() if ddp.main else "")
+    run = _Run(cfg, out, ddp, log, data, learner, progress, records, provenance)
+    if ddp.main:
+        _open_run_folder(run)
 
-    # ---- data
+    loop_start = time.time()
+    for epoch in range(progress.start_epoch, cfg.epochs):
+        t0 = time.time()
+        train_loss = _train_epoch(run, epoch)
+        stop = False
+        if ddp.main:  # validation, checkpoints and logs: rank 0 only; the other ranks wait
+            stop = _end_epoch(run, epoch, train_loss, t0) or _out_of_time(run, epoch, loop_start, t0)
+        ddp.barrier()
+        if ddp.any(stop):
+            break
+    return {"best": progress.best, "best_epoch": progress.best_epoch + 1, "monitor": cfg.monitor, "run": str(out)}
+
+
+def _build_data(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, log: Callable) -> _Data:
+    """Datasets, sampler and loaders. Shuffling is a function of (seed, epoch) on every rank;
+    with one process it is the same sampler."""
     train_rows, val_rows = split_rows(rows, cfg.train_split), split_rows(rows, cfg.val_split)
-    cache = None if cfg.cache_dir == "off" else SquareCache(Path(cfg.cache_dir) if cfg.cache_dir else out / "cache")
+    cache = open_cache(cfg, out)
     train_set = LesionDataset(
         train_rows,
         cfg.preprocessing,
@@ -336,7 +244,6 @@ def _train(
         seed=cfg.seed,
     )
     val_set = LesionDataset(val_rows, cfg.preprocessing, cache=cache)
-    # Shuffling is a function of (seed, epoch) on every rank; with one process it is the same sampler.
     if any(f != 1.0 for f in cfg.oversample):
         presence = lesion_presence(train_set, cfg.num_workers)
         weights = oversampling_weights(presence, cfg.oversample)
@@ -353,19 +260,29 @@ def _train(
         "num_workers": cfg.num_workers,
         "worker_init_fn": worker_init_fn,
         "generator": loader_gen,
-        "pin_memory": device.type == "cuda",
+        "pin_memory": ddp.device.type == "cuda",
         "persistent_workers": False,  # workers must see set_epoch(): a fresh copy of the dataset per epoch
     }
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, **loader_args)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, **loader_args)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    return _Data(
+        train_set,
+        val_set,
+        sampler,
+        train_loader,
+        val_loader,
+        loader_gen,
+        steps_per_epoch,
+        total_steps=cfg.epochs * steps_per_epoch,
+        warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
+    )
 
-    # ---- model, optimizer, loss
-    last = find_last(out) if resume else None
-    if resume and last is None:  # stopped during its first epoch: resuming is starting over
-        log(f"--resume: no checkpoint in {out} yet; starting from epoch 1")
+
+def _build_learner(cfg: TrainConfig, last: Path | None, ddp: Dist, log: Callable) -> _Learner:
+    """The model (from ``last`` when resuming, ``init_weights`` when fine-tuning, else a fresh
+    or ImageNet-initialised one), its optimizer, gradient scaler and loss."""
+    device = ddp.device
     fine_tune = cfg.init_weights is not None and last is None
     model = HydraLANet.from_config(
         cfg.model, pretrained_encoder=cfg.pretrained_encoder and last is None and not fine_tune
@@ -383,157 +300,148 @@ def _train(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=True)
     dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 only: bf16 needs no scaling
-    loss_fn = DualLoss(
-        tversky_weight=cfg.tversky_weight,
-        bce_weight=cfg.bce_weight,
-        alpha=cfg.alpha,
-        beta=cfg.beta,
-        gamma=cfg.gamma,
-        class_weights=cfg.class_weights,
-        pos_weight=cfg.pos_weight,
-        tversky_over=cfg.tversky_over,
-    ).to(device)
+    loss_fn = DualLoss.from_config(cfg).to(device)
     net = (
         DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         if ddp.enabled
         else model
     )
+    return _Learner(model, net, params, optimizer, scaler, loss_fn, dtype)
 
-    # ---- where we start
-    start_epoch, step, best, best_epoch, stale = 0, 0, -1.0, -1, 0
-    if last is not None:
-        meta = restore_training_state(last, optimizer, scaler, loader_gen)
-        start_epoch, step = meta["epoch"] + 1, meta["step"]
-        best, best_epoch, stale = meta["best"], meta["best_epoch"], meta["stale_epochs"]
-        log(f"resuming from {last} after epoch {start_epoch} (step {step}, best {cfg.monitor} {best:.4f})")
-    records = read_metrics_log(out / "metrics.jsonl", before_epoch=start_epoch) if ddp.main else []
-    datasets, split_sizes = describe_data(rows)
-    provenance = {
-        "trained": True,
-        "datasets": datasets,
-        "split_sizes": split_sizes,
-        "train_split": cfg.train_split,
-        "val_split": cfg.val_split,
-        "thresholds_tuned": cfg.tune_thresholds,
-        "command": command,
-        "code_version": code_version() if ddp.main else "",
-        "training_config": cfg.to_dict(),
-    }
-    if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "train_config.json")
-        log(
-            f"{count_parameters(model) / 1e6:.2f} M parameters | train {len(train_set)} / val {len(val_set)} images | "
-            f"{steps_per_epoch} steps per epoch x {cfg.epochs} epochs | device {device} x {ddp.world} | "
-            f"amp {dtype or 'off'}"
-        )
 
-    # ---- the loop
-    loop_start = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        net.train()
-        if cfg.freeze_bn:
-            freeze_batchnorm(model)
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=device)
-        n_batches = len(train_loader)
-        bar = tqdm(
-            train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not ddp.main, leave=False, file=sys.stderr
-        )
-        for i, batch in enumerate(bar):
-            images, masks, valid = (batch[k].to(device, non_blocking=True).float() for k in ("image", "masks", "valid"))
-            group_start = (i // cfg.grad_accum) * cfg.grad_accum
-            group_size = min(cfg.grad_accum, n_batches - group_start)  # the last group may be short
-            stepping = i + 1 == group_start + group_size
-            # DDP all-reduces gradients on every backward; skip that until the group's last micro-batch.
-            sync = net.no_sync() if ddp.enabled and not stepping else nullcontext()
-            with sync:
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    output = net(images)
-                loss = supervised_loss(output, masks, valid, loss_fn, cfg)
-                if ddp.any(not torch.isfinite(loss).item()):
-                    raise NonFiniteLoss(
-                        f"loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1}/{n_batches} (optimizer step "
-                        f"{step}); stopping"
-                    )
-                scaler.scale(loss / group_size).backward()
-            loss_sum += loss.detach()
-            if stepping:
-                lr = get_lr(step, cfg, total_steps, warmup_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-        bar.close()
-        if ddp.enabled:
-            dist.all_reduce(loss_sum)
-        train_loss = float(loss_sum) / (n_batches * ddp.world)
+def _restore(last: Path, learner: _Learner, data: _Data, cfg: TrainConfig, log: Callable) -> _Progress:
+    """``--resume``: the optimizer, scaler and RNG states saved in ``last``, and its counters."""
+    meta = restore_training_state(last, learner.optimizer, learner.scaler, data.loader_gen)
+    progress = _Progress(meta["epoch"] + 1, meta["step"], meta["best"], meta["best_epoch"], meta["stale_epochs"])
+    log(
+        f"resuming from {last} after epoch {progress.start_epoch} (step {progress.step}, best {cfg.monitor} "
+        f"{progress.best:.4f})"
+    )
+    return progress
 
-        # ---- validation, checkpoints and logs: rank 0 only; the other ranks wait
-        stop = False
-        if ddp.main:
-            metrics, thresholds, calibration = validate(model, val_loader, loss_fn, cfg, device)
-            score = metrics["macro"][cfg.monitor]
-            improved = score > best
-            if improved:
-                best, best_epoch, stale = score, epoch, 0
-            else:
-                stale += 1
-            stop = cfg.patience > 0 and stale >= cfg.patience
-            records.append(
-                {
-                    "epoch": epoch,
-                    "step": step,
-                    "lr": get_lr(max(0, step - 1), cfg, total_steps, warmup_steps),
-                    "train_loss": train_loss,
-                    "val": metrics,
-                    "thresholds": thresholds,
-                    "best": improved,
-                }
-            )
-            write_metrics_log(out / "metrics.jsonl", records)  # first: resume drops lines past `last`
-            ckpt = checkpoint_config(cfg, provenance, thresholds, metrics, epoch, calibration)
-            card = render_model_card(ckpt, parameters=count_parameters(model))
-            if improved:
-                save_checkpoint(model, out / "best", ckpt, model_card=card)
-            counters = {"epoch": epoch, "step": step, "best": best, "best_epoch": best_epoch, "stale_epochs": stale}
-            save_last(out, model, ckpt, card, training_state(optimizer, scaler, loader_gen, counters))
-            plot_curves(records, out / "curves.png")
-            m = metrics["macro"]
-            log(
-                f"epoch {epoch + 1}/{cfg.epochs} done: train loss {train_loss:.4f} | val loss {metrics['loss']:.4f} "
-                f"F1 {m['f1']:.4f} AUPR {m['aupr']:.4f} IoU {m['iou']:.4f}"
-                + (" (best)" if improved else f" (best {best:.4f} at epoch {best_epoch + 1})")
-                + f" | {time.time() - t0:.1f} s"
-            )
-            if stop:
-                log(f"early stopping: no better validation {cfg.monitor} for {stale} epochs")
-            elapsed = time.time() - loop_start
-            if (
-                not stop
-                and cfg.time_limit_minutes
-                and epoch + 1 < cfg.epochs
-                and (elapsed + (time.time() - t0) > 60 * cfg.time_limit_minutes)
-            ):
-                stop = True
-                log(
-                    f"time limit: {elapsed / 60:.1f} of {cfg.time_limit_minutes:g} min used, another epoch would "
-                    f"pass it; stopping after epoch {epoch + 1}/{cfg.epochs}"
+
+def _open_run_folder(run: _Run) -> None:
+    """Rank 0 at the start: the run folder, its ``train_config.json`` and a line about the run."""
+    cfg, data = run.cfg, run.data
+    run.out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run.out / "train_config.json")
+    run.log(
+        f"{count_parameters(run.learner.model) / 1e6:.2f} M parameters | train {len(data.train_set)} / val "
+        f"{len(data.val_set)} images | {data.steps_per_epoch} steps per epoch x {cfg.epochs} epochs | device "
+        f"{run.ddp.device} x {run.ddp.world} | amp {run.learner.dtype or 'off'}"
+    )
+
+
+def _train_epoch(run: _Run, epoch: int) -> float:
+    """One pass over the training data, ``grad_accum`` micro-batches per optimizer step;
+    returns the mean training loss over all ranks. Raises :class:`NonFiniteLoss`."""
+    cfg, ddp, data, learner, progress = run.cfg, run.ddp, run.data, run.learner, run.progress
+    device, net, optimizer, scaler = ddp.device, learner.net, learner.optimizer, learner.scaler
+    data.sampler.set_epoch(epoch)
+    data.train_set.set_epoch(epoch)
+    net.train()
+    if cfg.freeze_bn:
+        freeze_batchnorm(learner.model)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), device=device)
+    n_batches = len(data.train_loader)
+    bar = tqdm(
+        data.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not ddp.main, leave=False, file=sys.stderr
+    )
+    for i, batch in enumerate(bar):
+        images, masks, valid = (batch[k].to(device, non_blocking=True).float() for k in ("image", "masks", "valid"))
+        group_start = (i // cfg.grad_accum) * cfg.grad_accum
+        group_size = min(cfg.grad_accum, n_batches - group_start)  # the last group may be short
+        stepping = i + 1 == group_start + group_size
+        # DDP all-reduces gradients on every backward; skip that until the group's last micro-batch.
+        sync = net.no_sync() if ddp.enabled and not stepping else nullcontext()
+        with sync:
+            with torch.autocast(device.type, dtype=learner.dtype, enabled=learner.dtype is not None):
+                output = net(images)
+            loss = supervised_loss(output, masks, valid, learner.loss_fn, cfg)
+            if ddp.any(not torch.isfinite(loss).item()):
+                raise NonFiniteLoss(
+                    f"loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1}/{n_batches} (optimizer step "
+                    f"{progress.step}); stopping"
                 )
-        ddp.barrier()
-        if ddp.any(stop):
-            break
+            scaler.scale(loss / group_size).backward()
+        loss_sum += loss.detach()
+        if stepping:
+            lr = get_lr(progress.step, cfg, data.total_steps, data.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(learner.params, cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            progress.step += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+    bar.close()
+    if ddp.enabled:
+        dist.all_reduce(loss_sum)
+    return float(loss_sum) / (n_batches * ddp.world)
 
-    return {"best": best, "best_epoch": best_epoch + 1, "monitor": cfg.monitor, "run": str(out)}
+
+def _end_epoch(run: _Run, epoch: int, train_loss: float, t0: float) -> bool:
+    """Rank 0 after an epoch: validate, then log it and write ``best`` (when better), ``last``
+    and the curves; returns whether early stopping ends the run."""
+    cfg, data, learner, progress = run.cfg, run.data, run.learner, run.progress
+    metrics, thresholds, calibration = validate(learner.model, data.val_loader, learner.loss_fn, cfg, run.ddp.device)
+    score = metrics["macro"][cfg.monitor]
+    improved = score > progress.best
+    if improved:
+        progress.best, progress.best_epoch, progress.stale = score, epoch, 0
+    else:
+        progress.stale += 1
+    stop = cfg.patience > 0 and progress.stale >= cfg.patience
+    run.records.append(
+        {
+            "epoch": epoch,
+            "step": progress.step,
+            "lr": get_lr(max(0, progress.step - 1), cfg, data.total_steps, data.warmup_steps),
+            "train_loss": train_loss,
+            "val": metrics,
+            "thresholds": thresholds,
+            "best": improved,
+        }
+    )
+    write_metrics_log(run.out / "metrics.jsonl", run.records)  # first: resume drops lines past `last`
+    ckpt = checkpoint_config(cfg, run.provenance, thresholds, metrics, epoch, calibration)
+    card = render_model_card(ckpt, parameters=count_parameters(learner.model))
+    if improved:
+        save_checkpoint(learner.model, run.out / "best", ckpt, model_card=card)
+    state = training_state(learner.optimizer, learner.scaler, data.loader_gen, progress.counters(epoch))
+    save_last(run.out, learner.model, ckpt, card, state)
+    plot_curves(run.records, run.out / "curves.png")
+    m = metrics["macro"]
+    run.log(
+        f"epoch {epoch + 1}/{cfg.epochs} done: train loss {train_loss:.4f} | val loss {metrics['loss']:.4f} "
+        f"F1 {m['f1']:.4f} AUPR {m['aupr']:.4f} IoU {m['iou']:.4f}"
+        + (" (best)" if improved else f" (best {progress.best:.4f} at epoch {progress.best_epoch + 1})")
+        + f" | {time.time() - t0:.1f} s"
+    )
+    if stop:
+        run.log(f"early stopping: no better validation {cfg.monitor} for {progress.stale} epochs")
+    return stop
+
+
+def _out_of_time(run: _Run, epoch: int, loop_start: float, t0: float) -> bool:
+    """Whether another epoch as long as this one would pass ``time_limit_minutes``."""
+    cfg = run.cfg
+    elapsed = time.time() - loop_start
+    if (
+        cfg.time_limit_minutes
+        and epoch + 1 < cfg.epochs
+        and (elapsed + (time.time() - t0) > 60 * cfg.time_limit_minutes)
+    ):
+        run.log(
+            f"time limit: {elapsed / 60:.1f} of {cfg.time_limit_minutes:g} min used, another epoch would "
+            f"pass it; stopping after epoch {epoch + 1}/{cfg.epochs}"
+        )
+        return True
+    return False
 
 
 def supervised_loss(
@@ -564,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     args = parser.parse_args(argv)
     try:
-        cfg = resolve_config(args)
+        cfg = resolve_run_config(args.config, args.set, args.out, args.resume)
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -585,27 +493,6 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 0
-
-
-def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """The run's config; on --resume the saved one, which new settings may change only in
-    ways that keep the run's numbers (see ``RESUME_MAY_CHANGE``)."""
-    cfg = load_config(args.config or "published", args.set)
-    saved = args.out / "train_config.json"
-    if not args.resume or not saved.exists():
-        return cfg
-    run_cfg = load_config(str(saved), args.set if args.config is None else None)
-    if args.config is None:
-        return run_cfg
-    old, new = flatten(run_cfg.to_dict()), flatten(cfg.to_dict())
-    changed = sorted(k for k in old if old[k] != new.get(k) and k not in RESUME_MAY_CHANGE)
-    if changed:
-        raise ValueError(
-            "--resume: the run was trained with other settings: "
-            + ", ".join(f"{k} {old[k]!r} -> {new.get(k)!r}" for k in changed)
-            + f"; only {', '.join(RESUME_MAY_CHANGE)} may change"
-        )
-    return cfg
 
 
 if __name__ == "__main__":
