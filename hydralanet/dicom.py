@@ -207,12 +207,24 @@ def read_frame(source: bytes | str | os.PathLike, *, frame: int | None = None, m
         if not decoder.is_available:
             raise DicomError(f"transfer syntax {ts.name} ({ts}) needs a pixel-data handler that is not installed")
     try:
-        from pydicom.pixels import pixel_array
-
-        array = pixel_array(ds, index=None if frames == 1 else frame - 1, as_rgb=True)
+        array = _decode(ds, ts, None if frames == 1 else frame - 1)
     except Exception as exc:  # decoders raise many kinds on damaged data
         raise DicomError(f"cannot decode DICOM pixel data ({_first_line(exc)})") from None
     return _to_rgb8(array, ds, photometric)
+
+
+def _decode(ds, ts, index: int | None) -> np.ndarray:
+    """Pillow first for 8-bit JPEG (the decoder ``read_image`` uses for .jpg files, so a JPEG
+    wrapped in DICOM gives the very same pixels); pydicom's choice of handler otherwise."""
+    from pydicom import uid
+    from pydicom.pixels import pixel_array
+
+    if ts in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit) and int(ds.get("BitsStored", 8) or 8) <= 8:
+        try:
+            return pixel_array(ds, index=index, as_rgb=True, decoding_plugin="pillow")
+        except Exception:  # not Pillow's to decode after all: let pydicom choose
+            pass
+    return pixel_array(ds, index=index, as_rgb=True)
 
 
 def _to_rgb8(array: np.ndarray, ds, photometric: str) -> np.ndarray:
