@@ -14,7 +14,9 @@ Patient and study identifiers are read into :class:`DicomFacts` only when asked
 from __future__ import annotations
 
 import io
+import logging
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,13 @@ GRAY_PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
 # not a calibrated photo of one, and is ignored (the disc diameter sets the scale instead).
 PLAUSIBLE_SPACING_MM = (0.0005, 0.1)
 DD_MM = 1.5  # ETDRS convention: 1 disc diameter = 1.5 mm (DESIGN §11)
+
+
+# pydicom warns (and logs) about every oddity of a damaged file; the reader gets one line from
+# us instead. Set once, process-wide (a catch_warnings() block per call is not thread-safe).
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
+logging.getLogger("pydicom").addHandler(logging.NullHandler())
+logging.getLogger("pydicom").propagate = False
 
 
 class DicomError(ValueError):
@@ -103,7 +112,7 @@ def _open(source: bytes | str | os.PathLike, *, header_only: bool):
     except Exception as exc:  # pydicom raises many kinds on a damaged file
         raise DicomError(f"DICOM file is truncated or corrupt ({_first_line(exc)})") from None
     if "Rows" not in ds or "Columns" not in ds:
-        raise DicomError("not a DICOM image (no Rows/Columns: a damaged file, or not a DICOM file)")
+        raise DicomError("not a readable DICOM image (truncated, corrupt, or not an image: no Rows/Columns)")
     return ds
 
 
