@@ -87,7 +87,8 @@ class ReportWriter:
             raise ValueError(f"paper must be one of {', '.join(PAPERS)}, got {paper!r}")
         self.record, self.provenance = record, provenance or {}
         self.opacity = opacity
-        self.created = (created or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
+        created = created or datetime.now(UTC)
+        self.created = created.strftime("%Y-%m-%d %H:%M UTC")
         pdf = _Document(format="A4" if paper == "a4" else "Letter", unit="mm")
         pdf.add_font("DejaVu", "", str(FONT_DIR / "DejaVuSans.ttf"))
         pdf.add_font("DejaVu", "B", str(FONT_DIR / "DejaVuSans-Bold.ttf"))
@@ -95,6 +96,7 @@ class ReportWriter:
         pdf.set_auto_page_break(True, margin=16)
         pdf.set_title("HydraLA-Net reading")
         pdf.set_creator(f"HydraLA-Net {__version__}")
+        pdf.set_creation_date(created if created.tzinfo else created.replace(tzinfo=UTC))
         self.pdf = pdf
 
     def add(self, photo: ReportPhoto) -> ReportWriter:
