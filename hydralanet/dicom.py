@@ -37,7 +37,6 @@ GRAY_PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
 # A retina is ~12 mm across a 45-degree field: a spacing outside this range (mm per pixel) is
 # not a calibrated photo of one, and is ignored (the disc diameter sets the scale instead).
 PLAUSIBLE_SPACING_MM = (0.0005, 0.1)
-DD_MM = 1.5  # ETDRS convention: 1 disc diameter = 1.5 mm (DESIGN §11)
 
 
 # pydicom warns (and logs) about every oddity of a damaged file; the reader gets one line from
