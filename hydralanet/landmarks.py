@@ -81,9 +81,9 @@ def find_landmarks(
 
     ``fov``: its field-of-view mask if already known. ``laterality`` (``left``/``right``, e.g. a
     DICOM header's) overrides the eye read from the image and puts the fovea search on the
-    temporal side of the disc. ``lesions``: bool ``H x W``, pixels a
-    lesion model marked; they are painted over from their surroundings first, so a dark
-    haemorrhage is not taken for the fovea nor a bright exudate cluster for the disc.
+    temporal side of the disc. ``lesions``: bool ``H x W``, pixels a lesion model marked; they
+    are painted over from their surroundings first, so a dark haemorrhage is not taken for the
+    fovea nor a bright exudate cluster for the disc.
     Confidences are in [0, 1]: how far the blob stands out of its surroundings (0.5 and up: clear).
     """
     fov = fov_mask(image) if fov is None else fov

@@ -39,14 +39,18 @@ class PhotoReading:
         """Which scale the zones use: ``source`` ``pixel_spacing`` (measured) or
         ``disc_diameter`` (1 DD = 1.5 mm assumed), the unit in pixels and the pixel size in mm."""
         disc = self.landmarks.disc
-        source = "pixel_spacing" if self.mm_per_px else "disc_diameter"
-        dd = self.maps.dd if self.maps else (DD_MM / self.mm_per_px if self.mm_per_px else None)
-        dd = dd if dd is not None else (disc.diameter_px if disc else None)
-        mm = self.mm_per_px or (DD_MM / dd if dd else None)
-        out = {"source": source, "dd_px": round(dd, 1) if dd else None, "mm_per_px": round(mm, 6) if mm else None}
-        if self.mm_per_px and disc:
-            out["disc_diameter_mm"] = round(disc.diameter_px * self.mm_per_px, 2)  # measured, not assumed
-        return out
+        if self.mm_per_px:
+            dd, mm = DD_MM / self.mm_per_px, self.mm_per_px
+            out = {"source": "pixel_spacing", "dd_px": round(dd, 1), "mm_per_px": round(mm, 6)}
+            if disc:
+                out["disc_diameter_mm"] = round(disc.diameter_px * mm, 2)  # measured, not assumed
+            return out
+        dd = disc.diameter_px if disc else None
+        return {
+            "source": "disc_diameter",
+            "dd_px": round(dd, 1) if dd else None,
+            "mm_per_px": round(DD_MM / dd, 6) if dd else None,
+        }
 
 
 LESION_EXCLUSION_P = 0.5  # pixels any lesion class reaches this probability are not landmarks

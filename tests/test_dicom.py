@@ -198,3 +198,24 @@ def test_jpeg_dicom_of_the_sample_gives_the_masks_of_the_jpeg(retina):
     ]
     assert masks[0].any()  # the bundled model marks a few pixels on the normal eye: Dice is not 0/0
     assert all(dice(a, b) >= 0.99 for a, b in zip(*masks))
+
+
+def test_header_eye_steers_the_fovea_search_and_pixel_spacing_sets_the_scale(retina):
+    """The sample is a left eye (disc on the left): a header saying so finds the fovea the image
+    alone finds; a header saying 'right' looks on the other side of the disc only."""
+    from hydralanet.landmarks import find_landmarks
+    from hydralanet.preprocessing import fov_mask
+    from hydralanet.reading import read_photo
+
+    image = cv2.resize(retina, (700, 700), interpolation=cv2.INTER_AREA)
+    fov = fov_mask(image)
+    plain, left, right = (find_landmarks(image, fov, laterality=side) for side in (None, "left", "right"))
+    assert plain.eye == "left" and plain.fovea.x > plain.disc.x + 100
+    assert (left.fovea.x, left.fovea.y) == (plain.fovea.x, plain.fovea.y) and left.eye_source == "header"
+    assert right.eye == "right" and (right.fovea is None or right.fovea.x < right.disc.x)
+
+    assumed = read_photo(image, fov).scale()
+    assert assumed["source"] == "disc_diameter" and assumed["dd_px"] == pytest.approx(plain.disc.diameter_px, abs=0.1)
+    measured = read_photo(image, fov, mm_per_px=0.02)
+    assert measured.maps.dd == pytest.approx(75.0) and measured.scale()["dd_px"] == 75.0
+    assert measured.scale()["disc_diameter_mm"] == pytest.approx(plain.disc.diameter_px * 0.02, abs=0.01)
