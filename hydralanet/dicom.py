@@ -112,6 +112,11 @@ def _open(source: bytes | str | os.PathLike, *, header_only: bool):
         raise DicomError(f"DICOM file is truncated or corrupt ({_first_line(exc)})") from None
     if "Rows" not in ds or "Columns" not in ds:
         raise DicomError("not a readable DICOM image (truncated, corrupt, or not an image: no Rows/Columns)")
+    try:
+        if int(ds.Rows) < 1 or int(ds.Columns) < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DicomError(f"DICOM header is corrupt (Rows {ds.get('Rows')!r}, Columns {ds.get('Columns')!r})") from None
     return ds
 
 
