@@ -44,6 +44,7 @@ from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, format_thres
 from hydralanet.hub import parse_hub_source
 from hydralanet.io import IMAGE_EXTENSIONS, encode_png
 from hydralanet.overlay import downscale_for_display, legend_html
+from hydralanet.pdf_report import ReportPhoto, report_pdf
 from hydralanet.preprocessing import BlankImageError
 from hydralanet.reading import LESION_EXCLUSION_P, PhotoReading, findings, read_photo
 from hydralanet.report import masks_zip, record_columns, run_record, summary_csv
@@ -367,7 +368,7 @@ def use_sample() -> None:
 def collect_inputs() -> list[tuple[str, bytes]]:
     left, right = st.columns([4, 1], vertical_alignment="center")
     uploads = left.file_uploader(
-        "Fundus photos (JPEG, PNG, TIFF)",
+        "Fundus photos (JPEG, PNG, TIFF, DICOM)",
         type=[e.lstrip(".") for e in IMAGE_EXTENSIONS],
         accept_multiple_files=True,
         key="uploads",
@@ -375,13 +376,42 @@ def collect_inputs() -> list[tuple[str, bytes]]:
     right.button("Try a sample", on_click=use_sample, icon=":material/visibility:", width="stretch")
     files: list[tuple[str, bytes]] = [(SAMPLE_NAME, sample_png())] if st.session_state.get("use_sample") else []
     seen = {name for name, _ in files}
+    st.session_state.frames = {}  # entry name -> frame of a multi-frame DICOM upload
     for upload in uploads or []:
-        name, k = upload.name, 2
-        while name in seen:  # two uploads may share a name; the selector needs distinct ones
-            name, k = f"{upload.name} ({k})", k + 1
-        seen.add(name)
-        files.append((name, upload.getvalue()))
+        for base, frame in dicom_frames(upload.name, upload.getvalue()):
+            name, k = base, 2
+            while name in seen:  # two uploads may share a name; the selector needs distinct ones
+                name, k = f"{base} ({k})", k + 1
+            seen.add(name)
+            files.append((name, upload.getvalue()))
+            if frame is not None:
+                st.session_state.frames[name] = frame
     return files
+
+
+def dicom_frames(name: str, data: bytes) -> list[tuple[str, int | None]]:
+    """One entry per frame of a multi-frame DICOM file (``<stem>_f<k>.dcm``, as the CLI names
+    them), else the upload itself. Only the header is read; a broken file stays one entry and
+    gets its one-line error when read."""
+    from hydralanet.dicom import frame_count, looks_like_dicom
+
+    frames = frame_count(data) if looks_like_dicom(data[:132], name) else 1
+    if frames <= 1:
+        return [(name, None)]
+    stem, suffix = Path(name).stem, Path(name).suffix
+    return [(f"{stem}_f{k}{suffix}", k) for k in range(1, frames + 1)]
+
+
+def upload_facts(data: bytes):
+    """The DICOM header facts of an upload (no identifiers: the page never shows them), or None."""
+    from hydralanet.dicom import DicomError, looks_like_dicom, read_facts
+
+    if not looks_like_dicom(data[:132]):
+        return None
+    try:
+        return read_facts(data)
+    except DicomError:
+        return None
 
 
 def choose(files: list[tuple[str, bytes]]) -> tuple[str, bytes]:
@@ -407,12 +437,13 @@ def prediction_key(loaded: LoadedModel, data: bytes, settings: dict) -> tuple:
         settings["crop"],
         settings["tta"],
         settings["precision"],
+        settings.get("frame"),
         loaded.identity["source"],
         loaded.identity["sha256"],
     )
 
 
-def photo_reading(key: tuple, prediction: SquarePrediction) -> PhotoReading:
+def photo_reading(key: tuple, prediction: SquarePrediction, facts=None) -> PhotoReading:
     """Disc, fovea, quality and zone maps of the photo: once per prediction, kept beside it in
     the session (thresholds only re-read the zones)."""
     cache = session_cache()
@@ -420,7 +451,13 @@ def photo_reading(key: tuple, prediction: SquarePrediction) -> PhotoReading:
     if reading is None:
         with st.spinner("Finding the optic disc and the fovea…"), render_gate().slot():
             lesions = prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0)
-            reading = read_photo(prediction.image, prediction.fov, lesions=lesions)
+            reading = read_photo(
+                prediction.image,
+                prediction.fov,
+                lesions=lesions,
+                laterality=facts.laterality if facts else None,  # a DICOM header's eye and pixel size
+                mm_per_px=facts.mm_per_px if facts else None,
+            )
         maps = reading.maps
         size = 0 if maps is None else maps.etdrs.nbytes + maps.quadrant.nbytes + maps.near.nbytes
         cache.put(("reading", key), reading, size)
@@ -439,7 +476,7 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Squa
         waiting = st.empty()
         with model_gate().slot(on_wait=queued_notice(waiting, name)), st.spinner(f"Segmenting {name}…"):
             waiting.empty()
-            image = read_image(data, name=name)
+            image = read_image(data, name=name, frame=settings.get("frame"))
             # Counts real model calls; the tests read it to prove that thresholds do not re-run the model.
             st.session_state.model_runs = st.session_state.get("model_runs", 0) + 1
             prediction = predict_square(
@@ -697,6 +734,29 @@ def show_downloads(
     )
 
 
+def show_report(name: str, photo: ReportPhoto, loaded: LoadedModel, settings: dict) -> None:
+    """The PDF report, on request (a button, then a download for each photo shown after it):
+    the photo, overlay, tables, reading, provenance and the research notice."""
+    if not st.session_state.get("offer_report"):
+        st.button(
+            "PDF report", on_click=lambda: st.session_state.update(offer_report=True), icon=":material/description:"
+        )
+        return
+    preprocessing = loaded.config.preprocessing.replace(clahe=settings["clahe"], crop=settings["crop"])
+    record = run_record(
+        loaded, preprocessing, settings["thresholds"], tta=settings["tta"], precision=settings["precision"]
+    )
+    opacity, provenance = settings["opacity"], loaded.config.provenance
+    st.download_button(
+        "Report (PDF)",
+        lambda: report_pdf(photo, record, provenance, opacity=opacity),
+        file_name=f"{Path(name).stem}.pdf",
+        mime="application/pdf",
+        on_click="ignore",
+        icon=":material/description:",
+    )
+
+
 def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
     h, w = image.shape[:2]
     scale = max_side / max(h, w)
@@ -744,8 +804,10 @@ def main() -> None:
         st.info("Upload one or more fundus photos, or try the sample, to see the lesions.", icon=":material/upload:")
         st.stop()
     name, data = choose(files)
+    settings = {**settings, "frame": st.session_state.frames.get(name)}
     prediction = segment(loaded, name, data, settings)
-    photo = photo_reading(prediction_key(loaded, data, settings), prediction)
+    facts = upload_facts(data)
+    photo = photo_reading(prediction_key(loaded, data, settings), prediction, facts)
 
     # Everything below is cheap: thresholds, opacity and visibility never re-run the model.
     with render_gate().slot():
@@ -755,7 +817,8 @@ def main() -> None:
     small, small_masks = downscale_for_display(prediction.image, masks, PREVIEW_SIDE)
     overlay = render_overlay(small, small_masks, opacity=settings["opacity"], visible=settings["visible"])
     if settings["show_grid"]:
-        overlay = draw_grid(overlay, photo.landmarks, scale=small.shape[1] / prediction.image.shape[1])
+        dd = photo.maps.dd if photo.maps else None
+        overlay = draw_grid(overlay, photo.landmarks, scale=small.shape[1] / prediction.image.shape[1], dd_px=dd)
     show_quality(found)
     show_views(prediction, small, overlay)
     show_statistics(rows)
@@ -763,6 +826,9 @@ def main() -> None:
     show_zoom(prediction, masks, overlay, settings)
     show_masks(prediction, masks, rows)
     show_downloads(name, prediction, masks, rows, loaded, settings, found)
+    show_report(
+        name, ReportPhoto(Path(name).stem, prediction.image, masks, rows, photo, found, facts), loaded, settings
+    )
 
 
 main()

@@ -23,9 +23,14 @@ OUTPUT_LAYOUT = """output layout of predict (other tools rely on it):
   DIR/<stem>/prob_EX.png ...               16-bit PNG, p x 65535 (--save-probabilities)
   DIR/<stem>/findings.json                 optic disc, fovea, eye, image quality, lesions by
                                            ETDRS zone and quadrant, DME risk (research indicators)
+  DIR/<stem>/<stem>.pdf                    the report (--report); DIR/report.pdf all in one (--report-combined)
   DIR/summary.csv                          one row per image and lesion
   DIR/zones.csv                            one row per image, lesion and zone
   DIR/summary.json                         the same + model identity, settings, findings, failures
+
+DICOM files (.dcm, or the DICM preamble) are read too; each frame of a multi-frame file is a
+photo named <stem>_f<k> (k = 1, 2, ...). Patient and study identifiers in DICOM headers are
+written nowhere unless --keep-identifiers is given.
 
 convert SRC --out DIR writes SRC (a checkpoint folder, a weights file such as the original
 code's best_model.pt, or a Hub source) as a checkpoint folder; --to original --out FILE
@@ -108,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the clinical reading (disc, fovea, zones, DME risk, quality: findings.json, zones.csv)",
     )
     p.add_argument("--opacity", type=float, default=0.5, help="overlay fill opacity in [0, 1] (default 0.5)")
+    _add_report_arguments(p)
     p.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     p.add_argument(
         "--tile",
@@ -144,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_report_arguments(p: argparse.ArgumentParser) -> None:
+    """predict's PDF report and DICOM identifier flags."""
+    p.add_argument("--report", action="store_true", help="write a PDF report per photo: DIR/<stem>/<stem>.pdf")
+    p.add_argument("--report-combined", action="store_true", help="also write all photos' reports in DIR/report.pdf")
+    p.add_argument("--paper", choices=("a4", "letter"), default="a4", help="report paper size (default a4)")
+    p.add_argument(
+        "--keep-identifiers",
+        action="store_true",
+        help="write DICOM patient and study identifiers into findings.json and the reports (default: never)",
+    )
+
+
 SOURCE_HELP = (
     "checkpoint folder, weights file (.safetensors, or .pt/.pth/.bin with --allow-pickle), or Hub source "
     "[spaces/]owner/name[@revision][:path/in/repo]"
@@ -171,9 +189,9 @@ def predict_command(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError, load_model
     from .fast import resolve_precision
     from .inference import lesion_statistics, predict
-    from .io import ImageError, list_images, read_image, write_atomic
+    from .io import ImageError, photo_sources, write_atomic
     from .preprocessing import BlankImageError
-    from .reading import ZONE_COLUMNS, findings, read_photo
+    from .reading import ZONE_COLUMNS
     from .report import run_record, summary_csv, table_csv
 
     if not 0.0 <= args.opacity <= 1.0:
@@ -191,7 +209,7 @@ def predict_command(args: argparse.Namespace) -> int:
     if args.crop:
         preprocessing = preprocessing.replace(crop=args.crop)
 
-    paths = list_images(args.paths)
+    paths = photo_sources(args.paths)  # a file, or each frame of a multi-frame DICOM file
     if not paths:
         return _fail("no images found in " + ", ".join(map(str, args.paths)))
     out: Path = args.out
@@ -202,11 +220,16 @@ def predict_command(args: argparse.Namespace) -> int:
     failures: list[dict[str, str]] = []
     used_names: set[str] = set()
     started = time.perf_counter()
+    record = run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision)
+    book = _report_writer(args, record, loaded.config.provenance) if args.report_combined else None
+    reports = (record, loaded.config.provenance, book)
     bar = tqdm(paths, desc="segmenting", unit="image", disable=None)
     try:
-        for path in bar:
+        for source in bar:
+            path = source.path
             try:
-                image = read_image(path)
+                image = source.read()
+                facts = _dicom_facts(path, args.keep_identifiers)
                 prediction = predict(
                     loaded,
                     image,
@@ -216,7 +239,7 @@ def predict_command(args: argparse.Namespace) -> int:
                     tile=args.tile,
                     crop=preprocessing.crop,
                 )
-                name = _unique_name(path.stem, used_names)
+                name = _unique_name(source.stem, used_names)
                 masks = prediction.masks(thresholds)  # once: outputs, statistics and the reading share them
                 _write_outputs(out / name, image, prediction, masks, args)
             except ImageError as exc:
@@ -234,14 +257,15 @@ def predict_command(args: argparse.Namespace) -> int:
                 continue
             for row in lesion_statistics(masks, prediction.fov, thresholds):
                 rows.append({"image": name, "source": str(path), **row})
-            if not args.no_reading:
-                found = findings(read_photo(image, prediction.fov, probabilities=prediction.probabilities), masks)
-                write_atomic(out / name / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
+            found = _read_and_report(
+                args, out / name, (name, image, masks, rows[-len(CLASSES) :]), prediction, facts, reports, failures
+            )
+            if found is not None:
                 zone_rows += [{"image": name, **z} for z in found["zones"]]
                 readings[name] = found
     finally:  # also on Ctrl-C: the summary of what was done is written
         summary = {
-            **run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision),
+            **record,
             "tile": args.tile,
             "images": len(rows) // len(CLASSES),
             "seconds": round(time.perf_counter() - started, 2),
@@ -253,6 +277,8 @@ def predict_command(args: argparse.Namespace) -> int:
         write_atomic(out / "summary.csv", summary_csv(rows).encode())
         if not args.no_reading:
             write_atomic(out / "zones.csv", table_csv(zone_rows, ZONE_COLUMNS).encode())
+        if book is not None and rows:
+            write_atomic(out / "report.pdf", book.to_bytes())
     done = len(rows) // len(CLASSES)
     print(f"{done} of {len(paths)} images segmented -> {out}", file=sys.stderr)
     if failures:
@@ -274,6 +300,60 @@ def _write_outputs(folder: Path, image, prediction, masks, args) -> None:
             prob16 = np.round(prediction.probabilities[CLASSES.index(c)] * 65535.0).astype(np.uint16)
             save_png(folder / f"prob_{c}.png", prob16)
     save_png(folder / "overlay.png", render_overlay(image, masks, opacity=args.opacity))
+
+
+def _dicom_facts(path: Path, keep_identifiers: bool):
+    """The DICOM header facts of ``path`` (None for other images); identifiers only when kept."""
+    from .dicom import is_dicom_file, read_facts
+
+    return read_facts(path, keep_identifiers=keep_identifiers) if is_dicom_file(path) else None
+
+
+def _report_writer(args: argparse.Namespace, record: dict, provenance: dict):
+    from .pdf_report import ReportWriter
+
+    return ReportWriter(record, provenance, paper=args.paper, opacity=args.opacity)
+
+
+def _read_and_report(
+    args, folder: Path, photo: tuple, prediction, facts, reports: tuple, failures: list
+) -> dict | None:
+    """One photo's reading (``findings.json``; None with --no-reading) and PDF reports (--report:
+    ``<stem>.pdf``; --report-combined: pages in the ``book`` of ``reports`` = (run record,
+    provenance, book or None)). ``photo``: name, image, masks and statistics rows. A report that
+    fails is recorded in ``failures``; the other outputs stand."""
+    from tqdm import tqdm
+
+    from .io import write_atomic
+    from .pdf_report import ReportPhoto
+    from .reading import findings, read_photo
+
+    name, image, masks, stats = photo
+    record, provenance, book = reports
+    reading = found = None
+    if not args.no_reading:
+        reading = read_photo(
+            image,
+            prediction.fov,
+            probabilities=prediction.probabilities,
+            laterality=facts.laterality if facts else None,
+            mm_per_px=facts.mm_per_px if facts else None,
+        )
+        found = findings(reading, masks)
+        if facts is not None:
+            found["dicom"] = facts.to_dict()
+        write_atomic(folder / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
+    if args.report or book is not None:
+        pages = ReportPhoto(name, image, masks, stats, reading, found, facts)
+        try:
+            if args.report:
+                write_atomic(folder / f"{name}.pdf", _report_writer(args, record, provenance).add(pages).to_bytes())
+            if book is not None:
+                book.add(pages)
+        except Exception as exc:  # a report must not cost the batch
+            failures.append({"image": name, "error": f"report: {type(exc).__name__}: {exc}"})
+            tqdm.write(f"error: {name}: report not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+    return found
 
 
 def convert_command(args: argparse.Namespace) -> int:

@@ -12,12 +12,15 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .dicom import looks_like_dicom
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview
 
@@ -29,7 +32,7 @@ MAX_PIXELS = 50_000_000
 # thread-safe, and the app decodes uploads in several threads).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MIN_SIDE = 64  # smaller than this there is no fundus to see at any useful scale
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".dcm")
 
 
 class ImageError(ValueError):
@@ -48,12 +51,16 @@ def _describe(source: ImageSource, name: str | None) -> str:
     return str(source)
 
 
-def read_image(source: ImageSource, *, name: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(
+    source: ImageSource, *, name: str | None = None, max_pixels: int = MAX_PIXELS, frame: int | None = None
+) -> np.ndarray:
     """Decode a path or encoded bytes to RGB uint8, ``H x W x 3``, in display orientation.
 
     Honours EXIF orientation; grayscale becomes 3 channels; alpha is dropped (composited on
     black, the fundus surround); CMYK is converted; 16-bit images are scaled to 8 bits.
-    Raises :class:`ImageError` for missing, empty, truncated, non-image, oversized
+    DICOM files (``DICM`` preamble or a ``.dcm`` name) are read by :mod:`hydralanet.dicom`;
+    ``frame`` (1 = the first) picks one frame of a multi-frame file (:func:`photo_sources`
+    lists them). Raises :class:`ImageError` for missing, empty, truncated, non-image, oversized
     (``> max_pixels``) and tiny (``< 64 px`` a side) input.
     """
     label = _describe(source, name)
@@ -71,6 +78,8 @@ def read_image(source: ImageSource, *, name: str | None = None, max_pixels: int 
             raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from None
     if not data:
         raise ImageError(label, "file is empty (0 bytes)")
+    if looks_like_dicom(data[:132], label):
+        return _read_dicom(data, label, frame, max_pixels)
 
     try:
         pil = Image.open(io.BytesIO(data))
@@ -98,6 +107,21 @@ def read_image(source: ImageSource, *, name: str | None = None, max_pixels: int 
                 raise ImageError(label, "image file is truncated or corrupt") from None
             raise ImageError(label, f"cannot decode image ({msg})") from None
     return np.ascontiguousarray(rgb)
+
+
+def _read_dicom(data: bytes, label: str, frame: int | None, max_pixels: int) -> np.ndarray:
+    from .dicom import DicomError, read_frame
+
+    if frame is not None:
+        label = f"{label} (frame {frame})"
+    try:
+        rgb = read_frame(data, frame=frame, max_pixels=max_pixels)
+    except DicomError as exc:
+        raise ImageError(label, str(exc)) from None
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        h, w = rgb.shape[:2]
+        raise ImageError(label, f"image is too small ({w} x {h}; need at least {MIN_SIDE} px a side)")
+    return rgb
 
 
 def _pil_to_rgb(pil: Image.Image) -> np.ndarray:
@@ -144,6 +168,36 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
             out.extend(sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS))
         else:
             out.append(p)
+    return out
+
+
+@dataclass(frozen=True)
+class PhotoSource:
+    """One photo to read: a file, or one frame (1 = the first) of a multi-frame DICOM file,
+    named ``<stem>_f<k>``."""
+
+    path: Path
+    frame: int | None = None
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem if self.frame is None else f"{self.path.stem}_f{self.frame}"
+
+    def read(self, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+        return read_image(self.path, frame=self.frame, max_pixels=max_pixels)
+
+
+def photo_sources(paths: list[str | os.PathLike]) -> list[PhotoSource]:
+    """:func:`list_images`, with each frame of a multi-frame DICOM file a photo of its own.
+
+    Only headers are read here; a file that cannot be read stays one source, so reading it
+    reports the error."""
+    from .dicom import frame_count, is_dicom_file
+
+    out: list[PhotoSource] = []
+    for path in list_images(paths):
+        frames = frame_count(path) if path.is_file() and is_dicom_file(path) else 1
+        out += [PhotoSource(path, k) for k in range(1, frames + 1)] if frames > 1 else [PhotoSource(path)]
     return out
 
 

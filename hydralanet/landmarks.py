@@ -80,9 +80,10 @@ def find_landmarks(
     """Optic disc (centre, diameter), fovea and eye of an RGB uint8 ``H x W x 3`` fundus photo.
 
     ``fov``: its field-of-view mask if already known. ``laterality`` (``left``/``right``, e.g. a
-    DICOM header's) overrides the eye read from the image. ``lesions``: bool ``H x W``, pixels a
-    lesion model marked; they are painted over from their surroundings first, so a dark
-    haemorrhage is not taken for the fovea nor a bright exudate cluster for the disc.
+    DICOM header's) overrides the eye read from the image and puts the fovea search on the
+    temporal side of the disc. ``lesions``: bool ``H x W``, pixels a lesion model marked; they
+    are painted over from their surroundings first, so a dark haemorrhage is not taken for the
+    fovea nor a bright exudate cluster for the disc.
     Confidences are in [0, 1]: how far the blob stands out of its surroundings (0.5 and up: clear).
     """
     fov = fov_mask(image) if fov is None else fov
@@ -113,7 +114,9 @@ def find_landmarks(
     disc = _find_disc(closed, vessels, core, diameter)
     if disc is not None and disc[3] < MIN_DISC_CONFIDENCE:
         disc = None
-    fovea = _find_fovea(closed, vessels, core, disc, diameter) if disc is not None else None
+    # A known eye puts the fovea on the temporal side of the disc: right of it in a left eye.
+    side = {"left": 1, "right": -1}.get(_eye(laterality) or "")
+    fovea = _find_fovea(closed, vessels, core, disc, diameter, side) if disc is not None else None
     if fovea is not None and fovea[2] < MIN_FOVEA_CONFIDENCE:
         fovea = None
 
@@ -200,10 +203,13 @@ def _disc_diameter(closed: np.ndarray, x: int, y: int, diameter: float) -> float
     return size if lo <= size <= hi else None
 
 
-def _find_fovea(closed: np.ndarray, vessels: np.ndarray, core: np.ndarray, disc: tuple, diameter: float):
+def _find_fovea(
+    closed: np.ndarray, vessels: np.ndarray, core: np.ndarray, disc: tuple, diameter: float, side: int | None = None
+):
     """``(x, y, confidence)`` in work pixels, or None: the darkest spot (relative to its
     surroundings) in the annulus :data:`FOVEA_DD` around the disc, near the horizontal, away
-    from vessels (the fovea is avascular) and preferably about 2.5 DD from the disc."""
+    from vessels (the fovea is avascular) and preferably about 2.5 DD from the disc. ``side``
+    (+1 right of the disc, -1 left; from a known eye) replaces the guess from the field's centre."""
     dx0, dy0, dd = disc[0], disc[1], disc[2]
     blur = cv2.GaussianBlur(closed, (0, 0), 0.3 * dd)
     local = cv2.GaussianBlur(closed, (0, 0), 1.5 * dd)
@@ -216,7 +222,9 @@ def _find_fovea(closed: np.ndarray, vessels: np.ndarray, core: np.ndarray, disc:
     # the fovea lies on the centre's side of it (the other side is the dim rim of the field).
     ys, xs = np.nonzero(core)
     centre_x = float(xs.mean())
-    if abs(centre_x - dx0) > 0.1 * diameter:
+    if side is not None:
+        search &= side * (xx - dx0) > 0
+    elif abs(centre_x - dx0) > 0.1 * diameter:
         search &= np.sign(centre_x - dx0) * (xx - dx0) > 0
     if search.sum() < 10:
         return None

@@ -20,7 +20,7 @@ import numpy as np
 
 from .landmarks import Landmarks, find_landmarks
 from .quality import Quality, assess_quality
-from .zones import ZONE_COLUMNS, ZoneMaps, read_zones, zone_maps
+from .zones import DD_MM, ZONE_COLUMNS, ZoneMaps, read_zones, zone_maps
 
 __all__ = ["PhotoReading", "ZONE_COLUMNS", "findings", "read_photo"]
 
@@ -33,6 +33,24 @@ class PhotoReading:
     landmarks: Landmarks
     quality: Quality
     maps: ZoneMaps | None
+    mm_per_px: float | None = None  # the file's pixel size, when it gave one
+
+    def scale(self) -> dict[str, Any]:
+        """Which scale the zones use: ``source`` ``pixel_spacing`` (measured) or
+        ``disc_diameter`` (1 DD = 1.5 mm assumed), the unit in pixels and the pixel size in mm."""
+        disc = self.landmarks.disc
+        if self.mm_per_px:
+            dd, mm = DD_MM / self.mm_per_px, self.mm_per_px
+            out = {"source": "pixel_spacing", "dd_px": round(dd, 1), "mm_per_px": round(mm, 6)}
+            if disc:
+                out["disc_diameter_mm"] = round(disc.diameter_px * mm, 2)  # measured, not assumed
+            return out
+        dd = disc.diameter_px if disc else None
+        return {
+            "source": "disc_diameter",
+            "dd_px": round(dd, 1) if dd else None,
+            "mm_per_px": round(DD_MM / dd, 6) if dd else None,
+        }
 
 
 LESION_EXCLUSION_P = 0.5  # pixels any lesion class reaches this probability are not landmarks
@@ -45,16 +63,20 @@ def read_photo(
     laterality: str | None = None,
     probabilities: np.ndarray | None = None,
     lesions: np.ndarray | None = None,
+    mm_per_px: float | None = None,
 ) -> PhotoReading:
     """Landmarks, quality and zone maps of an RGB uint8 photo with its FOV mask (e.g. a
     :class:`hydralanet.Prediction`'s ``image`` and ``fov``). ``laterality``: the eye when the
     file says so (a DICOM header). ``probabilities`` (``4 x H x W``, the prediction's): pixels a
     lesion reaches :data:`LESION_EXCLUSION_P` in are painted over before the landmark search
-    (a haemorrhage is darker than the fovea); or give that mask as ``lesions`` (``H x W`` bool)."""
+    (a haemorrhage is darker than the fovea); or give that mask as ``lesions`` (``H x W`` bool).
+    ``mm_per_px``: the pixel size when the file says (a DICOM header's PixelSpacing): zones are
+    then measured in mm, not in disc diameters."""
     if probabilities is not None:
         lesions = probabilities.max(axis=0) >= LESION_EXCLUSION_P
     landmarks = find_landmarks(image, fov, laterality=laterality, lesions=lesions)
-    return PhotoReading(landmarks, assess_quality(image, fov), zone_maps(image.shape[:2], fov, landmarks))
+    maps = zone_maps(image.shape[:2], fov, landmarks, mm_per_px=mm_per_px)
+    return PhotoReading(landmarks, assess_quality(image, fov), maps, mm_per_px)
 
 
 def findings(photo: PhotoReading, masks: np.ndarray) -> dict[str, Any]:
@@ -63,6 +85,7 @@ def findings(photo: PhotoReading, masks: np.ndarray) -> dict[str, Any]:
     Coordinates in pixels of the photo as read (EXIF applied)."""
     reading = read_zones(masks, photo.maps)
     out = photo.landmarks.to_dict()
+    out["scale"] = photo.scale()
     out["quality"] = photo.quality.to_dict()
     out.update(reading.to_dict())
     if photo.quality.verdict == "ungradable":

@@ -32,6 +32,7 @@ ETDRS_ZONES = (
 )  # fmt: skip
 QUADRANTS = ("superotemporal", "superonasal", "inferonasal", "inferotemporal")
 ETDRS_RADII_DD = (1 / 3, 1.0, 2.0)  # 1, 3 and 6 mm diameters at 1 DD = 1.5 mm
+DD_MM = 1.5  # ETDRS convention: 1 disc diameter = 1.5 mm
 RULE_421_HAEMORRHAGES = 20  # "> 20 intraretinal haemorrhages in each of the four quadrants"
 ZONE_COLUMNS = ["image", "lesion", "zone", "count", "pixels", "zone_pct"]
 
@@ -40,16 +41,22 @@ ZONE_COLUMNS = ["image", "lesion", "zone", "count", "pixels", "zone_pct"]
 class ZoneMaps:
     """Per-pixel zone indices (``int8``, -1 outside the FOV) of one photo: ``etdrs`` into
     :data:`ETDRS_ZONES`, ``quadrant`` into :data:`QUADRANTS`, and ``near`` (bool: within 1 DD of
-    the fovea). ``dd`` is the disc diameter in pixels used."""
+    the fovea). ``dd`` is the unit (1 DD = 1.5 mm) in pixels; ``scale`` says where it came from:
+    ``disc_diameter`` (the disc as measured) or ``pixel_spacing`` (1.5 mm at the file's pixel size)."""
 
     etdrs: np.ndarray
     quadrant: np.ndarray
     near: np.ndarray
     dd: float
+    scale: str = "disc_diameter"
 
 
-def zone_maps(shape: tuple[int, int], fov: np.ndarray, landmarks: Landmarks) -> ZoneMaps | None:
-    """The zone maps for an ``H x W`` photo, or None without a disc and a fovea."""
+def zone_maps(
+    shape: tuple[int, int], fov: np.ndarray, landmarks: Landmarks, *, mm_per_px: float | None = None
+) -> ZoneMaps | None:
+    """The zone maps for an ``H x W`` photo, or None without a disc and a fovea. The unit is the
+    measured disc diameter, or :data:`DD_MM` mm when the pixel size is known (``mm_per_px``,
+    e.g. a DICOM header's PixelSpacing): then the circles are 1, 3 and 6 mm as measured."""
     disc, fovea = landmarks.disc, landmarks.fovea
     if disc is None or fovea is None or disc.diameter_px <= 0:
         return None
@@ -60,7 +67,7 @@ def zone_maps(shape: tuple[int, int], fov: np.ndarray, landmarks: Landmarks) -> 
     superior = np.array([nasal[1], -nasal[0]])  # perpendicular; pick the one facing the top
     if superior[1] > 0:
         superior = -superior
-    dd = float(disc.diameter_px)
+    dd = DD_MM / mm_per_px if mm_per_px else float(disc.diameter_px)
     ys = (np.arange(h, dtype=np.float32) - np.float32(fovea.y))[:, None]
     xs = (np.arange(w, dtype=np.float32) - np.float32(fovea.x))[None, :]
     a = xs * np.float32(nasal[0]) + ys * np.float32(nasal[1])  # nasal coordinate
@@ -75,7 +82,8 @@ def zone_maps(shape: tuple[int, int], fov: np.ndarray, landmarks: Landmarks) -> 
     quadrant = np.where(b >= 0, np.where(a < 0, 0, 1), np.where(a >= 0, 2, 3)).astype(np.int8)
     etdrs[~fov] = -1
     quadrant[~fov] = -1
-    return ZoneMaps(etdrs=etdrs, quadrant=quadrant, near=(r <= 1.0) & fov, dd=dd)
+    scale = "pixel_spacing" if mm_per_px else "disc_diameter"
+    return ZoneMaps(etdrs=etdrs, quadrant=quadrant, near=(r <= 1.0) & fov, dd=dd, scale=scale)
 
 
 @dataclass
@@ -171,9 +179,10 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def draw_grid(image: np.ndarray, landmarks: Landmarks, scale: float = 1.0) -> np.ndarray:
+def draw_grid(image: np.ndarray, landmarks: Landmarks, scale: float = 1.0, *, dd_px: float | None = None) -> np.ndarray:
     """A copy of RGB ``image`` (the photo, or a preview ``scale`` times its size) with the disc
-    outline, the fovea and the ETDRS grid (1, 3, 6 mm circles and the subfield boundaries)."""
+    outline, the fovea and the ETDRS grid (1, 3, 6 mm circles and the subfield boundaries).
+    ``dd_px``: the unit in the photo's pixels (a :class:`ZoneMaps`'s ``dd``; default the disc's)."""
     out = image.copy()
     disc, fovea = landmarks.disc, landmarks.fovea
     thickness = max(1, round(min(image.shape[:2]) / 400))
@@ -183,7 +192,7 @@ def draw_grid(image: np.ndarray, landmarks: Landmarks, scale: float = 1.0) -> np
         cv2.circle(out, centre, max(2, round(disc.diameter_px * scale / 2)), cyan, thickness, cv2.LINE_AA)
     if disc is not None and fovea is not None:
         f = np.array([fovea.x, fovea.y]) * scale
-        dd = disc.diameter_px * scale
+        dd = (dd_px or disc.diameter_px) * scale
         for radius in ETDRS_RADII_DD:
             cv2.circle(out, (round(f[0]), round(f[1])), max(1, round(radius * dd)), white, thickness, cv2.LINE_AA)
         nasal = np.array([disc.x - fovea.x, disc.y - fovea.y])

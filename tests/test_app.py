@@ -257,3 +257,50 @@ def test_operator_controls_which_models_the_page_may_load(app: AppTest, monkeypa
     assert not [t for t in app.text_input if t.key == "model_source_input"]
     assert not [b for b in app.button if b.label == "Load"]
     assert any("operator has fixed the model" in c.value for c in app.sidebar.caption)
+
+
+def test_dicom_upload_gives_one_entry_per_frame_and_a_pdf_report(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A two-frame DICOM upload is two photos (named as the CLI names them); the PDF report is
+    offered on request, for each photo shown after that; a broken .dcm is one line, no traceback."""
+    import subprocess
+
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    from training.dicom_check import make_dicom
+
+    deferred: dict[str, object] = {}  # file name -> the download's data callable (run on a click)
+    add_deferred = MediaFileManager.add_deferred
+
+    def keep(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        deferred[file_name] = data_callable
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
+
+    frames = [synthetic_fundus(200), synthetic_fundus(200)[::-1].copy()]
+    app.run()
+    app.file_uploader(key="uploads").set_value(
+        [
+            ("pair.dcm", make_dicom(frames, "rle", ImageLaterality="L"), "application/dicom"),
+            ("broken.dcm", make_dicom(frames[0])[:-3000], "application/dicom"),
+        ]
+    ).run()
+    assert_clean(app)
+    selector = app.selectbox(key="image_choice")
+    assert selector.options == ["pair_f1.dcm", "pair_f2.dcm", "broken.dcm"]
+    assert len(app.error) == 1 and app.error[0].value.startswith("broken.dcm: cannot decode DICOM pixel data")
+
+    selector.set_value("pair_f2.dcm").run()
+    assert_clean(app)
+    assert not [e for e in app.error if "pair" in e.value] and len(statistics(app)) == 4  # (a quality banner may show)
+    assert not [d for d in app.get("download_button") if d.label == "Report (PDF)"]
+    click(app, "PDF report")
+    assert_clean(app)
+    assert [d.proto.label for d in app.get("download_button") if d.label == "Report (PDF)"] == ["Report (PDF)"]
+    pdf = deferred["pair_f2.pdf"]()  # what a click downloads
+    text = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
+    assert pdf.startswith(b"%PDF") and "HydraLA-Net reading: pair_f2" in text and "not a medical device" in text
+    assert "Eye left (from the DICOM header (ImageLaterality))" in " ".join(text.split())
+    app.selectbox(key="image_choice").set_value("pair_f1.dcm").run()  # still offered for the next photo
+    assert [d for d in app.get("download_button") if d.label == "Report (PDF)"]
+    assert app.session_state["model_runs"] == 2  # one per frame
