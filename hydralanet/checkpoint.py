@@ -51,7 +51,9 @@ from .original import (
 )
 from .system import replace_folder
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
+# The bundled model: weights/ in a checkout of the repository; hydralanet/bundled/ once installed.
+_PACKAGED = Path(__file__).resolve().parent / "bundled"
+BUNDLED_DIR = _PACKAGED if (_PACKAGED / CONFIG_NAME).exists() else Path(__file__).resolve().parent.parent / "weights"
 
 
 @dataclass
