@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import CLAHE_MODES, CLASSES, CROP_MODES, PreprocessConfig, validate_thresholds
+from .config import CLAHE_MODES, CLASSES, CROP_MODES, PRECISIONS, PreprocessConfig, validate_thresholds
 
 DESCRIPTION = "Segment the four lesions of diabetic retinopathy (EX, HE, MA, SE) in colour fundus photographs."
 OUTPUT_LAYOUT = """output layout of predict (other tools rely on it):
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         default="auto",
         help="auto: the fast path (bf16 where the hardware has it); fp32: the exact path",
     )

@@ -36,13 +36,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from .blocks import FeatureFusionBlock, LesionAwareModule, upsample_to
-from .config import CLASSES
+from .config import CLASSES, PRECISIONS
 from .heads import HydraHead
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -57,6 +56,16 @@ def cpu_has_native_bf16() -> bool:
     if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
         return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
     return bool(caps.get("bf16") or caps.get("sve_bf16"))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when present, else CPU; anything else is checked."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
+    return dev
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -335,8 +344,8 @@ class InferenceModel(nn.Module):
 
     def __init__(self, model: nn.Module, *, device: torch.device, precision: str, compile: bool = False) -> None:
         super().__init__()
-        if precision not in _DTYPES:
-            raise ValueError(f"precision={precision!r} must be resolved first; one of {', '.join(_DTYPES)}")
+        if precision not in PRECISION_DTYPES:
+            raise ValueError(f"precision={precision!r} must be resolved first; one of {', '.join(PRECISION_DTYPES)}")
         self.precision, self.device = precision, device
         net = fold_batchnorm(model).to(device).requires_grad_(False)
         net = fuse_relus(fuse_gates(net)).to(memory_format=torch.channels_last)
@@ -354,7 +363,7 @@ class InferenceModel(nn.Module):
                 # bf16 weights rather than autocast: no per-call cast of every weight.
                 net, self.input_dtype = net.to(torch.bfloat16), torch.bfloat16
             else:
-                self.autocast_dtype = _DTYPES[precision]
+                self.autocast_dtype = PRECISION_DTYPES[precision]
             if isinstance(head, FusedHydraHead):
                 head.out.float()  # its last layer stays float32 (it casts its input itself)
             elif head is not None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
-from .checkpoint import LoadedModel, module_device
+from .checkpoint import LoadedModel
 from .config import CLASSES, PreprocessConfig, format_threshold, validate_thresholds
 from .fast import PRECISIONS, InferenceModel, cpu_has_native_bf16, resolve_precision  # noqa: F401  (public here too)
 from .preprocessing import FovGeometry, preprocess
+from .runner import module_device, run_model  # noqa: F401  (public here too)
 from .tiling import ALIGN, native_input_size, run_tiled
 
 
@@ -81,48 +81,6 @@ class SquarePrediction:
             np.greater_equal(plane, np.float32(thresholds[c]), out=out[i])
             out[i] &= self.fov
         return out
-
-
-@torch.inference_mode()
-def run_model(
-    model: torch.nn.Module,
-    batch: torch.Tensor,
-    *,
-    precision: str = "fp32",
-    tta: bool = False,
-    calibration: dict[str, tuple[float, float]] | None = None,
-) -> torch.Tensor:
-    """Probabilities ``B x 4 x S x S`` (float32) for a normalised batch ``B x 3 x S x S``.
-
-    ``calibration`` ``{class: (a, b)}`` makes them ``sigmoid(a * logit + b)`` (the checkpoint's
-    ``config.calibration``); None is the raw sigmoid. ``tta`` averages the probabilities of the
-    plain, horizontally and vertically flipped inputs (flips undone before averaging).
-    """
-    device = module_device(model)
-    batch = batch.to(device)
-    if device.type == "cpu" or precision != "fp32":
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    # An InferenceModel (hydralanet.fast) carries its own precision; autocast is for plain models.
-    dtype = (
-        None if isinstance(model, InferenceModel) else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    )
-    views = [()] + ([(-1,), (-2,)] if tta else [])
-    scale = shift = None
-    if calibration:
-        scale = torch.tensor([calibration[c][0] for c in CLASSES], device=device).view(1, -1, 1, 1)
-        shift = torch.tensor([calibration[c][1] for c in CLASSES], device=device).view(1, -1, 1, 1)
-    total = None
-    for dims in views:
-        x = batch.flip(dims) if dims else batch
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x)
-        logits = logits.float()
-        if scale is not None:
-            logits = torch.addcmul(shift, logits, scale)
-        probs = torch.sigmoid(logits)
-        probs = probs.flip(dims) if dims else probs
-        total = probs if total is None else total + probs
-    return total / len(views)
 
 
 def predict_square(

@@ -64,9 +64,11 @@ def legend_html() -> str:
     return "".join(items)
 
 
-def downscale_for_display(image: np.ndarray, masks: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink an RGB ``H x W x 3`` image and its bool ``C x H x W`` masks so the longer side
-    is at most ``max_side``; unchanged when already that small.
+def downscale_for_display(
+    image: np.ndarray, masks: np.ndarray | None, max_side: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Shrink an RGB ``H x W x 3`` image and its bool ``C x H x W`` masks (or None) so the longer
+    side is at most ``max_side``; unchanged when already that small.
 
     A shrunk mask pixel is set when any original pixel under it is set (area average > 0),
     so a microaneurysm two pixels wide still shows on a preview a quarter of the size; the
@@ -78,5 +80,7 @@ def downscale_for_display(image: np.ndarray, masks: np.ndarray, max_side: int) -
         return image, masks
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if masks is None:
+        return small, None
     small_masks = np.stack([cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0 for m in masks])
     return small, small_masks

@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import PreprocessConfig
 from .preprocessing import fov_mask, square_geometry
+from .runner import run_model
 
 ALIGN = 32  # the encoder's stride: tiles on this grid see the same pixel grid as the whole square
 
@@ -83,9 +84,8 @@ def run_tiled(
 
     ``fov``: bool ``S x S``, the field of view in the square; tiles without any of it are
     skipped. ``overlap`` (default ``tile // 4``) is the least overlap between neighbours.
-    ``precision``, ``tta`` and ``calibration`` as in :func:`hydralanet.inference.run_model`.
+    ``precision``, ``tta`` and ``calibration`` as in :func:`hydralanet.runner.run_model`.
     """
-    from .inference import run_model  # inference imports this module
 
     if tile < ALIGN or tile % ALIGN:
         raise ValueError(f"tile must be a multiple of {ALIGN} and >= {ALIGN}, got {tile!r}")

@@ -26,7 +26,7 @@ from typing import Any
 
 from hydralanet import load_model
 from hydralanet.checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError
-from hydralanet.config import CLASSES, CheckpointConfig
+from hydralanet.config import CLASSES, PRECISIONS, CheckpointConfig
 
 from .calibration import calibrate_threshold, fit_platt, reliability
 from .data import split_rows
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "--test-manifest", type=Path, default=None, help="manifest of --test-split (default: --manifest)"
     )
     parser.add_argument("--out", type=Path, default=None, help="write here instead of updating --model in place")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     args = parser.parse_args(argv)
     try:
         record = calibrate(

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from hydralanet import load_model, predict, read_image
 from hydralanet.checkpoint import CheckpointError
-from hydralanet.config import CLASSES, format_threshold
+from hydralanet.config import CLASSES, PRECISIONS, format_threshold
 from hydralanet.io import write_atomic
 
 from .calibration import ECE_BINS, plot_reliability, reliability
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", action="store_true", help="flip test-time augmentation, as `predict --tta`")
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         default="fp32",
         help="fp32 (default) is the exact path; auto is what users get by default",
     )

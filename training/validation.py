@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hydralanet.config import CLASSES
+from hydralanet.fast import PRECISION_DTYPES
 
 from .calibration import calibrate_threshold, fit_platt
 from .config import TrainConfig
@@ -30,7 +31,7 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if mode == "fp16" and device.type != "cuda":
         raise ValueError("amp=fp16 needs CUDA (fp16 on CPU is slow and needs loss scaling); use amp=bf16 or amp=off")
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+    return None if mode == "off" else PRECISION_DTYPES[mode]
 
 
 @torch.no_grad()

@@ -1,0 +1,147 @@
+"""The code's shape: one-way imports (no cycle, not even through imports inside functions),
+every module importable on its own, small files and functions (README, "How the code is
+organised")."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("hydralanet", "training", "webapp")
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def source_files() -> list[Path]:
+    files = [ROOT / "app.py", *sorted((ROOT / "tools").glob("*.py"))]
+    for package in PACKAGES:
+        files += sorted((ROOT / package).rglob("*.py"))
+    return files
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def project_imports(path: Path, known: set[str]) -> set[str]:
+    """Project modules ``path`` imports anywhere in its code (functions included), except
+    under ``if TYPE_CHECKING:``; ``from pkg import name`` counts ``pkg.name`` when that is a module."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return {m for m in found if m in known and m != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = source_files()
+    known = {module_name(p) for p in files}
+    return {module_name(p): project_imports(p, known) for p in files}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (as a list of modules, first repeated last), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def walk(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            # a package's __init__ is imported on the way to its modules: not an edge back
+            if node.startswith(nxt + "."):
+                continue
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := walk(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := walk(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"p": {"p.x"}, "p.x": {"p"}}) is None  # a package and its own module
+
+
+def test_no_import_cycle() -> None:
+    graph = import_graph()
+    assert graph["hydralanet.checkpoint"] and graph["app"]  # the graph sees imports at all
+    assert find_cycle(graph) is None
+
+
+def test_layers_point_one_way() -> None:
+    graph = import_graph()
+    for module, imports in graph.items():
+        if module.startswith("hydralanet"):
+            assert not {m for m in imports if m.startswith(("training", "webapp", "app"))}, module
+        if module.startswith("webapp"):
+            assert not {m for m in imports if m.startswith(("training", "app"))}, module
+
+
+def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
+    modules = [m for m in sorted(import_graph()) if m not in ("app",) and not m.endswith("__main__")]
+
+    def try_import(module: str) -> tuple[str, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        return module, "" if done.returncode == 0 else done.stderr.strip().splitlines()[-1]
+
+    with ThreadPoolExecutor(4) as pool:
+        failures = {m: err for m, err in pool.map(try_import, modules) if err}
+    assert failures == {}
+
+
+@pytest.mark.parametrize("path", source_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_small_files_and_functions(path: Path) -> None:
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_FILE_LINES, f"{path.name}: {len(text.splitlines())} lines"
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert long == []

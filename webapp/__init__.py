@@ -1,0 +1,1 @@
+"""The web app's parts (``app.py`` is the page): Streamlit code on top of ``hydralanet``."""
