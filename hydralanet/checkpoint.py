@@ -35,9 +35,9 @@ from .checkpoint_io import (  # noqa: F401  (save_checkpoint, default_model_card
 )
 from .config import CheckpointConfig
 from .fast import optimize_for_inference, resolve_device, resolve_precision
+from .forward import module_device  # noqa: F401  (public here too)
 from .model import HydraLANet, count_parameters
 from .original import ORIGINAL_LAYOUT, LayoutError, from_original, is_original_layout
-from .runner import module_device  # noqa: F401  (public here too)
 from .sources import BUNDLED_DIR, locate  # noqa: F401  (BUNDLED_DIR: public here too)
 
 

@@ -13,8 +13,8 @@ import numpy as np
 from .checkpoint import LoadedModel
 from .config import CLASSES, PreprocessConfig, format_threshold, validate_thresholds
 from .fast import PRECISIONS, InferenceModel, cpu_has_native_bf16, resolve_precision  # noqa: F401  (public here too)
+from .forward import module_device, run_model  # noqa: F401  (public here too)
 from .preprocessing import FovGeometry, preprocess
-from .runner import module_device, run_model  # noqa: F401  (public here too)
 from .tiling import ALIGN, native_input_size, run_tiled
 
 

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from .config import PreprocessConfig
+from .forward import run_model
 from .preprocessing import fov_mask, square_geometry
-from .runner import run_model
 
 ALIGN = 32  # the encoder's stride: tiles on this grid see the same pixel grid as the whole square
 
@@ -84,7 +84,7 @@ def run_tiled(
 
     ``fov``: bool ``S x S``, the field of view in the square; tiles without any of it are
     skipped. ``overlap`` (default ``tile // 4``) is the least overlap between neighbours.
-    ``precision``, ``tta`` and ``calibration`` as in :func:`hydralanet.runner.run_model`.
+    ``precision``, ``tta`` and ``calibration`` as in :func:`hydralanet.forward.run_model`.
     """
 
     if tile < ALIGN or tile % ALIGN:

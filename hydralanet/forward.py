@@ -1,4 +1,4 @@
-"""The batch runner: probabilities for a batch of model squares, on any model (the exact
+"""The forward pass: probabilities for a batch of model squares, on any model (the exact
 ``HydraLANet`` or the fast path of :mod:`hydralanet.fast`), with flips (TTA) and calibration.
 Whole squares (:mod:`hydralanet.inference`) and tiles (:mod:`hydralanet.tiling`) both run here."""
 
