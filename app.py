@@ -16,8 +16,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import streamlit as st
 
 from hydralanet import (
@@ -33,13 +36,15 @@ from hydralanet import (
 )
 from hydralanet.io import IMAGE_EXTENSIONS, encode_png
 from hydralanet.overlay import downscale_for_display
-from hydralanet.pdf_report import ReportPhoto
 from hydralanet.preprocessing import BlankImageError
+
+if TYPE_CHECKING:
+    from hydralanet.dicom import DicomFacts
 from hydralanet.reading import LESION_EXCLUSION_P, PhotoReading, findings, read_photo
 from hydralanet.zones import draw_grid
 from webapp.downloads import show_downloads, show_report
 from webapp.results import PREVIEW_SIDE, show_masks, show_quality, show_reading, show_statistics, show_views, show_zoom
-from webapp.serve import model_gate, queued_notice, render_gate, resolve_model, session_cache
+from webapp.serve import memory_budget, model_gate, queued_notice, render_gate, resolve_model, session_cache
 from webapp.sidebar import controls, model_panel, reset_controls
 
 log = logging.getLogger("hydralanet.app")
@@ -100,7 +105,7 @@ def dicom_frames(name: str, data: bytes) -> list[tuple[str, int | None]]:
     return [(f"{stem}_f{k}{suffix}", k) for k in range(1, frames + 1)]
 
 
-def upload_facts(data: bytes):
+def upload_facts(data: bytes) -> DicomFacts | None:
     """The DICOM header facts of an upload (no identifiers: the page never shows them), or None."""
     from hydralanet.dicom import DicomError, looks_like_dicom, read_facts
 
@@ -141,24 +146,71 @@ def prediction_key(loaded: LoadedModel, data: bytes, settings: dict) -> tuple:
     )
 
 
+def compute_prediction(loaded: LoadedModel, image: np.ndarray, settings: dict) -> SquarePrediction:
+    return predict_square(
+        loaded,
+        image,
+        clahe=settings["clahe"],
+        tta=settings["tta"],
+        precision=settings["precision"],
+        crop=settings["crop"],
+    )
+
+
+def compute_reading(prediction: SquarePrediction, facts=None) -> PhotoReading:
+    lesions = prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0)
+    return read_photo(
+        prediction.image,
+        prediction.fov,
+        lesions=lesions,
+        laterality=facts.laterality if facts else None,  # a DICOM header's eye and pixel size
+        mm_per_px=facts.mm_per_px if facts else None,
+    )
+
+
+def reading_bytes(reading: PhotoReading) -> int:
+    maps = reading.maps
+    return 0 if maps is None else maps.etdrs.nbytes + maps.quadrant.nbytes + maps.near.nbytes
+
+
+def result_getter(loaded: LoadedModel, name: str, data: bytes, settings: dict, facts=None):
+    """What a download needs when it is clicked: the prediction and reading from the session's
+    cache, or made again if the memory budget dropped them. Downloads hold this, not the
+    arrays, so a page's buttons keep no full-resolution masks alive."""
+    cache, key = session_cache(), prediction_key(loaded, data, settings)
+
+    def get() -> tuple[SquarePrediction, PhotoReading]:
+        prediction = cache.get(key)
+        if prediction is None:
+            with model_gate().slot():
+                image = read_image(data, name=name, frame=settings.get("frame"))
+                prediction = compute_prediction(loaded, image, settings)
+            cache.put(key, prediction, prediction.nbytes)
+        reading = cache.get(("reading", key))
+        if reading is None:
+            with model_gate().slot():
+                reading = compute_reading(prediction, facts)
+            cache.put(("reading", key), reading, reading_bytes(reading))
+        return prediction, reading
+
+    return get
+
+
 def photo_reading(key: tuple, prediction: SquarePrediction, facts=None) -> PhotoReading:
     """Disc, fovea, quality and zone maps of the photo: once per prediction, kept beside it in
     the session (thresholds only re-read the zones)."""
     cache = session_cache()
     reading = cache.get(("reading", key))
     if reading is None:
-        with st.spinner("Finding the optic disc and the fovea…"), render_gate().slot():
-            lesions = prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0)
-            reading = read_photo(
-                prediction.image,
-                prediction.fov,
-                lesions=lesions,
-                laterality=facts.laterality if facts else None,  # a DICOM header's eye and pixel size
-                mm_per_px=facts.mm_per_px if facts else None,
-            )
-        maps = reading.maps
-        size = 0 if maps is None else maps.etdrs.nbytes + maps.quadrant.nbytes + maps.near.nbytes
-        cache.put(("reading", key), reading, size)
+        # Up to ~400 MB of full-resolution maps for a 12-Mpixel photo: one at a time, with the model's jobs.
+        waiting = st.empty()
+        with (
+            model_gate().slot(on_wait=queued_notice(waiting, "the reading")),
+            st.spinner("Finding the optic disc and the fovea…"),
+        ):
+            waiting.empty()
+            reading = compute_reading(prediction, facts)
+        cache.put(("reading", key), reading, reading_bytes(reading))
     return reading
 
 
@@ -177,14 +229,7 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Squa
             image = read_image(data, name=name, frame=settings.get("frame"))
             # Counts real model calls; the tests read it to prove that thresholds do not re-run the model.
             st.session_state.model_runs = st.session_state.get("model_runs", 0) + 1
-            prediction = predict_square(
-                loaded,
-                image,
-                clahe=settings["clahe"],
-                tta=settings["tta"],
-                precision=settings["precision"],
-                crop=settings["crop"],
-            )
+            prediction = compute_prediction(loaded, image, settings)
     except ImageError as exc:
         error = str(exc)
     except BlankImageError as exc:
@@ -211,6 +256,11 @@ def main() -> None:
         f":warning: **{MEDICAL_NOTE}**"
     )
 
+    try:  # the operator's settings: a bad one is a line on the page, not a traceback
+        memory_budget(), model_gate(), render_gate()
+    except ValueError as exc:
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
     source = st.session_state.get("model_source", os.environ.get("HYDRALANET_MODEL", "").strip())
     with st.sidebar:
         st.header("Model")
@@ -235,10 +285,26 @@ def main() -> None:
     facts = upload_facts(data)
     photo = photo_reading(prediction_key(loaded, data, settings), prediction, facts)
 
-    # Everything below is cheap: thresholds, opacity and visibility never re-run the model.
+    # Everything below is cheap: thresholds, opacity and visibility never re-run the model. It
+    # works at full resolution (masks, statistics, previews: ~0.2 GB for a 12-Mpixel photo), so
+    # a page draws while it holds one of the process's redraw slots.
     with render_gate().slot():
-        masks = prediction.masks(settings["thresholds"])
-        rows = lesion_statistics(masks, prediction.fov, settings["thresholds"])
+        draw_results(loaded, name, data, settings, prediction, photo, facts)
+
+
+def draw_results(
+    loaded: LoadedModel,
+    name: str,
+    data: bytes,
+    settings: dict,
+    prediction: SquarePrediction,
+    photo: PhotoReading,
+    facts: DicomFacts | None,
+) -> None:
+    """The results of one photo at the current thresholds: views, statistics, reading, zoom,
+    each lesion on its own, downloads and the report."""
+    masks = prediction.masks(settings["thresholds"])
+    rows = lesion_statistics(masks, prediction.fov, settings["thresholds"])
     found = findings(photo, masks)
     small, small_masks = downscale_for_display(prediction.image, masks, PREVIEW_SIDE)
     overlay = render_overlay(small, small_masks, opacity=settings["opacity"], visible=settings["visible"])
@@ -249,12 +315,11 @@ def main() -> None:
     show_views(prediction, small, overlay)
     show_statistics(rows)
     show_reading(found)
-    show_zoom(prediction, masks, overlay, settings)
+    show_zoom(weakref.ref(prediction), np.packbits(masks, axis=-1), overlay, settings)
     show_masks(prediction, masks, rows)
-    show_downloads(name, prediction, masks, rows, loaded, settings, found)
-    show_report(
-        name, ReportPhoto(Path(name).stem, prediction.image, masks, rows, photo, found, facts), loaded, settings
-    )
+    get = result_getter(loaded, name, data, settings, facts)
+    show_downloads(name, get, prediction.image.shape[:2], int(prediction.fov.sum()), rows, loaded, settings, found)
+    show_report(name, get, facts, loaded, settings)
 
 
 main()

@@ -104,7 +104,7 @@ def start_server(port: int, model: str | None, log_path: Path) -> subprocess.Pop
     env = {k: v for k, v in os.environ.items() if k != "HYDRALANET_MODEL"}
     env.update({"PYTHONUNBUFFERED": "1", **({"HYDRALANET_MODEL": model} if model else {})})
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port)]
-    command += ["--server.address", "127.0.0.1", "--server.headless", "true"]
+    command += ["--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120

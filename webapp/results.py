@@ -41,8 +41,14 @@ def show_views(prediction: SquarePrediction, small: np.ndarray, overlay: np.ndar
 
 
 @st.fragment  # moving the zoom reruns only this part of the page
-def show_zoom(prediction: SquarePrediction, masks: np.ndarray, overlay: np.ndarray, settings: dict) -> None:
+def show_zoom(prediction_ref, packed: np.ndarray, overlay: np.ndarray, settings: dict) -> None:
+    """``prediction_ref``: a weak reference (the fragment keeps its arguments while the page is
+    open: it must not keep the photo alive once the memory budget let it go); ``packed``: the
+    masks packed 8 pixels a byte along x (``np.packbits(masks, axis=-1)``)."""
     st.subheader("Zoom")
+    prediction = prediction_ref()
+    if prediction is None:  # the result was dropped: the whole page makes it again
+        st.rerun()
     image = prediction.image
     h, w = image.shape[:2]
     left, right = st.columns([3, 2])
@@ -53,9 +59,10 @@ def show_zoom(prediction: SquarePrediction, masks: np.ndarray, overlay: np.ndarr
     side = max(8, round(min(h, w) / factor))
     x0 = int(np.clip(round(cx / 100 * w - side / 2), 0, w - side))
     y0 = int(np.clip(round(cy / 100 * h - side / 2), 0, h - side))
+    bits = np.unpackbits(packed[:, y0 : y0 + side, x0 // 8 : (x0 + side + 7) // 8], axis=-1).astype(bool)
     crop = render_overlay(
         image[y0 : y0 + side, x0 : x0 + side],
-        masks[:, y0 : y0 + side, x0 : x0 + side],
+        bits[:, :, x0 % 8 : x0 % 8 + side],
         opacity=settings["opacity"],
         visible=settings["visible"],
         outline=False,

@@ -21,7 +21,7 @@ from hydralanet.serving import MemoryBudget, SessionCache, WorkGate, env_int
 # over it the oldest results of any session are dropped (and recomputed if that session
 # comes back to them).
 CACHE_ENTRIES = 4
-SESSIONS_MB = 1024
+SESSIONS_MB = 768
 SWEEP_S = 10.0  # how often the results of closed sessions are let go
 MODEL_CACHE_ENTRIES = 4  # models kept per process (each source a visitor loads is one)
 RETRY_FAILED_MODEL_S = 300  # a source that failed is retried after this long: one timeout, not one per rerun
@@ -68,8 +68,10 @@ def memory_budget() -> MemoryBudget:
 
 @st.cache_resource
 def model_gate() -> WorkGate:
-    """Segmentations at once in this process (``HYDRALANET_MAX_INFERENCES``): by default as
-    many as the cores allow when each uses torch's intra-op threads (1 on a 2-vCPU Space)."""
+    """Heavy jobs at once in this process (``HYDRALANET_MAX_INFERENCES``): segmentations and
+    readings (each holds up to ~0.4 GB of full-resolution maps for a 12-Mpixel photo). By
+    default as many as the cores allow when each uses torch's intra-op threads (1 on a 2-vCPU
+    Space)."""
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
