@@ -73,12 +73,14 @@ class SquarePrediction:
 
     def masks(self, thresholds: dict[str, float] | None = None) -> np.ndarray:
         """``4 x H x W`` bool, equal to ``full().masks(thresholds)``, one class at a time: the
-        float maps of one class at a time are all that is held at full resolution."""
+        float map of one class inside the crop box is all that is held at full resolution."""
         thresholds = validate_thresholds(thresholds)
+        y0, y1, x0, x1 = self.geometry.box
         out = np.empty((len(CLASSES),) + self.fov.shape, dtype=bool)
         for i, c in enumerate(CLASSES):
-            plane = self.geometry.to_original(self.square[i : i + 1])[0]
-            np.greater_equal(plane, np.float32(thresholds[c]), out=out[i])
+            cut = np.float32(thresholds[c])
+            out[i] = np.float32(0) >= cut  # outside the crop box the probability is 0
+            np.greater_equal(self.geometry.in_box(self.square[i]), cut, out=out[i, y0:y1, x0:x1])
             out[i] &= self.fov
         return out
 

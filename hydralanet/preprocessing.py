@@ -96,13 +96,17 @@ class FovGeometry:
         h, w = self.original_shape
         out = np.zeros((maps.shape[0], h, w), dtype=np.float32)
         for c, plane in enumerate(maps):
-            plane = np.asarray(plane, dtype=np.float32)
-            if self.side != self.size:
-                plane = cv2.resize(plane, (self.side, self.side), interpolation=cv2.INTER_LINEAR)
-            out[c, y0:y1, x0:x1] = plane[
-                self.pad_top : self.pad_top + (y1 - y0), self.pad_left : self.pad_left + (x1 - x0)
-            ]
+            out[c, y0:y1, x0:x1] = self.in_box(plane)
         return out
+
+    def in_box(self, plane: np.ndarray) -> np.ndarray:
+        """One model-square map ``size x size`` -> float32 at original pixels inside ``box``
+        (``(y1 - y0) x (x1 - x0)``): the part of :meth:`to_original` that is not 0."""
+        y0, y1, x0, x1 = self.box
+        plane = np.asarray(plane, dtype=np.float32)
+        if self.side != self.size:
+            plane = cv2.resize(plane, (self.side, self.side), interpolation=cv2.INTER_LINEAR)
+        return plane[self.pad_top : self.pad_top + (y1 - y0), self.pad_left : self.pad_left + (x1 - x0)]
 
 
 def fov_mask(image: np.ndarray, *, threshold: float = 0.1) -> np.ndarray:

@@ -68,22 +68,41 @@ def zone_maps(
     if superior[1] > 0:
         superior = -superior
     dd = DD_MM / mm_per_px if mm_per_px else float(disc.diameter_px)
-    ys = (np.arange(h, dtype=np.float32) - np.float32(fovea.y))[:, None]
+    etdrs = np.empty((h, w), dtype=np.int8)
+    quadrant = np.empty((h, w), dtype=np.int8)
+    near = np.empty((h, w), dtype=bool)
+    ys = np.arange(h, dtype=np.float32) - np.float32(fovea.y)
     xs = (np.arange(w, dtype=np.float32) - np.float32(fovea.x))[None, :]
+    # In bands of rows: every pixel is computed on its own, so the maps are the same as in one
+    # pass, and the float temporaries of a 12-Mpixel photo stay a few MB instead of ~0.4 GB.
+    rows = max(1, _BAND_PIXELS // max(w, 1))
+    for y0 in range(0, h, rows):
+        band = slice(y0, min(h, y0 + rows))
+        _zone_band(xs, ys[band, None], nasal, superior, np.float32(dd), etdrs[band], quadrant[band], near[band])
+    etdrs[~fov] = -1
+    quadrant[~fov] = -1
+    near &= fov
+    scale = "pixel_spacing" if mm_per_px else "disc_diameter"
+    return ZoneMaps(etdrs=etdrs, quadrant=quadrant, near=near, dd=dd, scale=scale)
+
+
+_BAND_PIXELS = 1 << 19  # pixels per band of rows in zone_maps
+
+
+def _zone_band(xs, ys, nasal, superior, dd, etdrs, quadrant, near) -> None:
+    """One band of rows of :func:`zone_maps` (``xs``: ``1 x W``, ``ys``: ``rows x 1``, pixel
+    offsets from the fovea), written into the bands of ``etdrs``, ``quadrant`` and ``near``."""
     a = xs * np.float32(nasal[0]) + ys * np.float32(nasal[1])  # nasal coordinate
     b = xs * np.float32(superior[0]) + ys * np.float32(superior[1])  # superior coordinate
-    r = np.sqrt(a * a + b * b) / np.float32(dd)
+    r = np.sqrt(a * a + b * b) / dd
     # Sector within a ring: 0 superior, 1 nasal, 2 inferior, 3 temporal (90 degrees each).
     sector = np.where(np.abs(b) > np.abs(a), np.where(b > 0, 0, 2), np.where(a >= 0, 1, 3)).astype(np.int8)
-    etdrs = np.full((h, w), ETDRS_ZONES.index("outside_grid"), dtype=np.int8)
+    etdrs[:] = ETDRS_ZONES.index("outside_grid")
     etdrs[r < ETDRS_RADII_DD[2]] = 5 + sector[r < ETDRS_RADII_DD[2]]
     etdrs[r < ETDRS_RADII_DD[1]] = 1 + sector[r < ETDRS_RADII_DD[1]]
     etdrs[r < ETDRS_RADII_DD[0]] = 0
-    quadrant = np.where(b >= 0, np.where(a < 0, 0, 1), np.where(a >= 0, 2, 3)).astype(np.int8)
-    etdrs[~fov] = -1
-    quadrant[~fov] = -1
-    scale = "pixel_spacing" if mm_per_px else "disc_diameter"
-    return ZoneMaps(etdrs=etdrs, quadrant=quadrant, near=(r <= 1.0) & fov, dd=dd, scale=scale)
+    quadrant[:] = np.where(b >= 0, np.where(a < 0, 0, 1), np.where(a >= 0, 2, 3))
+    near[:] = r <= 1.0
 
 
 @dataclass

@@ -147,14 +147,17 @@ def test_env_int_reads_operator_settings(monkeypatch: pytest.MonkeyPatch) -> Non
             env_int("HYDRALANET_TEST_N", 7)
 
 
-def test_square_prediction_gives_the_full_resolution_numbers_exactly(tiny_checkpoint, retina) -> None:
+@pytest.mark.parametrize("crop", ["fov", "centre_square"])
+def test_square_prediction_gives_the_full_resolution_numbers_exactly(tiny_checkpoint, retina, crop) -> None:
     loaded = load_model(tiny_checkpoint, device="cpu")
     image = np.ascontiguousarray(retina[::3, ::2])  # not square, not the model size
-    full = predict(loaded, image, precision="fp32")
-    square = predict_square(loaded, image, precision="fp32")
+    full = predict(loaded, image, precision="fp32", crop=crop)
+    square = predict_square(loaded, image, precision="fp32", crop=crop)
     s = loaded.config.preprocessing.input_size
     assert square.square.shape == (len(CLASSES), s, s) and square.square.dtype == np.float32
     assert np.array_equal(square.probabilities(), full.probabilities)
+    y0, y1, x0, x1 = square.geometry.box
+    assert (y1 - y0, x1 - x0) != image.shape[:2]  # the box is not the whole photo: there is an outside
     # thresholds at the probabilities' own quantiles: every class has pixels either side
     inside = full.probabilities[:, full.fov]
     for q in (0.1, 0.5, 0.97):
@@ -162,6 +165,8 @@ def test_square_prediction_gives_the_full_resolution_numbers_exactly(tiny_checkp
         masks = square.masks(cuts)
         assert np.array_equal(masks, full.masks(cuts))
         assert 0 < masks.sum() < len(CLASSES) * full.fov.sum()
+    zero = dict.fromkeys(CLASSES, 0.0)  # the lowest threshold: the whole FOV, outside the square too
+    assert np.array_equal(square.masks(zero), full.masks(zero)) and square.masks(zero)[0].sum() == full.fov.sum()
     assert square.nbytes < full.probabilities.nbytes + full.image.nbytes + full.fov.nbytes
 
 
