@@ -13,6 +13,7 @@ zoom only re-render cached probabilities (DESIGN §8).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -158,19 +159,21 @@ def compute_prediction(loaded: LoadedModel, image: np.ndarray, settings: dict) -
 
 
 def compute_reading(prediction: SquarePrediction, facts=None) -> PhotoReading:
+    """The reading as the session keeps it: zone maps packed one byte a pixel (12 MB, not 37,
+    for a 12-Mpixel photo; unpacked exactly when a threshold moves)."""
     lesions = prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0)
-    return read_photo(
+    reading = read_photo(
         prediction.image,
         prediction.fov,
         lesions=lesions,
         laterality=facts.laterality if facts else None,  # a DICOM header's eye and pixel size
         mm_per_px=facts.mm_per_px if facts else None,
     )
+    return reading if reading.maps is None else dataclasses.replace(reading, maps=reading.maps.packed())
 
 
 def reading_bytes(reading: PhotoReading) -> int:
-    maps = reading.maps
-    return 0 if maps is None else maps.etdrs.nbytes + maps.quadrant.nbytes + maps.near.nbytes
+    return 0 if reading.maps is None else reading.maps.nbytes
 
 
 def result_getter(loaded: LoadedModel, name: str, data: bytes, settings: dict, facts=None):

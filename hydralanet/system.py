@@ -29,6 +29,22 @@ def _load_libc() -> Any:
 _libc = _load_libc()
 
 
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters (malloc.h)
+_M_ARENA_MAX = -8
+
+
+def keep_heap_small(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
+    """For a long-running server whose threads make and drop arrays of many MB (the web app):
+    blocks of ``mmap_threshold`` bytes or more get their own mapping, given back to the system
+    when freed (glibc otherwise raises this threshold up to 32 MB as large blocks are freed,
+    and the heap keeps them), and at most ``arenas`` heaps are shared by all threads (glibc's
+    default is 8 per core, each keeping its own free memory). False where there is no glibc."""
+    mallopt = getattr(_libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_ARENA_MAX, arenas))
+
+
 def release_free_memory() -> None:
     """Give freed heap pages back to the system, so a server's RSS falls when its caches are
     dropped (a no-op without glibc)."""

@@ -168,3 +168,18 @@ def test_cli_writes_findings_and_zones(tmp_path, retina):
     assert (
         not (tmp_path / "plain" / "eye" / "findings.json").exists() and not (tmp_path / "plain" / "zones.csv").exists()
     )
+
+
+def test_packed_zone_maps_give_the_maps_and_the_reading_back_exactly():
+    shape = (420, 640)
+    fov = np.zeros(shape, bool)
+    cv2.circle(fov.view(np.uint8), (320, 210), 300, 1, -1)
+    maps = zone_maps(shape, fov, _landmarks())
+    packed = maps.packed()
+    assert packed.nbytes * 3 == maps.nbytes and packed.code.dtype == np.uint8
+    for name in ("etdrs", "quadrant", "near"):
+        assert getattr(packed, name).dtype == getattr(maps, name).dtype
+        assert np.array_equal(getattr(packed, name), getattr(maps, name))
+    assert set(np.unique(maps.etdrs)) == set(range(-1, len(ETDRS_ZONES)))  # every code is exercised
+    masks = _blobs(shape) & fov[None]
+    assert read_zones(masks, packed).to_dict() == read_zones(masks, maps).to_dict()

@@ -205,3 +205,9 @@ def test_checkpoint_folder_is_never_missing_while_rewritten(tiny_checkpoint, tmp
     t.join()
     assert reads[0] > 100 and missing == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp or old folders left
+
+
+def test_heap_settings_take_on_glibc() -> None:
+    from hydralanet.system import keep_heap_small
+
+    assert keep_heap_small() is True  # this Linux has glibc: the server's freed memory goes back

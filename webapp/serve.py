@@ -15,13 +15,14 @@ from hydralanet import CheckpointError, LoadedModel
 from hydralanet.checkpoint import load_model
 from hydralanet.hub import parse_hub_source
 from hydralanet.serving import MemoryBudget, SessionCache, WorkGate, env_int
+from hydralanet.system import keep_heap_small
 
 # Results kept per session (probabilities at the model's square, the photo, its reading: about
-# 105 MB for a 4288 x 2848 photo), and for all sessions together HYDRALANET_MAX_SESSIONS_MB;
+# 80 MB for a 4288 x 2848 photo), and for all sessions together HYDRALANET_MAX_SESSIONS_MB;
 # over it the oldest results of any session are dropped (and recomputed if that session
 # comes back to them).
 CACHE_ENTRIES = 4
-SESSIONS_MB = 768
+SESSIONS_MB = 1024
 SWEEP_S = 10.0  # how often the results of closed sessions are let go
 MODEL_CACHE_ENTRIES = 4  # models kept per process (each source a visitor loads is one)
 RETRY_FAILED_MODEL_S = 300  # a source that failed is retried after this long: one timeout, not one per rerun
@@ -61,6 +62,7 @@ def refuse_source(source: str) -> str | None:
 
 @st.cache_resource
 def memory_budget() -> MemoryBudget:
+    keep_heap_small()  # before the sessions' arrays come and go: freed memory goes back to the system
     budget = MemoryBudget(env_int("HYDRALANET_MAX_SESSIONS_MB", SESSIONS_MB) << 20)
     budget.start_sweeper(SWEEP_S)
     return budget
