@@ -49,39 +49,56 @@ class SquarePrediction:
     square (``square``) with the ``geometry`` that maps them to the photo. What the web app
     caches per session: 17 MB at S = 1024 where a 4288 x 2848 photo's full-resolution maps
     take 195 MB. Full resolution comes on demand, with exactly the numbers of
-    :class:`Prediction` (:meth:`full`, :meth:`masks`). Other fields as :class:`Prediction`."""
+    :class:`Prediction` (:meth:`full`, :meth:`masks`). The FOV mask is kept packed 8 pixels a
+    byte (``fov_bits``; :attr:`fov` unpacks it); other fields as :class:`Prediction`. Make one
+    with :meth:`make`."""
 
     square: np.ndarray
-    fov: np.ndarray
+    fov_bits: np.ndarray
     image: np.ndarray
     enhanced: np.ndarray
     geometry: FovGeometry
     settings: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def make(cls, square, fov, image, enhanced, geometry, settings) -> SquarePrediction:
+        return cls(square, np.packbits(fov), image, enhanced, geometry, settings)
+
+    @property
+    def fov(self) -> np.ndarray:
+        """The field of view, bool ``H x W``."""
+        h, w = self.image.shape[:2]
+        return np.unpackbits(self.fov_bits, count=h * w).reshape(h, w).view(bool)
+
     @property
     def nbytes(self) -> int:
-        return self.square.nbytes + self.fov.nbytes + self.image.nbytes + self.enhanced.nbytes
+        return self.square.nbytes + self.fov_bits.nbytes + self.image.nbytes + self.enhanced.nbytes
 
     def probabilities(self) -> np.ndarray:
         """``4 x H x W`` float32 at the photo's pixels, 0 outside the FOV (as ``Prediction``)."""
+        fov = self.fov
         full = self.geometry.to_original(self.square)
-        full *= self.fov[None]  # nothing outside the field of view is a lesion
+        full *= fov[None]  # nothing outside the field of view is a lesion
         return full
 
     def full(self) -> Prediction:
-        return Prediction(self.probabilities(), self.fov, self.image, self.enhanced, self.geometry, self.settings)
+        fov = self.fov
+        probabilities = self.geometry.to_original(self.square)
+        probabilities *= fov[None]  # nothing outside the field of view is a lesion
+        return Prediction(probabilities, fov, self.image, self.enhanced, self.geometry, self.settings)
 
     def masks(self, thresholds: dict[str, float] | None = None) -> np.ndarray:
         """``4 x H x W`` bool, equal to ``full().masks(thresholds)``, one class at a time: the
         float map of one class inside the crop box is all that is held at full resolution."""
         thresholds = validate_thresholds(thresholds)
         y0, y1, x0, x1 = self.geometry.box
-        out = np.empty((len(CLASSES),) + self.fov.shape, dtype=bool)
+        fov = self.fov
+        out = np.empty((len(CLASSES),) + fov.shape, dtype=bool)
         for i, c in enumerate(CLASSES):
             cut = np.float32(thresholds[c])
             out[i] = np.float32(0) >= cut  # outside the crop box the probability is 0
             np.greater_equal(self.geometry.in_box(self.square[i]), cut, out=out[i, y0:y1, x0:x1])
-            out[i] &= self.fov
+            out[i] &= fov
         return out
 
 
@@ -145,14 +162,7 @@ def predict_square(
         tiled = run_tiled(model, prepared.tensor, fov, tile=tile, precision=precision, tta=tta, calibration=calibration)
         probs = tiled.probabilities.numpy()
         settings.update(tiles_run=tiled.tiles_run, tiles_skipped=tiled.tiles_skipped)
-    return SquarePrediction(
-        square=probs,
-        fov=prepared.fov,
-        image=image,
-        enhanced=prepared.enhanced,
-        geometry=prepared.geometry,
-        settings=settings,
-    )
+    return SquarePrediction.make(probs, prepared.fov, image, prepared.enhanced, prepared.geometry, settings)
 
 
 def predict(loaded: LoadedModel, image: np.ndarray, **options: Any) -> Prediction:

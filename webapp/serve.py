@@ -18,7 +18,7 @@ from hydralanet.serving import MemoryBudget, SessionCache, WorkGate, env_int
 from hydralanet.system import keep_heap_small
 
 # Results kept per session (probabilities at the model's square, the photo, its reading: about
-# 80 MB for a 4288 x 2848 photo), and for all sessions together HYDRALANET_MAX_SESSIONS_MB;
+# 70 MB for a 4288 x 2848 photo), and for all sessions together HYDRALANET_MAX_SESSIONS_MB;
 # over it the oldest results of any session are dropped (and recomputed if that session
 # comes back to them).
 CACHE_ENTRIES = 4
