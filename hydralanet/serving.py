@@ -135,7 +135,9 @@ class MemoryBudget:
             if len(cache) and cache.alive is not None and not _safe(cache.alive):
                 cache.clear()
                 emptied += 1
-        if emptied:
+        ended = len(caches) < getattr(self, "_seen", 0)  # sessions the server has let go since last time
+        self._seen = len(caches)
+        if emptied or ended:
             release_free_memory()
         return emptied
 

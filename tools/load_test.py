@@ -51,6 +51,7 @@ WATCH_RUN = """() => {
 }"""
 RAN_AND_REDRAWN = "() => window.__ran === true && (" + REDRAWN + ")()"
 RESULT_TIMEOUT_S = 600
+SESSION_TTL_S = 120  # Streamlit's server.disconnectedSessionTTL: closed sessions kept for a reconnect
 SETTLE_S = 25  # after the sessions close: the app's sweeper (10 s) lets their results go
 
 
@@ -158,6 +159,20 @@ async def session(browser, url: str, upload: Path, bad: bool, start: asyncio.Eve
     return out
 
 
+async def probe(url: str) -> None:
+    """Open one page and close it (a write to Streamlit's session store, which drops the
+    sessions whose reconnect window has passed)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        await page.goto(url)
+        await page.locator(CONNECTED).wait_for(timeout=60_000)
+        await page.close()
+        await browser.close()
+
+
 async def run_round(url: str, n: int, inputs: dict, photo: str, bad: bool) -> list[dict]:
     from playwright.async_api import async_playwright
 
@@ -221,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bad", action="store_true", help="every other session uploads a bad file")
     parser.add_argument("--model", help="HYDRALANET_MODEL for the server (default: the bundled model)")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "load_test")
+    parser.add_argument(
+        "--after-ttl",
+        action="store_true",
+        help="at the end, wait out Streamlit's reconnect window for closed sessions (server.disconnectedSessionTTL,"
+        " 120 s), open and close one page (Streamlit drops expired sessions when its session store is next"
+        " written), and measure the RSS again",
+    )
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.sessions.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -246,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
             row["wall_s"] = wall
             rounds.append(row)
             print(format_row(row), flush=True)
+        if args.after_ttl:
+            time.sleep(SESSION_TTL_S + 5)
+            asyncio.run(probe(url))
+            time.sleep(SETTLE_S)
+            after_ttl = monitor.rss()
+            print(f"after Streamlit's reconnect window: RSS {after_ttl / 1e9:.2f} GB (baseline {baseline / 1e9:.2f})")
+            rounds[-1]["rss_after_ttl_gb"] = after_ttl / 1e9
     finally:
         monitor.stop()
         server.terminate()
