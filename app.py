@@ -35,7 +35,7 @@ from hydralanet import (
     read_image,
     render_overlay,
 )
-from hydralanet.io import IMAGE_EXTENSIONS, encode_png
+from hydralanet.io import IMAGE_EXTENSIONS, check_image, encode_png
 from hydralanet.overlay import downscale_for_display
 from hydralanet.preprocessing import BlankImageError
 
@@ -226,6 +226,7 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Squa
     if prediction is not None:
         return prediction
     try:
+        check_image(data, name=name)  # a bad upload is answered at once, not after its turn
         waiting = st.empty()
         with model_gate().slot(on_wait=queued_notice(waiting, name)), st.spinner(f"Segmenting {name}…"):
             waiting.empty()

@@ -80,7 +80,32 @@ def read_image(
         raise ImageError(label, "file is empty (0 bytes)")
     if looks_like_dicom(data[:132], label):
         return _read_dicom(data, label, frame, max_pixels)
+    pil = _open_checked(data, label, max_pixels)
+    try:
+        rgb = _pil_to_rgb(pil)
+    except (OSError, SyntaxError, ValueError) as exc:
+        rgb = _opencv_fallback(data)
+        if rgb is None:
+            msg = str(exc)
+            if "truncated" in msg or "broken" in msg.lower():
+                raise ImageError(label, "image file is truncated or corrupt") from None
+            raise ImageError(label, f"cannot decode image ({msg})") from None
+    return np.ascontiguousarray(rgb)
 
+
+def check_image(data: bytes, *, name: str | None = None, max_pixels: int = MAX_PIXELS) -> None:
+    """The checks of :func:`read_image` that need only the file's header (empty, not an image,
+    too large, too small), without decoding the pixels: cheap enough to answer a bad upload at
+    once instead of after its turn to be segmented. DICOM passes (its checks need the pixels)."""
+    label = _describe(data, name)
+    if not data:
+        raise ImageError(label, "file is empty (0 bytes)")
+    if not looks_like_dicom(data[:132], label):
+        _open_checked(data, label, max_pixels).close()
+
+
+def _open_checked(data: bytes, label: str, max_pixels: int) -> Image.Image:
+    """The image opened lazily (header only), refused when it is not one or of a bad size."""
     try:
         pil = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -97,16 +122,7 @@ def read_image(
         )
     if min(width, height) < MIN_SIDE:
         raise ImageError(label, f"image is too small ({width} x {height}; need at least {MIN_SIDE} px a side)")
-    try:
-        rgb = _pil_to_rgb(pil)
-    except (OSError, SyntaxError, ValueError) as exc:
-        rgb = _opencv_fallback(data)
-        if rgb is None:
-            msg = str(exc)
-            if "truncated" in msg or "broken" in msg.lower():
-                raise ImageError(label, "image file is truncated or corrupt") from None
-            raise ImageError(label, f"cannot decode image ({msg})") from None
-    return np.ascontiguousarray(rgb)
+    return pil
 
 
 def _read_dicom(data: bytes, label: str, frame: int | None, max_pixels: int) -> np.ndarray:

@@ -151,3 +151,28 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_check_image_answers_from_the_header_what_read_image_would_refuse() -> None:
+    from hydralanet.io import check_image
+
+    def png(w: int, h: int, mode: str = "RGB") -> bytes:
+        buf = io.BytesIO()
+        Image.new(mode, (w, h)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    check_image(png(300, 200), name="fine.png")  # passes, and so does read_image
+    assert read_image(png(300, 200), name="fine.png").shape == (200, 300, 3)
+    cases = {
+        "empty.png": (b"", "file is empty"),
+        "junk.jpg": (b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, "not a recognised image"),
+        "huge.png": (png(8000, 7000, "1"), "image is too large (8000 x 7000"),
+        "tiny.png": (png(40, 300), "image is too small (40 x 300"),
+    }
+    for name, (data, message) in cases.items():
+        with pytest.raises(ImageError) as header:
+            check_image(data, name=name)
+        with pytest.raises(ImageError) as decoded:
+            read_image(data, name=name)
+        assert str(header.value) == str(decoded.value) and message in str(header.value)
+        assert str(header.value).startswith(f"{name}: ")
