@@ -51,6 +51,7 @@ WATCH_RUN = """() => {
 }"""
 RAN_AND_REDRAWN = "() => window.__ran === true && (" + REDRAWN + ")()"
 RESULT_TIMEOUT_S = 600
+PAGE_TIMEOUT_S = 180
 SESSION_TTL_S = 120  # Streamlit's server.disconnectedSessionTTL: closed sessions kept for a reconnect
 SETTLE_S = 25  # after the sessions close: the app's sweeper (10 s) lets their results go
 
@@ -127,8 +128,8 @@ async def session(browser, url: str, upload: Path, bad: bool, start: asyncio.Eve
     page = await context.new_page()
     out: dict = {"file": upload.name, "bad": bad}
     try:
-        await page.goto(url)
-        await page.locator(CONNECTED).wait_for(timeout=60_000)
+        await page.goto(url, timeout=PAGE_TIMEOUT_S * 1000)  # 16 browsers and the server share 2 cores
+        await page.locator(CONNECTED).wait_for(timeout=PAGE_TIMEOUT_S * 1000)
         await page.get_by_text("Upload one or more fundus photos").wait_for(timeout=60_000)
         await start.wait()
         started = time.perf_counter()
