@@ -7,14 +7,11 @@ and ``--version`` answer at once; torch, OpenCV and the model load when a comman
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from . import __version__
-from .config import CLAHE_MODES, CLASSES, CROP_MODES, PreprocessConfig, validate_thresholds
+from .config import CLAHE_MODES, CLASSES, CROP_MODES
 
 DESCRIPTION = "Segment the four lesions of diabetic retinopathy (EX, HE, MA, SE) in colour fundus photographs."
 OUTPUT_LAYOUT = """output layout of predict (other tools rely on it):
@@ -23,9 +20,13 @@ OUTPUT_LAYOUT = """output layout of predict (other tools rely on it):
   DIR/<stem>/prob_EX.png ...               16-bit PNG, p x 65535 (--save-probabilities)
   DIR/<stem>/findings.json                 optic disc, fovea, eye, image quality, lesions by
                                            ETDRS zone and quadrant, DME risk (research indicators)
+  DIR/<stem>/record.json                   written last: the photo's rows, files, and a fingerprint
+                                           of model and settings (what --resume checks)
   DIR/summary.csv                          one row per image and lesion
   DIR/zones.csv                            one row per image, lesion and zone
+  DIR/failures.csv                         one row per photo that failed, with the reason
   DIR/summary.json                         the same + model identity, settings, findings, failures
+  DIR/.shards/rank<R>.jsonl                one line per photo as it finishes (merged into the above)
 
 convert SRC --out DIR writes SRC (a checkpoint folder, a weights file such as the original
 code's best_model.pt, or a Hub source) as a checkpoint folder; --to original --out FILE
@@ -74,7 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=OUTPUT_LAYOUT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    _add_predict_arguments(p)
+    _add_batch_arguments(p)
+    c = sub.add_parser(
+        "convert",
+        help="write weights (e.g. the original code's best_model.pt) as a checkpoint folder, or back",
+        description="Convert SRC to a checkpoint folder (safetensors + config.json + model card), or with "
+        "--to original to a best_model.pt the original HydraLA-Net code loads with strict=True.",
+    )
+    _add_convert_arguments(c)
+    return parser
+
+
+def _add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders of images (recursive)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--model", default=None, help=f"{SOURCE_HELP} (default: the bundled model)")
     p.add_argument(
@@ -117,12 +131,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment at native resolution in overlapping SIZE px tiles (multiple of 32; for large photos)",
     )
 
-    c = sub.add_parser(
-        "convert",
-        help="write weights (e.g. the original code's best_model.pt) as a checkpoint folder, or back",
-        description="Convert SRC to a checkpoint folder (safetensors + config.json + model card), or with "
-        "--to original to a best_model.pt the original HydraLA-Net code loads with strict=True.",
+
+def _add_batch_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--list", type=Path, default=None, metavar="FILE", help=LIST_HELP)
+    p.add_argument(
+        "--workers",
+        type=_count_arg(0),
+        default=None,
+        metavar="N",
+        help="processes that decode and preprocess, and as many that post-process and write; "
+        "0: all in this process (default: one per core, shared among torchrun's local processes)",
     )
+    p.add_argument(
+        "--batch-size",
+        type=_count_arg(1),
+        default=None,
+        metavar="B",
+        help="photos per model call (default 1 on a CPU, 4 on a GPU)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip photos whose outputs are complete and were made with the same model and settings",
+    )
+
+
+def _add_convert_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("source", metavar="SRC", help=SOURCE_HELP)
     c.add_argument(
         "--out", required=True, type=Path, help="folder to write (--to hydralanet) or .pt file (--to original)"
@@ -141,9 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-class threshold to store, e.g. --threshold EX=0.4 (repeatable; default: the source's)",
     )
     c.add_argument("--crop", choices=CROP_MODES, default=None, help="crop to store (default: the source's)")
-    return parser
 
 
+def _count_arg(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}")
+        return value
+
+    return parse
+
+
+LIST_HELP = (
+    "a list of photos: a text file, one path a line, or a CSV with a 'path' or 'image' column "
+    "(relative paths: relative to the list's folder)"
+)
 SOURCE_HELP = (
     "checkpoint folder, weights file (.safetensors, or .pt/.pth/.bin with --allow-pickle), or Hub source "
     "[spaces/]owner/name[@revision][:path/in/repo]"
@@ -166,114 +216,10 @@ def _fail(message: str) -> int:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    """The streaming pipeline (:mod:`hydralanet.pipeline`), under ``torchrun`` too."""
+    from .runner import run_predict
 
-    from .checkpoint import CheckpointError, load_model
-    from .fast import resolve_precision
-    from .inference import lesion_statistics, predict
-    from .io import ImageError, list_images, read_image, write_atomic
-    from .preprocessing import BlankImageError
-    from .reading import ZONE_COLUMNS, findings, read_photo
-    from .report import run_record, summary_csv, table_csv
-
-    if not 0.0 <= args.opacity <= 1.0:
-        return _fail(f"--opacity must be in [0, 1], got {args.opacity}")
-    try:
-        loaded = load_model(args.model, device=args.device, allow_pickle=args.allow_pickle)
-        resolve_precision(args.precision, loaded.device)  # an impossible pair fails before anything is written
-    except (CheckpointError, ValueError) as exc:
-        return _fail(str(exc))
-    thresholds = validate_thresholds({**loaded.config.thresholds, **dict(args.threshold)})
-    print(f"model: {describe_model(loaded)}", file=sys.stderr)
-    preprocessing: PreprocessConfig = loaded.config.preprocessing
-    if args.clahe:
-        preprocessing = preprocessing.replace(clahe=args.clahe)
-    if args.crop:
-        preprocessing = preprocessing.replace(crop=args.crop)
-
-    paths = list_images(args.paths)
-    if not paths:
-        return _fail("no images found in " + ", ".join(map(str, args.paths)))
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    zone_rows: list[dict[str, Any]] = []
-    readings: dict[str, dict[str, Any]] = {}
-    failures: list[dict[str, str]] = []
-    used_names: set[str] = set()
-    started = time.perf_counter()
-    bar = tqdm(paths, desc="segmenting", unit="image", disable=None)
-    try:
-        for path in bar:
-            try:
-                image = read_image(path)
-                prediction = predict(
-                    loaded,
-                    image,
-                    clahe=preprocessing.clahe,
-                    tta=args.tta,
-                    precision=args.precision,
-                    tile=args.tile,
-                    crop=preprocessing.crop,
-                )
-                name = _unique_name(path.stem, used_names)
-                masks = prediction.masks(thresholds)  # once: outputs, statistics and the reading share them
-                _write_outputs(out / name, image, prediction, masks, args)
-            except ImageError as exc:
-                failures.append({"image": str(path), "error": exc.problem})
-                tqdm.write(f"error: {exc}", file=sys.stderr)
-                continue
-            except BlankImageError as exc:
-                failures.append({"image": str(path), "error": str(exc)})
-                tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
-                continue
-            except Exception as exc:  # one photo's failure must not cost the others: record it, go on
-                reason = f"{type(exc).__name__}: {(str(exc).strip() or 'no message').splitlines()[0]}"
-                failures.append({"image": str(path), "error": reason})
-                tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
-                continue
-            for row in lesion_statistics(masks, prediction.fov, thresholds):
-                rows.append({"image": name, "source": str(path), **row})
-            if not args.no_reading:
-                found = findings(read_photo(image, prediction.fov, probabilities=prediction.probabilities), masks)
-                write_atomic(out / name / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
-                zone_rows += [{"image": name, **z} for z in found["zones"]]
-                readings[name] = found
-    finally:  # also on Ctrl-C: the summary of what was done is written
-        summary = {
-            **run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision),
-            "tile": args.tile,
-            "images": len(rows) // len(CLASSES),
-            "seconds": round(time.perf_counter() - started, 2),
-            "results": rows,
-            "findings": readings,
-            "failed": failures,
-        }
-        write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-        write_atomic(out / "summary.csv", summary_csv(rows).encode())
-        if not args.no_reading:
-            write_atomic(out / "zones.csv", table_csv(zone_rows, ZONE_COLUMNS).encode())
-    done = len(rows) // len(CLASSES)
-    print(f"{done} of {len(paths)} images segmented -> {out}", file=sys.stderr)
-    if failures:
-        print(f"{len(failures)} file(s) failed; see {out / 'summary.json'}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _write_outputs(folder: Path, image, prediction, masks, args) -> None:
-    """One photo's masks, probability maps (if asked) and overlay."""
-    import numpy as np
-
-    from .io import save_png
-    from .overlay import render_overlay
-
-    for c, mask in zip(CLASSES, masks):
-        save_png(folder / f"{c}.png", mask.astype(np.uint8) * 255)
-        if args.save_probabilities:
-            prob16 = np.round(prediction.probabilities[CLASSES.index(c)] * 65535.0).astype(np.uint16)
-            save_png(folder / f"prob_{c}.png", prob16)
-    save_png(folder / "overlay.png", render_overlay(image, masks, opacity=args.opacity))
+    return run_predict(args, describe_model)
 
 
 def convert_command(args: argparse.Namespace) -> int:
@@ -324,12 +270,3 @@ def describe_model(loaded) -> str:
     if identity.get("converted_from"):
         parts.append(f"converted from {identity['converted_from']}")
     return f"{identity['name']} ({', '.join(parts)})"
-
-
-def _unique_name(stem: str, used: set[str]) -> str:
-    """Two inputs with the same stem (from different folders) must not overwrite each other."""
-    name, k = stem, 2
-    while name in used:
-        name, k = f"{stem}_{k}", k + 1
-    used.add(name)
-    return name

@@ -14,7 +14,7 @@ import torch
 from .checkpoint import LoadedModel, module_device
 from .config import CLASSES, PreprocessConfig, format_threshold, validate_thresholds
 from .fast import PRECISIONS, InferenceModel, cpu_has_native_bf16, resolve_precision  # noqa: F401  (public here too)
-from .preprocessing import FovGeometry, preprocess
+from .preprocessing import FovGeometry, Preprocessed, preprocess
 from .tiling import ALIGN, native_input_size, run_tiled
 
 
@@ -85,6 +85,37 @@ def run_model(
     return total / len(views)
 
 
+def photo_config(
+    config: PreprocessConfig,
+    image: np.ndarray,
+    *,
+    clahe: str | None = None,
+    crop: str | None = None,
+    tile: int | None = None,
+    scale: float | None = None,
+) -> PreprocessConfig:
+    """The preprocessing one photo gets: the checkpoint's ``config`` with the overrides of
+    :func:`predict` (``scale`` or ``tile`` change the input size, per photo for ``tile``)."""
+    if clahe is not None:
+        config = config.replace(clahe=clahe)
+    if crop is not None:
+        config = config.replace(crop=crop)
+    if scale is not None:
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale!r}")
+        config = config.replace(input_size=max(ALIGN, round(config.input_size * scale / ALIGN) * ALIGN))
+    elif tile is not None:
+        config = config.replace(input_size=native_input_size(image, config))
+    return config
+
+
+def prepare_photo(config: PreprocessConfig, image: np.ndarray, **overrides: Any) -> Preprocessed:
+    """Steps 2-5 of DESIGN §4 for :func:`predict` (``overrides``: its ``clahe``, ``crop``,
+    ``tile``, ``scale``), with no model: what a pipeline's worker processes run
+    (:mod:`hydralanet.pipeline`) before handing the result to ``predict(prepared=...)``."""
+    return preprocess(image, photo_config(config, image, **overrides))
+
+
 def predict(
     loaded: LoadedModel,
     image: np.ndarray,
@@ -96,6 +127,7 @@ def predict(
     scale: float | None = None,
     crop: str | None = None,
     calibrated: bool = True,
+    prepared: Preprocessed | None = None,
 ) -> Prediction:
     """Run the model once on an RGB uint8 image (``H x W x 3``, any size).
 
@@ -107,53 +139,78 @@ def predict(
     ``tile``: segment in overlapping tiles of this many pixels (:mod:`hydralanet.tiling`), at
     native resolution unless ``scale`` is given; ``scale``: the FOV square's side as a multiple
     of the checkpoint's input size (e.g. 2.0 for 2048 px instead of 1024).
+    ``prepared``: :func:`prepare_photo` of this image with the same settings, made elsewhere
+    (a worker process); the result is the same as without it.
     Raises ``BlankImageError`` (a ``ValueError``) for an image with no field of view.
     """
-    config: PreprocessConfig = loaded.config.preprocessing
-    if clahe is not None:
-        config = config.replace(clahe=clahe)
-    if crop is not None:
-        config = config.replace(crop=crop)
-    if scale is not None:
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale!r}")
-        config = config.replace(input_size=max(ALIGN, round(config.input_size * scale / ALIGN) * ALIGN))
-    elif tile is not None:
-        config = config.replace(input_size=native_input_size(image, config))
-    prepared = preprocess(image, config)
+    return predict_batch(
+        loaded,
+        [image],
+        clahe=clahe,
+        tta=tta,
+        precision=precision,
+        tile=tile,
+        scale=scale,
+        crop=crop,
+        calibrated=calibrated,
+        prepared=None if prepared is None else [prepared],
+    )[0]
+
+
+def predict_batch(
+    loaded: LoadedModel,
+    images: list[np.ndarray],
+    *,
+    clahe: str | None = None,
+    tta: bool = False,
+    precision: str = "auto",
+    tile: int | None = None,
+    scale: float | None = None,
+    crop: str | None = None,
+    calibrated: bool = True,
+    prepared: list[Preprocessed] | None = None,
+) -> list[Prediction]:
+    """:func:`predict` for several photos with one model call: their squares share one input
+    size (no padding), so they stack into a ``B x 3 x S x S`` batch. With ``tile`` each photo
+    runs on its own (its native size is its own). On a CPU a batch gives the same masks as
+    single photos up to float rounding; its use is to keep a GPU busy."""
+    overrides = {"clahe": clahe, "crop": crop, "tile": tile, "scale": scale}
+    if prepared is None:
+        prepared = [prepare_photo(loaded.config.preprocessing, image, **overrides) for image in images]
     calibration = loaded.config.calibration if calibrated else None
     model = loaded.inference_model(precision)
     precision = resolve_precision(precision, loaded.device)
+    config = photo_config(loaded.config.preprocessing, images[0], clahe=clahe, crop=crop)
     settings = {
         "clahe": config.clahe,
         "crop": config.crop,
         "tta": bool(tta),
         "precision": precision,
-        "input_size": config.input_size,
-        "tile": tile,
-        "calibrated": calibration is not None,
     }
     if tile is None:
-        probs = (
-            run_model(model, prepared.tensor[None], precision=precision, tta=tta, calibration=calibration)[0]
-            .cpu()
-            .numpy()
-        )
+        batch = torch.stack([p.tensor for p in prepared])
+        squares = run_model(model, batch, precision=precision, tta=tta, calibration=calibration).cpu().numpy()
+        extra = [{} for _ in prepared]
     else:
-        fov = prepared.geometry.to_square(prepared.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
-        tiled = run_tiled(model, prepared.tensor, fov, tile=tile, precision=precision, tta=tta, calibration=calibration)
-        probs = tiled.probabilities.numpy()
-        settings.update(tiles_run=tiled.tiles_run, tiles_skipped=tiled.tiles_skipped)
-    full = prepared.geometry.to_original(probs)
-    full *= prepared.fov[None]  # nothing outside the field of view is a lesion
-    return Prediction(
-        probabilities=full,
-        fov=prepared.fov,
-        image=image,
-        enhanced=prepared.enhanced,
-        geometry=prepared.geometry,
-        settings=settings,
-    )
+        squares, extra = [], []
+        for p in prepared:
+            fov = p.geometry.to_square(p.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+            tiled = run_tiled(model, p.tensor, fov, tile=tile, precision=precision, tta=tta, calibration=calibration)
+            squares.append(tiled.probabilities.numpy())
+            extra.append({"tiles_run": tiled.tiles_run, "tiles_skipped": tiled.tiles_skipped})
+    out = []
+    for image, p, probs, more in zip(images, prepared, squares, extra):
+        full = p.geometry.to_original(probs)
+        full *= p.fov[None]  # nothing outside the field of view is a lesion
+        photo_settings = {
+            **settings,
+            "input_size": p.geometry.size,
+            "tile": tile,
+            "calibrated": calibration is not None,
+        }
+        photo_settings.update(more)
+        out.append(Prediction(full, p.fov, image, p.enhanced, p.geometry, photo_settings))
+    return out
 
 
 def threshold_masks(
