@@ -16,6 +16,7 @@ back in any order and are appended to this process's shard in input order (:clas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -106,8 +107,22 @@ def _quiet_worker(_: int = 0) -> None:
     cv2.setNumThreads(1)
 
 
+@contextlib.contextmanager
+def fork_safe_opencv(workers: int) -> Iterator[None]:
+    """OpenCV's thread pool does not survive fork: the child of a parent that used it hangs in
+    its first parallel call. One OpenCV thread in this process while workers fork (and run)."""
+    threads = cv2.getNumThreads()
+    if workers:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def decoded(dataset: PhotoDataset, workers: int) -> Iterator[dict[str, Any]]:
-    """Stage 1's results in input order, ``workers`` processes (0: in this process)."""
+    """Stage 1's results in input order, ``workers`` processes (0: in this process). Call it
+    under :func:`fork_safe_opencv`."""
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=None,
@@ -304,11 +319,10 @@ class Pipeline:
     report: Callable[[str], None] = print
 
     def run(self, order: InOrder) -> None:
-        cv_threads = cv2.getNumThreads()
-        if self.workers:
-            # OpenCV's thread pool does not survive fork: a child of a parent that used it hangs
-            # in its first parallel call. One thread here while the workers fork (and run).
-            cv2.setNumThreads(1)
+        with fork_safe_opencv(self.workers):
+            self._run(order)
+
+    def _run(self, order: InOrder) -> None:
         post = PostPool(self.workers, self.out, self.model.options)
         batch: list[dict[str, Any]] = []
         try:
@@ -329,7 +343,6 @@ class Pipeline:
             self._collect(post.ready(wait=True), order)
         finally:
             post.close()
-            cv2.setNumThreads(cv_threads)
 
     def _model(self, batch: list[dict[str, Any]], post: PostPool, order: InOrder) -> None:
         for result in self.model.run(batch):
