@@ -78,6 +78,8 @@ def write_photo_outputs(folder: Path, result: PhotoResult, options: OutputOption
     """Write one photo's files, each atomically, then its ``record.json``; return the record
     (``index``, ``image``, ``source``, ``fingerprint``, ``files``, ``rows`` and, with the
     reading, ``findings`` and ``zones``)."""
+    for stale in folder.glob(".*.tmp"):  # a temporary file of a run killed mid-write
+        stale.unlink(missing_ok=True)
     files = []
     for i, c in enumerate(CLASSES):
         save_png(folder / f"{c}.png", result.masks[i].astype(np.uint8) * 255)
