@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -210,6 +211,7 @@ def post_process(task: dict[str, Any], out: Path, options: OutputOptions) -> dic
 
 def _post_worker(tasks: Any, results: Any, out: Path, options: OutputOptions) -> None:
     _quiet_worker()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     parent = os.getppid()
     while True:
         try:
@@ -275,7 +277,10 @@ class PostPool:
 
     def close(self) -> None:
         for _ in self.procs:
-            self.tasks.put(None)
+            try:
+                self.tasks.put(None, timeout=1.0)
+            except queue.Full:  # after an error: the workers may be gone or busy; they are stopped below
+                break
         for proc in self.procs:
             proc.join(timeout=10)
             if proc.is_alive():

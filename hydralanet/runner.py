@@ -68,7 +68,7 @@ def expand_inputs(
             inside = q.relative_to(p).parts
             if q.suffix.lower() not in IMAGE_EXTENSIONS or any(part.startswith(".") for part in inside):
                 continue
-            if skip is not None and skip in q.resolve().parents or not q.is_file():
+            if (skip is not None and skip in q.resolve().parents) or not q.is_file():
                 continue
             out.append(q)
     if list_file is not None:
