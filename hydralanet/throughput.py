@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,10 +67,13 @@ def run_predict(inputs: Path, out: Path, model: str | None, workers: int | None,
     if workers is not None:
         command += ["--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": str(code)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with CpuShare() as share:
         started = time.perf_counter()
         result = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if result.returncode != 0:
         raise RuntimeError(f"predict failed ({result.returncode}): {result.stderr.strip().splitlines()[-1:]}")
     summary = json.loads((out / "summary.json").read_text())
@@ -77,6 +81,8 @@ def run_predict(inputs: Path, out: Path, model: str | None, workers: int | None,
         "photos_per_s": summary["images"] / summary["seconds"],
         "seconds": summary["seconds"],
         "wall_s": round(wall, 2),
+        # CPU seconds of the process and its workers, start-up and model loading included
+        "cpu_s": round(cpu, 1),
         "other_load_cores": None if share.others is None else round(share.others, 2),
     }
 
