@@ -20,7 +20,6 @@ import contextlib
 import os
 import queue
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,7 +379,3 @@ def rank_share(count: int, rank: int, world_size: int) -> range:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     return range(rank, count, world_size)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr)
