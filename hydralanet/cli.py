@@ -7,14 +7,11 @@ and ``--version`` answer at once; torch, OpenCV and the model load when a comman
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from . import __version__
-from .config import CLAHE_MODES, CLASSES, CROP_MODES, PRECISIONS, PreprocessConfig, validate_thresholds
+from .config import CLAHE_MODES, CLASSES, CROP_MODES, PRECISIONS
 
 DESCRIPTION = "Segment the four lesions of diabetic retinopathy (EX, HE, MA, SE) in colour fundus photographs."
 OUTPUT_LAYOUT = """output layout of predict (other tools rely on it):
@@ -24,9 +21,13 @@ OUTPUT_LAYOUT = """output layout of predict (other tools rely on it):
   DIR/<stem>/findings.json                 optic disc, fovea, eye, image quality, lesions by
                                            ETDRS zone and quadrant, DME risk (research indicators)
   DIR/<stem>/<stem>.pdf                    the report (--report); DIR/report.pdf all in one (--report-combined)
+  DIR/<stem>/record.json                   written last: the photo's rows, files, and a fingerprint
+                                           of model and settings (what --resume checks)
   DIR/summary.csv                          one row per image and lesion
   DIR/zones.csv                            one row per image, lesion and zone
+  DIR/failures.csv                         one row per photo that failed, with the reason
   DIR/summary.json                         the same + model identity, settings, findings, failures
+  DIR/.shards/rank<R>.jsonl                one line per photo as it finishes (merged into the above)
 
 DICOM files (.dcm, or the DICM preamble) are read too; each frame of a multi-frame file is a
 photo named <stem>_f<k> (k = 1, 2, ...). Patient and study identifiers in DICOM headers are
@@ -79,7 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=OUTPUT_LAYOUT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    _add_predict_arguments(p)
+    _add_batch_arguments(p)
+    _add_report_arguments(p)
+    c = sub.add_parser(
+        "convert",
+        help="write weights (e.g. the original code's best_model.pt) as a checkpoint folder, or back",
+        description="Convert SRC to a checkpoint folder (safetensors + config.json + model card), or with "
+        "--to original to a best_model.pt the original HydraLA-Net code loads with strict=True.",
+    )
+    _add_convert_arguments(c)
+    return parser
+
+
+def _add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders of images (recursive)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--model", default=None, help=f"{SOURCE_HELP} (default: the bundled model)")
     p.add_argument(
@@ -113,7 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the clinical reading (disc, fovea, zones, DME risk, quality: findings.json, zones.csv)",
     )
     p.add_argument("--opacity", type=float, default=0.5, help="overlay fill opacity in [0, 1] (default 0.5)")
-    _add_report_arguments(p)
     p.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     p.add_argument(
         "--tile",
@@ -123,12 +137,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment at native resolution in overlapping SIZE px tiles (multiple of 32; for large photos)",
     )
 
-    c = sub.add_parser(
-        "convert",
-        help="write weights (e.g. the original code's best_model.pt) as a checkpoint folder, or back",
-        description="Convert SRC to a checkpoint folder (safetensors + config.json + model card), or with "
-        "--to original to a best_model.pt the original HydraLA-Net code loads with strict=True.",
+
+def _add_batch_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--list", type=Path, default=None, metavar="FILE", help=LIST_HELP)
+    p.add_argument(
+        "--workers",
+        type=_count_arg(0),
+        default=None,
+        metavar="N",
+        help="processes that decode and preprocess, and as many that post-process and write; "
+        "0: all in this process (default: one per core, shared among torchrun's local processes)",
     )
+    p.add_argument(
+        "--batch-size",
+        type=_count_arg(1),
+        default=None,
+        metavar="B",
+        help="photos per model call (default 1 on a CPU, 4 on a GPU)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip photos whose outputs are complete and were made with the same model and settings",
+    )
+
+
+def _add_report_arguments(p: argparse.ArgumentParser) -> None:
+    """predict's PDF report and DICOM identifier flags."""
+    p.add_argument("--report", action="store_true", help="write a PDF report per photo: DIR/<stem>/<stem>.pdf")
+    p.add_argument("--report-combined", action="store_true", help="also write all photos' reports in DIR/report.pdf")
+    p.add_argument("--paper", choices=("a4", "letter"), default="a4", help="report paper size (default a4)")
+    p.add_argument(
+        "--keep-identifiers",
+        action="store_true",
+        help="write DICOM patient and study identifiers into findings.json and the reports (default: never)",
+    )
+
+
+def _add_convert_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("source", metavar="SRC", help=SOURCE_HELP)
     c.add_argument(
         "--out", required=True, type=Path, help="folder to write (--to hydralanet) or .pt file (--to original)"
@@ -147,21 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-class threshold to store, e.g. --threshold EX=0.4 (repeatable; default: the source's)",
     )
     c.add_argument("--crop", choices=CROP_MODES, default=None, help="crop to store (default: the source's)")
-    return parser
 
 
-def _add_report_arguments(p: argparse.ArgumentParser) -> None:
-    """predict's PDF report and DICOM identifier flags."""
-    p.add_argument("--report", action="store_true", help="write a PDF report per photo: DIR/<stem>/<stem>.pdf")
-    p.add_argument("--report-combined", action="store_true", help="also write all photos' reports in DIR/report.pdf")
-    p.add_argument("--paper", choices=("a4", "letter"), default="a4", help="report paper size (default a4)")
-    p.add_argument(
-        "--keep-identifiers",
-        action="store_true",
-        help="write DICOM patient and study identifiers into findings.json and the reports (default: never)",
-    )
+def _count_arg(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}")
+        return value
+
+    return parse
 
 
+LIST_HELP = (
+    "a list of photos: a text file, one path a line, or a CSV with a 'path' or 'image' column "
+    "(relative paths: relative to the list's folder)"
+)
 SOURCE_HELP = (
     "checkpoint folder, weights file (.safetensors, or .pt/.pth/.bin with --allow-pickle), or Hub source "
     "[spaces/]owner/name[@revision][:path/in/repo]"
@@ -184,176 +234,10 @@ def _fail(message: str) -> int:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    """The streaming pipeline (:mod:`hydralanet.pipeline`), under ``torchrun`` too."""
+    from .runner import run_predict
 
-    from .checkpoint import CheckpointError, load_model
-    from .fast import resolve_precision
-    from .inference import lesion_statistics, predict
-    from .io import ImageError, photo_sources, write_atomic
-    from .preprocessing import BlankImageError
-    from .reading import ZONE_COLUMNS
-    from .report import run_record, summary_csv, table_csv
-
-    if not 0.0 <= args.opacity <= 1.0:
-        return _fail(f"--opacity must be in [0, 1], got {args.opacity}")
-    try:
-        loaded = load_model(args.model, device=args.device, allow_pickle=args.allow_pickle)
-        resolve_precision(args.precision, loaded.device)  # an impossible pair fails before anything is written
-    except (CheckpointError, ValueError) as exc:
-        return _fail(str(exc))
-    thresholds = validate_thresholds({**loaded.config.thresholds, **dict(args.threshold)})
-    print(f"model: {describe_model(loaded)}", file=sys.stderr)
-    preprocessing: PreprocessConfig = loaded.config.preprocessing
-    if args.clahe:
-        preprocessing = preprocessing.replace(clahe=args.clahe)
-    if args.crop:
-        preprocessing = preprocessing.replace(crop=args.crop)
-
-    paths = photo_sources(args.paths)  # a file, or each frame of a multi-frame DICOM file
-    if not paths:
-        return _fail("no images found in " + ", ".join(map(str, args.paths)))
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    zone_rows: list[dict[str, Any]] = []
-    readings: dict[str, dict[str, Any]] = {}
-    failures: list[dict[str, str]] = []
-    used_names: set[str] = set()
-    started = time.perf_counter()
-    record = run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision)
-    book = _report_writer(args, record, loaded.config.provenance) if args.report_combined else None
-    reports = (record, loaded.config.provenance, book)
-    bar = tqdm(paths, desc="segmenting", unit="image", disable=None)
-    try:
-        for source in bar:
-            path = source.path
-            try:
-                image = source.read()
-                facts = _dicom_facts(path, args.keep_identifiers)
-                prediction = predict(
-                    loaded,
-                    image,
-                    clahe=preprocessing.clahe,
-                    tta=args.tta,
-                    precision=args.precision,
-                    tile=args.tile,
-                    crop=preprocessing.crop,
-                )
-                name = _unique_name(source.stem, used_names)
-                masks = prediction.masks(thresholds)  # once: outputs, statistics and the reading share them
-                _write_outputs(out / name, image, prediction, masks, args)
-            except ImageError as exc:
-                failures.append({"image": str(path), "error": exc.problem})
-                tqdm.write(f"error: {exc}", file=sys.stderr)
-                continue
-            except BlankImageError as exc:
-                failures.append({"image": str(path), "error": str(exc)})
-                tqdm.write(f"error: {path}: {exc}", file=sys.stderr)
-                continue
-            except Exception as exc:  # one photo's failure must not cost the others: record it, go on
-                reason = f"{type(exc).__name__}: {(str(exc).strip() or 'no message').splitlines()[0]}"
-                failures.append({"image": str(path), "error": reason})
-                tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
-                continue
-            for row in lesion_statistics(masks, prediction.fov, thresholds):
-                rows.append({"image": name, "source": str(path), **row})
-            found = _read_and_report(
-                args, out / name, (name, image, masks, rows[-len(CLASSES) :]), prediction, facts, reports, failures
-            )
-            if found is not None:
-                zone_rows += [{"image": name, **z} for z in found["zones"]]
-                readings[name] = found
-    finally:  # also on Ctrl-C: the summary of what was done is written
-        summary = {
-            **record,
-            "tile": args.tile,
-            "images": len(rows) // len(CLASSES),
-            "seconds": round(time.perf_counter() - started, 2),
-            "results": rows,
-            "findings": readings,
-            "failed": failures,
-        }
-        write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-        write_atomic(out / "summary.csv", summary_csv(rows).encode())
-        if not args.no_reading:
-            write_atomic(out / "zones.csv", table_csv(zone_rows, ZONE_COLUMNS).encode())
-        if book is not None and rows:
-            write_atomic(out / "report.pdf", book.to_bytes())
-    done = len(rows) // len(CLASSES)
-    print(f"{done} of {len(paths)} images segmented -> {out}", file=sys.stderr)
-    if failures:
-        print(f"{len(failures)} file(s) failed; see {out / 'summary.json'}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _write_outputs(folder: Path, image, prediction, masks, args) -> None:
-    """One photo's masks, probability maps (if asked) and overlay."""
-    import numpy as np
-
-    from .io import save_png
-    from .overlay import render_overlay
-
-    for c, mask in zip(CLASSES, masks):
-        save_png(folder / f"{c}.png", mask.astype(np.uint8) * 255)
-        if args.save_probabilities:
-            prob16 = np.round(prediction.probabilities[CLASSES.index(c)] * 65535.0).astype(np.uint16)
-            save_png(folder / f"prob_{c}.png", prob16)
-    save_png(folder / "overlay.png", render_overlay(image, masks, opacity=args.opacity))
-
-
-def _dicom_facts(path: Path, keep_identifiers: bool):
-    """The DICOM header facts of ``path`` (None for other images); identifiers only when kept."""
-    from .dicom import is_dicom_file, read_facts
-
-    return read_facts(path, keep_identifiers=keep_identifiers) if is_dicom_file(path) else None
-
-
-def _report_writer(args: argparse.Namespace, record: dict, provenance: dict):
-    from .pdf_report import ReportWriter
-
-    return ReportWriter(record, provenance, paper=args.paper, opacity=args.opacity)
-
-
-def _read_and_report(
-    args, folder: Path, photo: tuple, prediction, facts, reports: tuple, failures: list
-) -> dict | None:
-    """One photo's reading (``findings.json``; None with --no-reading) and PDF reports (--report:
-    ``<stem>.pdf``; --report-combined: pages in the ``book`` of ``reports`` = (run record,
-    provenance, book or None)). ``photo``: name, image, masks and statistics rows. A report that
-    fails is recorded in ``failures``; the other outputs stand."""
-    from tqdm import tqdm
-
-    from .io import write_atomic
-    from .pdf_report import ReportPhoto
-    from .reading import findings, read_photo
-
-    name, image, masks, stats = photo
-    record, provenance, book = reports
-    reading = found = None
-    if not args.no_reading:
-        reading = read_photo(
-            image,
-            prediction.fov,
-            probabilities=prediction.probabilities,
-            laterality=facts.laterality if facts else None,
-            mm_per_px=facts.mm_per_px if facts else None,
-        )
-        found = findings(reading, masks)
-        if facts is not None:
-            found["dicom"] = facts.to_dict()
-        write_atomic(folder / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
-    if args.report or book is not None:
-        pages = ReportPhoto(name, image, masks, stats, reading, found, facts)
-        try:
-            if args.report:
-                write_atomic(folder / f"{name}.pdf", _report_writer(args, record, provenance).add(pages).to_bytes())
-            if book is not None:
-                book.add(pages)
-        except Exception as exc:  # a report must not cost the batch
-            failures.append({"image": name, "error": f"report: {type(exc).__name__}: {exc}"})
-            tqdm.write(f"error: {name}: report not written ({type(exc).__name__}: {exc})", file=sys.stderr)
-    return found
+    return run_predict(args, describe_model)
 
 
 def convert_command(args: argparse.Namespace) -> int:
@@ -404,12 +288,3 @@ def describe_model(loaded) -> str:
     if identity.get("converted_from"):
         parts.append(f"converted from {identity['converted_from']}")
     return f"{identity['name']} ({', '.join(parts)})"
-
-
-def _unique_name(stem: str, used: set[str]) -> str:
-    """Two inputs with the same stem (from different folders) must not overwrite each other."""
-    name, k = stem, 2
-    while name in used:
-        name, k = f"{stem}_{k}", k + 1
-    used.add(name)
-    return name

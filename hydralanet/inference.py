@@ -9,12 +9,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from .checkpoint import LoadedModel
 from .config import CLASSES, PreprocessConfig, format_threshold, validate_thresholds
 from .fast import PRECISIONS, InferenceModel, cpu_has_native_bf16, resolve_precision  # noqa: F401  (public here too)
 from .forward import module_device, run_model  # noqa: F401  (public here too)
-from .preprocessing import FovGeometry, preprocess
+from .preprocessing import FovGeometry, Preprocessed, preprocess
 from .tiling import ALIGN, native_input_size, run_tiled
 
 
@@ -102,6 +103,37 @@ class SquarePrediction:
         return out
 
 
+def photo_config(
+    config: PreprocessConfig,
+    image: np.ndarray,
+    *,
+    clahe: str | None = None,
+    crop: str | None = None,
+    tile: int | None = None,
+    scale: float | None = None,
+) -> PreprocessConfig:
+    """The preprocessing one photo gets: the checkpoint's ``config`` with the overrides of
+    :func:`predict` (``scale`` or ``tile`` change the input size, per photo for ``tile``)."""
+    if clahe is not None:
+        config = config.replace(clahe=clahe)
+    if crop is not None:
+        config = config.replace(crop=crop)
+    if scale is not None:
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale!r}")
+        config = config.replace(input_size=max(ALIGN, round(config.input_size * scale / ALIGN) * ALIGN))
+    elif tile is not None:
+        config = config.replace(input_size=native_input_size(image, config))
+    return config
+
+
+def prepare_photo(config: PreprocessConfig, image: np.ndarray, **overrides: Any) -> Preprocessed:
+    """Steps 2-5 of DESIGN §4 for :func:`predict` (``overrides``: its ``clahe``, ``crop``,
+    ``tile``, ``scale``), with no model: what a pipeline's worker processes run
+    (:mod:`hydralanet.pipeline`) before handing the result to ``predict(prepared=...)``."""
+    return preprocess(image, photo_config(config, image, **overrides))
+
+
 def predict_square(
     loaded: LoadedModel,
     image: np.ndarray,
@@ -113,9 +145,10 @@ def predict_square(
     scale: float | None = None,
     crop: str | None = None,
     calibrated: bool = True,
+    prepared: Preprocessed | None = None,
 ) -> SquarePrediction:
     """Run the model once on an RGB uint8 image (``H x W x 3``, any size); the probabilities
-    stay at the model's square (:class:`SquarePrediction`). :func:`predict` maps them to the photo.
+    stay at the model's square (:class:`SquarePrediction`); :func:`predict` maps them to the photo.
 
     ``clahe`` overrides the checkpoint's CLAHE mode (``green``, ``lab``, ``casp``, ``off``),
     ``crop`` its crop (``fov``, ``centre_square``: :data:`hydralanet.config.CROP_MODES`).
@@ -125,44 +158,22 @@ def predict_square(
     ``tile``: segment in overlapping tiles of this many pixels (:mod:`hydralanet.tiling`), at
     native resolution unless ``scale`` is given; ``scale``: the FOV square's side as a multiple
     of the checkpoint's input size (e.g. 2.0 for 2048 px instead of 1024).
+    ``prepared``: :func:`prepare_photo` of this image with the same settings, made elsewhere
+    (a worker process); the result is the same as without it.
     Raises ``BlankImageError`` (a ``ValueError``) for an image with no field of view.
     """
-    config: PreprocessConfig = loaded.config.preprocessing
-    if clahe is not None:
-        config = config.replace(clahe=clahe)
-    if crop is not None:
-        config = config.replace(crop=crop)
-    if scale is not None:
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale!r}")
-        config = config.replace(input_size=max(ALIGN, round(config.input_size * scale / ALIGN) * ALIGN))
-    elif tile is not None:
-        config = config.replace(input_size=native_input_size(image, config))
-    prepared = preprocess(image, config)
-    calibration = loaded.config.calibration if calibrated else None
-    model = loaded.inference_model(precision)
-    precision = resolve_precision(precision, loaded.device)
-    settings = {
-        "clahe": config.clahe,
-        "crop": config.crop,
-        "tta": bool(tta),
-        "precision": precision,
-        "input_size": config.input_size,
-        "tile": tile,
-        "calibrated": calibration is not None,
-    }
-    if tile is None:
-        probs = (
-            run_model(model, prepared.tensor[None], precision=precision, tta=tta, calibration=calibration)[0]
-            .cpu()
-            .numpy()
-        )
-    else:
-        fov = prepared.geometry.to_square(prepared.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
-        tiled = run_tiled(model, prepared.tensor, fov, tile=tile, precision=precision, tta=tta, calibration=calibration)
-        probs = tiled.probabilities.numpy()
-        settings.update(tiles_run=tiled.tiles_run, tiles_skipped=tiled.tiles_skipped)
-    return SquarePrediction.make(probs, prepared.fov, image, prepared.enhanced, prepared.geometry, settings)
+    return predict_square_batch(
+        loaded,
+        [image],
+        clahe=clahe,
+        tta=tta,
+        precision=precision,
+        tile=tile,
+        scale=scale,
+        crop=crop,
+        calibrated=calibrated,
+        prepared=None if prepared is None else [prepared],
+    )[0]
 
 
 def predict(loaded: LoadedModel, image: np.ndarray, **options: Any) -> Prediction:
@@ -170,6 +181,66 @@ def predict(loaded: LoadedModel, image: np.ndarray, **options: Any) -> Predictio
     photo's resolution. Options as :func:`predict_square`, which keeps them at the model's
     square instead (a quarter of the memory of a 12-Mpixel photo's maps, or less)."""
     return predict_square(loaded, image, **options).full()
+
+
+def predict_square_batch(
+    loaded: LoadedModel,
+    images: list[np.ndarray],
+    *,
+    clahe: str | None = None,
+    tta: bool = False,
+    precision: str = "auto",
+    tile: int | None = None,
+    scale: float | None = None,
+    crop: str | None = None,
+    calibrated: bool = True,
+    prepared: list[Preprocessed] | None = None,
+) -> list[SquarePrediction]:
+    """:func:`predict_square` for several photos with one model call: their squares share one input
+    size (no padding), so they stack into a ``B x 3 x S x S`` batch. With ``tile`` each photo
+    runs on its own (its native size is its own). On a CPU a batch gives the same masks as
+    single photos up to float rounding; its use is to keep a GPU busy."""
+    overrides = {"clahe": clahe, "crop": crop, "tile": tile, "scale": scale}
+    if prepared is None:
+        prepared = [prepare_photo(loaded.config.preprocessing, image, **overrides) for image in images]
+    calibration = loaded.config.calibration if calibrated else None
+    model = loaded.inference_model(precision)
+    precision = resolve_precision(precision, loaded.device)
+    config = photo_config(loaded.config.preprocessing, images[0], clahe=clahe, crop=crop)
+    settings = {
+        "clahe": config.clahe,
+        "crop": config.crop,
+        "tta": bool(tta),
+        "precision": precision,
+    }
+    if tile is None:
+        batch = torch.stack([p.tensor for p in prepared])
+        squares = run_model(model, batch, precision=precision, tta=tta, calibration=calibration).cpu().numpy()
+        extra = [{} for _ in prepared]
+    else:
+        squares, extra = [], []
+        for p in prepared:
+            fov = p.geometry.to_square(p.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+            tiled = run_tiled(model, p.tensor, fov, tile=tile, precision=precision, tta=tta, calibration=calibration)
+            squares.append(tiled.probabilities.numpy())
+            extra.append({"tiles_run": tiled.tiles_run, "tiles_skipped": tiled.tiles_skipped})
+    out = []
+    for image, p, probs, more in zip(images, prepared, squares, extra):
+        photo_settings = {
+            **settings,
+            "input_size": p.geometry.size,
+            "tile": tile,
+            "calibrated": calibration is not None,
+        }
+        photo_settings.update(more)
+        out.append(SquarePrediction.make(probs, p.fov, image, p.enhanced, p.geometry, photo_settings))
+    return out
+
+
+def predict_batch(loaded: LoadedModel, images: list[np.ndarray], **options: Any) -> list[Prediction]:
+    """:func:`predict` for several photos with one model call (options as
+    :func:`predict_square_batch`)."""
+    return [square.full() for square in predict_square_batch(loaded, images, **options)]
 
 
 def threshold_masks(

@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hydralanet import load_model, predict, read_image
+from hydralanet import load_model, predict
 from hydralanet.checkpoint import CheckpointError
 from hydralanet.config import CLASSES, PRECISIONS, format_threshold
 from hydralanet.io import write_atomic
+from hydralanet.pipeline import PhotoDataset, PhotoJob, as_prepared, decoded, default_workers, fork_safe_opencv
 
 from .calibration import ECE_BINS, plot_reliability, reliability
 from .data import read_mask, split_rows
@@ -113,18 +114,31 @@ def score_rows(
     precision: str = "fp32",
     calibrated: bool = True,
     each=None,
+    workers: int | None = None,
 ) -> None:
     """Run :func:`hydralanet.predict` on each manifest row and add it to ``suite`` at the
     image's original resolution (``calibrated=False``: the raw sigmoid, for fitting calibration).
-    ``each(row, prediction, targets)`` is called for every photo when given."""
-    for row in tqdm(rows, desc=desc, file=sys.stderr):
-        image = read_image(row["image"])
-        prediction = predict(loaded, image, tta=tta, precision=precision, calibrated=calibrated)
-        shape = image.shape[:2]
-        targets = np.stack([read_mask(row[c], shape) if row.get(c) else np.zeros(shape, bool) for c in CLASSES])
-        suite.update(torch.from_numpy(prediction.probabilities)[None], torch.from_numpy(targets)[None], row["source"])
-        if each is not None:
-            each(row, prediction, targets)
+    ``each(row, prediction, targets)`` is called for every photo when given. Photos are decoded
+    and preprocessed ahead in worker processes, by ``predict``'s pipeline stage
+    (:mod:`hydralanet.pipeline`); ``workers`` None: one per core."""
+    jobs = [PhotoJob(i, row["image"], str(i)) for i, row in enumerate(rows)]
+    dataset = PhotoDataset(jobs, loaded.config.preprocessing, {})
+    workers = default_workers() if workers is None else workers
+    with fork_safe_opencv(workers):
+        for sample in tqdm(decoded(dataset, workers), total=len(rows), desc=desc, file=sys.stderr):
+            if "error" in sample:
+                raise ValueError(sample["error"]["message"].removeprefix("error: "))
+            row, image = rows[sample["job"].index], sample["image"].numpy()
+            prediction = predict(
+                loaded, image, tta=tta, precision=precision, calibrated=calibrated, prepared=as_prepared(sample)
+            )
+            shape = image.shape[:2]
+            targets = np.stack([read_mask(row[c], shape) if row.get(c) else np.zeros(shape, bool) for c in CLASSES])
+            suite.update(
+                torch.from_numpy(prediction.probabilities)[None], torch.from_numpy(targets)[None], row["source"]
+            )
+            if each is not None:
+                each(row, prediction, targets)
 
 
 def render_markdown(report: dict[str, Any]) -> str:
