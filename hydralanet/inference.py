@@ -176,11 +176,15 @@ def predict_square(
     )[0]
 
 
-def predict(loaded: LoadedModel, image: np.ndarray, **options: Any) -> Prediction:
+def predict(
+    loaded: LoadedModel, image: np.ndarray, *, square: bool = False, **options: Any
+) -> Prediction | SquarePrediction:
     """Run the model once on an RGB uint8 image (``H x W x 3``, any size); probabilities at the
     photo's resolution. Options as :func:`predict_square`, which keeps them at the model's
-    square instead (a quarter of the memory of a 12-Mpixel photo's maps, or less)."""
-    return predict_square(loaded, image, **options).full()
+    square instead (a quarter of the memory of a 12-Mpixel photo's maps, or less);
+    ``square=True`` is :func:`predict_square`."""
+    prediction = predict_square(loaded, image, **options)
+    return prediction if square else prediction.full()
 
 
 def predict_square_batch(
@@ -237,10 +241,13 @@ def predict_square_batch(
     return out
 
 
-def predict_batch(loaded: LoadedModel, images: list[np.ndarray], **options: Any) -> list[Prediction]:
+def predict_batch(
+    loaded: LoadedModel, images: list[np.ndarray], *, square: bool = False, **options: Any
+) -> list[Prediction] | list[SquarePrediction]:
     """:func:`predict` for several photos with one model call (options as
-    :func:`predict_square_batch`)."""
-    return [square.full() for square in predict_square_batch(loaded, images, **options)]
+    :func:`predict_square_batch`; ``square=True`` is that function)."""
+    predictions = predict_square_batch(loaded, images, **options)
+    return predictions if square else [p.full() for p in predictions]
 
 
 def threshold_masks(

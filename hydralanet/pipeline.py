@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import inference
-from .config import PreprocessConfig
+from .config import CLASSES, PreprocessConfig
 from .io import ImageError, read_image
 from .outputs import OutputOptions, PhotoResult, ShardWriter, complete_record, write_photo_outputs
 from .preprocessing import BlankImageError, Preprocessed
@@ -156,9 +156,13 @@ class ModelStage:
         prepared = [as_prepared(s) for s in samples]
         try:
             if len(samples) == 1:
-                predictions = [inference.predict(self.loaded, images[0], prepared=prepared[0], **self.predict_args)]
+                predictions = [
+                    inference.predict(self.loaded, images[0], prepared=prepared[0], square=True, **self.predict_args)
+                ]
             else:
-                predictions = inference.predict_batch(self.loaded, images, prepared=prepared, **self.predict_args)
+                predictions = inference.predict_batch(
+                    self.loaded, images, prepared=prepared, square=True, **self.predict_args
+                )
         except Exception as exc:
             if len(samples) > 1:
                 for sample in samples:
@@ -170,9 +174,11 @@ class ModelStage:
         for sample, prediction in zip(samples, predictions):
             yield self.result(sample["job"], prediction)
 
-    def result(self, job: PhotoJob, prediction: inference.Prediction) -> PhotoResult | dict[str, Any]:
+    def result(self, job: PhotoJob, prediction: inference.SquarePrediction) -> PhotoResult | dict[str, Any]:
+        """Masks straight from the model's square (the same as from full-resolution maps, without
+        making the 4 float maps of the photo in this process, which the model waits for)."""
         try:
-            probabilities = prediction.probabilities
+            reading, keep = self.options.reading, self.options.save_probabilities
             return PhotoResult(
                 index=job.index,
                 name=job.name,
@@ -180,8 +186,9 @@ class ModelStage:
                 image=prediction.image,
                 fov=prediction.fov,
                 masks=prediction.masks(self.thresholds),  # once: outputs, statistics and reading share them
-                lesions=probabilities.max(axis=0) >= LESION_EXCLUSION_P if self.options.reading else None,
-                prob16=np.round(probabilities * 65535.0).astype(np.uint16) if self.options.save_probabilities else None,
+                # max over the classes >= p  <=>  some class >= p
+                lesions=prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0) if reading else None,
+                prob16=np.round(prediction.probabilities() * 65535.0).astype(np.uint16) if keep else None,
             )
         except Exception as exc:
             return failure(job.index, job.source, exc)
