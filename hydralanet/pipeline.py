@@ -35,6 +35,7 @@ from .io import ImageError, read_image
 from .outputs import OutputOptions, PhotoResult, ShardWriter, complete_record, write_photo_outputs
 from .preprocessing import BlankImageError, Preprocessed
 from .reading import LESION_EXCLUSION_P
+from .system import usable_cores
 
 
 def one_line_reason(exc: BaseException) -> str:
@@ -374,11 +375,7 @@ class Pipeline:
 
 def default_workers(local_world_size: int = 1) -> int:
     """One worker per core available to this process's share of the machine."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, local_world_size))
+    return max(1, usable_cores() // max(1, local_world_size))
 
 
 def rank_share(count: int, rank: int, world_size: int) -> range:

@@ -45,6 +45,13 @@ def keep_heap_small(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_ARENA_MAX, arenas))
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, e.g. a container's share), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def release_free_memory() -> None:
     """Give freed heap pages back to the system, so a server's RSS falls when its caches are
     dropped (a no-op without glibc)."""

@@ -36,6 +36,7 @@ import numpy as np
 from .benchmark import CpuShare, build, large_photo
 from .checkpoint import load_model, save_checkpoint
 from .config import CLASSES
+from .system import usable_cores
 
 KINDS = {"jpeg4288": (4288, 2848, ".jpg"), "png1024": (1024, 1024, ".png")}
 REPO = Path(__file__).resolve().parent.parent
@@ -229,10 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.workers is None:
-        args.workers = list(range(0, len(os.sched_getaffinity(0)) + 1))
+        args.workers = list(range(0, usable_cores() + 1))
     if 0 not in args.workers:
         args.workers.insert(0, 0)
-    report: dict[str, Any] = {"cores": len(os.sched_getaffinity(0)), "results": []}
+    report: dict[str, Any] = {"cores": usable_cores(), "results": []}
     with tempfile.TemporaryDirectory(prefix="throughput.") as tmp:
         for kind in args.inputs:
             for model in args.models:

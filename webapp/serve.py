@@ -15,7 +15,7 @@ from hydralanet import CheckpointError, LoadedModel
 from hydralanet.checkpoint import load_model
 from hydralanet.hub import parse_hub_source
 from hydralanet.serving import MemoryBudget, SessionCache, WorkGate, env_int
-from hydralanet.system import keep_heap_small
+from hydralanet.system import keep_heap_small, usable_cores
 
 # Results kept per session (probabilities at the model's square, the photo, its reading: about
 # 70 MB for a 4288 x 2848 photo), and for all sessions together HYDRALANET_MAX_SESSIONS_MB;
@@ -76,14 +76,14 @@ def model_gate() -> WorkGate:
     Space)."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return WorkGate(env_int("HYDRALANET_MAX_INFERENCES", max(1, cores // max(1, torch.get_num_threads()))))
 
 
 @st.cache_resource
 def render_gate() -> WorkGate:
     """Full-resolution redraws at once (masks, statistics): one per core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return WorkGate(env_int("HYDRALANET_MAX_REDRAWS", cores))
 
 
