@@ -91,16 +91,24 @@ class SquarePrediction:
     def masks(self, thresholds: dict[str, float] | None = None) -> np.ndarray:
         """``4 x H x W`` bool, equal to ``full().masks(thresholds)``, one class at a time: the
         float map of one class inside the crop box is all that is held at full resolution."""
-        thresholds = validate_thresholds(thresholds)
-        y0, y1, x0, x1 = self.geometry.box
-        fov = self.fov
-        out = np.empty((len(CLASSES),) + fov.shape, dtype=bool)
-        for i, c in enumerate(CLASSES):
-            cut = np.float32(thresholds[c])
-            out[i] = np.float32(0) >= cut  # outside the crop box the probability is 0
-            np.greater_equal(self.geometry.in_box(self.square[i]), cut, out=out[i, y0:y1, x0:x1])
-            out[i] &= fov
-        return out
+        return square_masks(self.square, self.geometry, self.fov, thresholds)
+
+
+def square_masks(
+    square: np.ndarray, geometry: FovGeometry, fov: np.ndarray, thresholds: dict[str, float] | None = None
+) -> np.ndarray:
+    """``4 x H x W`` bool masks of the photo from the model's square probabilities ``square``
+    (``4 x S x S``), equal to ``Prediction.masks``: one class at a time, so the float map of one
+    class inside the crop box is all that is held at full resolution."""
+    thresholds = validate_thresholds(thresholds)
+    y0, y1, x0, x1 = geometry.box
+    out = np.empty((len(CLASSES),) + fov.shape, dtype=bool)
+    for i, c in enumerate(CLASSES):
+        cut = np.float32(thresholds[c])
+        out[i] = np.float32(0) >= cut  # outside the crop box the probability is 0
+        np.greater_equal(geometry.in_box(square[i]), cut, out=out[i, y0:y1, x0:x1])
+        out[i] &= fov
+    return out
 
 
 def photo_config(
@@ -274,7 +282,7 @@ def lesion_statistics(
         pixels = int(np.count_nonzero(mask))
         count, largest = 0, 0
         if pixels:
-            n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+            n, _, stats, _ = cv2.connectedComponentsWithStats(np.asarray(mask, bool).view(np.uint8), connectivity=8)
             count = n - 1
             largest = int(stats[1:, cv2.CC_STAT_AREA].max())
         rows.append(

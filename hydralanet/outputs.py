@@ -89,7 +89,7 @@ def write_photo_outputs(folder: Path, result: PhotoResult, options: OutputOption
         stale.unlink(missing_ok=True)
     files = []
     for i, c in enumerate(CLASSES):
-        save_png(folder / f"{c}.png", result.masks[i].astype(np.uint8) * 255)
+        save_png(folder / f"{c}.png", np.asarray(result.masks[i], bool).view(np.uint8) * 255)
         files.append(f"{c}.png")
         if options.save_probabilities:
             save_png(folder / f"prob_{c}.png", result.prob16[i])

@@ -33,20 +33,27 @@ def render_overlay(
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
     if masks.shape[1:] != image.shape[:2]:
         raise ValueError(f"masks {masks.shape[1:]} and image {image.shape[:2]} differ in size")
-    out = image.astype(np.float32)
     thickness = max(1, round(max(image.shape[:2]) / 700))
+    shown = [
+        (c, np.asarray(mask, bool))
+        for c, mask in zip(CLASSES, masks)
+        if (visible is None or visible.get(c, True)) and mask.any()
+    ]
+    result = np.array(image, dtype=np.uint8, order="C")  # a copy (RGB uint8 is what callers give)
+    if shown:
+        # Only lesion pixels change: blend them in float32 (in class order, as drawn) and round
+        # once; every other pixel is the photo's own (what float32 and back would give).
+        where = np.flatnonzero(np.logical_or.reduce([mask for _, mask in shown]))
+        pixels = result.reshape(-1, 3)
+        blend = pixels[where].astype(np.float32)
+        for c, mask in shown:
+            inside = mask.reshape(-1)[where]
+            blend[inside] = (1.0 - opacity) * blend[inside] + opacity * np.asarray(COLOURS[c], dtype=np.float32)
+        pixels[where] = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
     contours_to_draw = []
-    for c, mask in zip(CLASSES, masks):
-        if visible is not None and not visible.get(c, True):
-            continue
-        if not mask.any():
-            continue
-        colour = np.asarray(COLOURS[c], dtype=np.float32)
-        out[mask] = (1.0 - opacity) * out[mask] + opacity * colour
-        if outline:
-            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            contours_to_draw.append((contours, COLOURS[c]))
-    result = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    for c, mask in shown if outline else []:
+        contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contours_to_draw.append((contours, COLOURS[c]))
     for contours, colour in contours_to_draw:
         cv2.drawContours(result, contours, -1, colour, thickness)
     return result

@@ -6,8 +6,10 @@ Three stages, each bounded, so memory stays flat on any number of photos:
    over :class:`PhotoDataset`; at most ``2 x workers`` photos ahead), which also skip, under
    ``--resume``, photos whose outputs are complete;
 2. **the model** in this process, ``batch_size`` photos at a time (one photo: :func:`predict`,
-   several: :func:`predict_batch`, whose squares share one size), then the masks;
-3. **post-process + write** (statistics, the reading, overlay, PNGs, the record) in another
+   several: :func:`predict_batch`, whose squares share one size), kept at the model's square
+   (:class:`ModelOutput`);
+3. **post-process + write** (the masks at the photo's resolution, statistics, the reading,
+   overlay, PNGs, the record) in another
    ``workers`` processes (:class:`PostPool`, a queue of at most ``workers`` photos).
 
 ``workers=0`` runs all three one after the other in this process: the serial path. Records come
@@ -146,12 +148,10 @@ class ModelStage:
     """Stage 2: ``predict``/``predict_batch`` with the run's settings, then what stage 3 needs."""
 
     loaded: Any
-    thresholds: dict[str, float]
     predict_args: dict[str, Any]
-    options: OutputOptions
 
-    def run(self, samples: list[dict[str, Any]]) -> Iterator[PhotoResult | dict[str, Any]]:
-        """A :class:`PhotoResult` per photo, or a failure record; a batch that fails is retried
+    def run(self, samples: list[dict[str, Any]]) -> Iterator[ModelOutput | dict[str, Any]]:
+        """A :class:`ModelOutput` per photo, or a failure record; a batch that fails is retried
         photo by photo, so a bad photo costs only itself."""
         images = [s["image"].numpy() for s in samples]
         prepared = [as_prepared(s) for s in samples]
@@ -173,48 +173,62 @@ class ModelStage:
             yield failure(job.index, job.source, exc)
             return
         for sample, prediction in zip(samples, predictions):
-            yield self.result(sample["job"], prediction)
+            yield self.result(sample, prediction)
 
-    def result(self, job: PhotoJob, prediction: inference.SquarePrediction) -> PhotoResult | dict[str, Any]:
-        """Masks straight from the model's square (the same as from full-resolution maps, without
-        making the 4 float maps of the photo in this process, which the model waits for)."""
-        try:
-            reading, keep = self.options.reading, self.options.save_probabilities
-            return PhotoResult(
-                index=job.index,
-                name=job.name,
-                source=job.source,
-                image=prediction.image,
-                fov=prediction.fov,
-                masks=prediction.masks(self.thresholds),  # once: outputs, statistics and reading share them
-                # max over the classes >= p  <=>  some class >= p
-                lesions=prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0) if reading else None,
-                prob16=np.round(prediction.probabilities() * 65535.0).astype(np.uint16) if keep else None,
-            )
-        except Exception as exc:
-            return failure(job.index, job.source, exc)
+    def result(self, sample: dict[str, Any], prediction: inference.SquarePrediction) -> ModelOutput:
+        """What stage 3 needs: the model's square and the photo and FOV as stage 1 shared them
+        (no full-resolution map is made here, where the model waits for it, or copied between
+        processes: stage 3 makes the masks)."""
+        job = sample["job"]
+        return ModelOutput(
+            job.index, job.name, job.source, sample["image"], sample["fov"], prediction.square, prediction.geometry
+        )
 
 
-_ARRAYS = ("image", "fov", "masks", "lesions", "prob16")
+@dataclass
+class ModelOutput:
+    """One photo between stages 2 and 3: ``image`` (RGB uint8 ``H x W x 3``) and ``fov`` (bool
+    ``H x W``) as tensors (in shared memory when stage 1 ran in workers: they travel on as
+    handles, not copies) and the model's probabilities ``square`` (``4 x S x S`` float32)
+    with the ``geometry`` that maps them to the photo."""
+
+    index: int
+    name: str
+    source: str
+    image: torch.Tensor
+    fov: torch.Tensor
+    square: np.ndarray | torch.Tensor
+    geometry: Any
+
+    def to_result(self, options: OutputOptions) -> PhotoResult:
+        """The photo at its own resolution: masks once (outputs, statistics and the reading share
+        them), the reading's lesion map, probability maps when kept; exactly as from
+        :meth:`inference.Prediction.masks` and ``probabilities``."""
+        image, fov = np.asarray(self.image), np.asarray(self.fov)
+        square = np.asarray(self.square)
+        masks = inference.square_masks(square, self.geometry, fov, options.thresholds)
+        lesions = prob16 = None
+        if options.reading:  # max over the classes >= p  <=>  some class >= p
+            cuts = dict.fromkeys(CLASSES, LESION_EXCLUSION_P)
+            lesions = inference.square_masks(square, self.geometry, fov, cuts).any(axis=0)
+        if options.save_probabilities:
+            full = self.geometry.to_original(square)
+            full *= fov[None]
+            prob16 = np.round(full * 65535.0).astype(np.uint16)
+        return PhotoResult(self.index, self.name, self.source, image, fov, masks, lesions, prob16)
+
+    def for_queue(self) -> ModelOutput:
+        """Arrays as tensors, to travel through shared memory (the square is copied there once)."""
+        square = self.square if isinstance(self.square, torch.Tensor) else torch.from_numpy(self.square)
+        return ModelOutput(self.index, self.name, self.source, self.image, self.fov, square, self.geometry)
 
 
-def _post_task(result: PhotoResult) -> dict[str, Any]:
-    """A :class:`PhotoResult` with its arrays as tensors (sent through shared memory)."""
-    task = dict(result.__dict__)
-    for key in _ARRAYS:
-        if task[key] is not None:
-            task[key] = torch.from_numpy(task[key])
-    return task
-
-
-def post_process(task: dict[str, Any], out: Path, options: OutputOptions) -> dict[str, Any]:
+def post_process(output: ModelOutput, out: Path, options: OutputOptions) -> dict[str, Any]:
     """Stage 3 for one photo: its record, or a failure record."""
-    arrays = {k: task[k].numpy() if isinstance(task[k], torch.Tensor) else task[k] for k in _ARRAYS}
-    result = PhotoResult(**{**task, **arrays})
     try:
-        return write_photo_outputs(out / result.name, result, options)
+        return write_photo_outputs(out / output.name, output.to_result(options), options)
     except Exception as exc:
-        return failure(result.index, result.source, exc)
+        return failure(output.index, output.source, exc)
 
 
 def _post_worker(tasks: Any, results: Any, out: Path, options: OutputOptions) -> None:
@@ -251,11 +265,11 @@ class PostPool:
                 proc.start()
         self.pending = 0
 
-    def submit(self, result: PhotoResult) -> None:
+    def submit(self, output: ModelOutput) -> None:
         if not self.procs:
-            self.inline.append(post_process(result.__dict__, self.out, self.options))
+            self.inline.append(post_process(output, self.out, self.options))
             return
-        task = _post_task(result)
+        task = output.for_queue()
         while True:
             self._check_alive()
             try:
@@ -326,6 +340,7 @@ class Pipeline:
 
     dataset: PhotoDataset
     model: ModelStage
+    options: OutputOptions
     out: Path
     workers: int
     batch_size: int
@@ -336,7 +351,7 @@ class Pipeline:
             self._run(order)
 
     def _run(self, order: InOrder) -> None:
-        post = PostPool(self.workers, self.out, self.model.options)
+        post = PostPool(self.workers, self.out, self.options)
         batch: list[dict[str, Any]] = []
         try:
             for sample in decoded(self.dataset, self.workers):
@@ -359,7 +374,7 @@ class Pipeline:
 
     def _model(self, batch: list[dict[str, Any]], post: PostPool, order: InOrder) -> None:
         for result in self.model.run(batch):
-            if isinstance(result, PhotoResult):
+            if isinstance(result, ModelOutput):
                 post.submit(result)
                 self._collect(post.ready(), order)
             else:

@@ -210,7 +210,9 @@ def _run(args: argparse.Namespace, loaded: Any, precision: str, paths: list[Phot
     from .outputs import ShardWriter
     from .pipeline import InOrder, ModelStage, PhotoDataset, PhotoJob, Pipeline, default_workers, rank_share
     from .report import run_record
+    from .system import reuse_freed_memory
 
+    reuse_freed_memory()  # before the workers fork: they inherit it
     preprocessing, thresholds = _settings(args, loaded)
     record = run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision)
     pdf = {"record": record, "provenance": loaded.config.provenance, "paper": args.paper}
@@ -238,9 +240,7 @@ def _run(args: argparse.Namespace, loaded: Any, precision: str, paths: list[Phot
     def report(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
 
-    pipeline = Pipeline(
-        dataset, ModelStage(loaded, thresholds, predict_args, options), out, workers, batch_size, report
-    )
+    pipeline = Pipeline(dataset, ModelStage(loaded, predict_args), options, out, workers, batch_size, report)
     shard = ShardWriter(shards[ranks.rank])
     order = InOrder(share, shard, on_write=lambda record: bar.update(1))
     started = time.perf_counter()

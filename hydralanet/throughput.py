@@ -102,7 +102,7 @@ def time_split(inputs: Path, model: str | None, photos: int) -> dict[str, float]
 
     loaded = load_model(model, device="cpu")
     options = OutputOptions(dict(loaded.config.thresholds))
-    stage = ModelStage(loaded, options.thresholds, {"precision": "auto"}, options)
+    stage = ModelStage(loaded, {"precision": "auto"})
     times: dict[str, list[float]] = {k: [] for k in ("decode", "preprocess", "model", "post-process", "write")}
     paths = sorted(inputs.iterdir())[: photos + 1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,9 +112,12 @@ def time_split(inputs: Path, model: str | None, photos: int) -> dict[str, float]
             t1 = time.perf_counter()
             prepared = inference.prepare_photo(loaded.config.preprocessing, image)
             t2 = time.perf_counter()
-            prediction = inference.predict(loaded, image, prepared=prepared)
-            result = stage.result(PhotoJob(k, str(path), path.stem), prediction)
+            prediction = inference.predict(loaded, image, prepared=prepared, square=True)
+            output = stage.result(
+                {"job": PhotoJob(k, str(path), path.stem), "image": image, "fov": prepared.fov}, prediction
+            )
             t3 = time.perf_counter()
+            result = output.to_result(options)
             write_photo_outputs(Path(tmp) / path.stem, result, options)
             t4 = time.perf_counter()
             writes = time_writes(Path(tmp) / "w", result, save_png)
