@@ -139,3 +139,27 @@ def test_all_black_image_is_refused(tiny_checkpoint):
     loaded = load_model(tiny_checkpoint, device="cpu")
     with pytest.raises(BlankImageError):
         predict(loaded, np.zeros((200, 300, 3), np.uint8))
+
+
+def _overlay_reference(image, masks, opacity):
+    """The overlay the plain way: the whole photo in float32, each class blended in turn, rounded."""
+    out = image.astype(np.float32)
+    for c, mask in zip(("EX", "HE", "MA", "SE"), masks):
+        out[mask] = (1.0 - opacity) * out[mask] + opacity * np.asarray(COLOURS[c], np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("opacity", [0.0, 0.3, 0.5, 1.0])
+def test_overlay_blends_only_lesion_pixels_exactly(opacity):
+    # Overlapping classes (later drawn over earlier, blended from the unrounded value), odd
+    # opacities: the same bytes as blending the whole photo in float32.
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    masks = rng.random((4, 60, 90)) < 0.3
+    masks[:, :20] = True  # every class over the same pixels
+    masks[2] = False  # a class with nothing
+    got = render_overlay(image, masks, opacity=opacity, outline=False)
+    assert np.array_equal(got, _overlay_reference(image, masks, opacity))
+    assert not np.shares_memory(got, image)
+    untouched = ~masks.any(axis=0)
+    assert np.array_equal(got[untouched], image[untouched])

@@ -1,7 +1,7 @@
 """The batch pipeline's done-when checks, as figures (README, "Batch inference").
 
     python -m training.pipeline_check [--photos 200] [--size 256] [--model tiny|bundled]
-        [--memory 50 500] [--out DIR]
+        [--memory 50 500] [--memory-jpeg4288] [--only-memory] [--out DIR]
 
 1. **Kill and resume**: ``predict`` over ``--photos`` photos is killed with SIGKILL (the whole
    process group) once a third of the photos have their record, then rerun with ``--resume``;
@@ -161,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", choices=("tiny", "bundled"), default="tiny")
     p.add_argument("--memory", type=int, nargs="*", default=[50, 500], help="photo counts for peak memory")
     p.add_argument("--memory-size", type=int, default=512, help="photo side for the memory runs (default 512)")
+    p.add_argument(
+        "--memory-jpeg4288",
+        action="store_true",
+        help="memory runs on 4288 x 2848 JPEGs instead (hydralanet.throughput's)",
+    )
+    p.add_argument("--only-memory", action="store_true", help="skip the kill-and-resume and torchrun checks")
     p.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -173,15 +179,22 @@ def main(argv: list[str] | None = None) -> int:
             model = str(make_untrained(root / "tiny", decoder_channels=8, input_size=128, seed=3))
         photos = make_photos(root / "photos", args.photos, args.size)
         report: dict[str, Any] = {"model": args.model, "size": args.size}
-        report["kill_and_resume"] = kill_and_resume(photos, root, model, args.photos)
-        print(json.dumps({"kill_and_resume": report["kill_and_resume"]}, indent=2), flush=True)
-        report["torchrun"] = torchrun_check(photos, root, model)
-        print(json.dumps({"torchrun": report["torchrun"]}, indent=2), flush=True)
+        if not args.only_memory:
+            report["kill_and_resume"] = kill_and_resume(photos, root, model, args.photos)
+            print(json.dumps({"kill_and_resume": report["kill_and_resume"]}, indent=2), flush=True)
+            report["torchrun"] = torchrun_check(photos, root, model)
+            print(json.dumps({"torchrun": report["torchrun"]}, indent=2), flush=True)
         report["memory"] = {}
+        kind = "4288 x 2848 JPEGs" if args.memory_jpeg4288 else f"photos of {args.memory_size} px"
         for count in args.memory:
-            many = make_photos(root / f"memory_{count}", count, args.memory_size)
+            if args.memory_jpeg4288:
+                from hydralanet.throughput import make_inputs
+
+                many = make_inputs(root / f"memory_{count}", "jpeg4288", count)
+            else:
+                many = make_photos(root / f"memory_{count}", count, args.memory_size)
             report["memory"][count] = peak_memory(many, root / f"memory_out_{count}", model)
-            print(json.dumps({f"memory, {count} photos of {args.memory_size} px": report["memory"][count]}), flush=True)
+            print(json.dumps({f"memory, {count} {kind}": report["memory"][count]}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
