@@ -183,3 +183,23 @@ def test_packed_zone_maps_give_the_maps_and_the_reading_back_exactly():
     assert set(np.unique(maps.etdrs)) == set(range(-1, len(ETDRS_ZONES)))  # every code is exercised
     masks = _blobs(shape) & fov[None]
     assert read_zones(masks, packed).to_dict() == read_zones(masks, maps).to_dict()
+
+
+def test_dme_check_names_where_false_exudates_lie():
+    from training.dme_check import CAUSES, false_exudates, planted_mask
+
+    fov = np.zeros((200, 200), bool)
+    cv2.circle(fov.view(np.uint8), (100, 100), 90, 1, -1)
+    dd, fovea = 40.0, np.array([120.0, 100.0])
+    soft = np.zeros_like(fov)
+    soft[40:50, 60:70] = True
+    real = planted_mask(fov.shape, [(150.0, 60.0)], 6.0)
+    assert real[60, 150] and not real[100, 100]
+    ex = np.zeros_like(fov)
+    ex[59:62, 149:152] = True  # on the planted exudate: not false
+    ex[44:46, 64:66] = True  # on a soft exudate
+    ex[100, 11:13] = True  # on the rim (the FOV's edge is at x = 10)
+    ex[99:101, 121:123] = True  # at the fovea
+    ex[150:152, 80:82] = True  # none of these
+    assert sorted(false_exudates(ex, real, soft, fov, fovea, dd)) == sorted(CAUSES)
+    assert false_exudates(np.zeros_like(fov), real, soft, fov, fovea, dd) == []
