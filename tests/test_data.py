@@ -253,3 +253,57 @@ def test_disc_crops_centre_the_window_on_the_brightest_region():
         x0, y0 = plain.origin(image, mask[..., 0])
         on_disc += x0 <= 200 < x0 + 96 and y0 <= 40 < y0 + 96
     assert on_disc < 20  # without disc_crop_p the disc is only in some random windows
+
+
+def test_hard_negative_crops_centre_the_window_on_a_mined_point(tmp_path):
+    import json
+
+    from training.mine import false_components
+
+    # Mining: of two predicted blobs, the one touching no true pixel is the hard negative.
+    truth = np.zeros((100, 100), bool)
+    truth[20:30, 20:30] = True
+    predicted = np.zeros_like(truth)
+    predicted[18:24, 28:34] = True  # overlaps the truth: a true positive, however shifted
+    predicted[70:75, 60:66] = True  # nothing there: false
+    assert false_components(predicted, truth, limit=5) == [[62.5, 72.0]]
+    assert false_components(predicted, truth, limit=0) == []
+
+    # The file attaches points to the rows that it names, checked against the run's size.
+    rows = [{"image": Path("/data/a.jpg")}, {"image": Path("/data/b.jpg")}]
+    path = tmp_path / "neg.json"
+    path.write_text(json.dumps({"input_size": 256, "images": {"/data/a.jpg": [[30.0, 220.0]]}}))
+    got = data_module.with_hard_negatives(rows, path, 256, log=lambda *_: None)
+    assert [r["hard_negatives"] for r in got] == [[[30.0, 220.0]], []]
+    with pytest.raises(ValueError, match="mined on 256 px squares; this run trains on 512 px"):
+        data_module.with_hard_negatives(rows, path, 512)
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="not a file of `python -m training.mine`"):
+        data_module.with_hard_negatives(rows, path, 256)
+
+    # Crops: with hard_negative_p = 1 every window of an image with points holds one of them.
+    cfg = load_config(
+        "cpu-small",
+        ["crop_size=64", "preprocessing.input_size=256", f"hard_negatives={path}", "hard_negative_p=1.0", "affine_p=0"],
+    )
+    augment = build_augmentation(cfg)
+    image = np.full((256, 256, 3), 60, np.uint8)
+    mask = np.zeros((256, 256, 2), np.uint8)
+    mask[120:130, 120:130, 0] = 0b0001  # an exudate elsewhere
+    for seed in range(10):
+        augment.set_random_seed(seed)
+        x0, y0 = augment.origin(image, mask[..., 0], [[30.0, 220.0]])
+        assert x0 <= 30 < x0 + 96 and y0 <= 220 < y0 + 96
+        out = augment(image=image, mask=mask, points=[[30.0, 220.0]])
+        assert out["image"].shape == (64, 64, 3)
+    # Without points the same sampler falls back to lesions and random windows.
+    hits = 0
+    for seed in range(20):
+        augment.set_random_seed(seed)
+        x0, y0 = augment.origin(image, mask[..., 0])
+        hits += x0 <= 30 < x0 + 96 and y0 <= 220 < y0 + 96
+    assert hits < 10
+    with pytest.raises(ValueError, match="hard_negative_p needs hard_negatives=FILE"):
+        load_config("cpu-small", ["hard_negative_p=0.3"])
+    with pytest.raises(ValueError, match="disc_crop_p \\+ hard_negative_p must be <= 1"):
+        load_config("cpu-small", [f"hard_negatives={path}", "hard_negative_p=0.8", "disc_crop_p=0.3"])

@@ -62,6 +62,11 @@ class TrainConfig:
     # Share of training crops centred on the brightest region of the square, the optic disc:
     # pale lesions (soft exudates) are falsely seen there, and random crops rarely hold it.
     disc_crop_p: float = 0.0
+    # Hard negatives: a JSON file (``python -m training.mine``) mapping each training image to
+    # the centres, in the model's square, of what a model marked there falsely; a share
+    # ``hard_negative_p`` of the crops of an image with some is centred on one of them.
+    hard_negatives: str | None = None
+    hard_negative_p: float = 0.0
     # Photometric jitter before CLAHE (brightness, contrast, gamma, hue/saturation); §6 has none
     # (CLAHE handles contrast on real photos). The synthetic demo model uses it so it learns
     # lesions, not one generator's colours.
@@ -139,6 +144,7 @@ class TrainConfig:
             "affine_p",
             "colour_p",
             "disc_crop_p",
+            "hard_negative_p",
             "default_threshold",
             "translate",
             "min_lr_ratio",
@@ -164,6 +170,12 @@ class TrainConfig:
             raise ValueError(f"oversample factors must be finite and >= 1 (1 = no oversampling), got {self.oversample}")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {self.scale}")
+        if self.disc_crop_p + self.hard_negative_p > 1.0:
+            raise ValueError(
+                f"disc_crop_p + hard_negative_p must be <= 1, got {self.disc_crop_p} + {self.hard_negative_p}"
+            )
+        if self.hard_negative_p and not self.hard_negatives:
+            raise ValueError("hard_negative_p needs hard_negatives=FILE (write one with `python -m training.mine`)")
         if self.crop_size and not (32 <= self.crop_size <= self.preprocessing.input_size and self.crop_size % 32 == 0):
             raise ValueError(
                 f"crop_size must be 0 (off) or a multiple of 32 in [32, input_size={self.preprocessing.input_size}], "

@@ -194,13 +194,14 @@ def brightest_point(image: np.ndarray) -> tuple[int, int]:
 class CropThenWarp:
     """Training crops: cut a :func:`crop_window` from the square, then flip and warp it
     (``warp``, which ends with the centre crop). The window is centred on the brightest
-    region (the optic disc) with probability ``disc_p``; otherwise on a random lesion pixel
-    half the time when the sample has one, else anywhere. Called like an albumentations
-    ``Compose`` (``set_random_seed``, ``__call__(image=, mask=)``); the mask's channel 0 holds
-    the packed lesion bits."""
+    region (the optic disc) with probability ``disc_p``; on one of the sample's hard negatives
+    (``points``, (x, y) in the square) with probability ``negative_p`` when it has some;
+    otherwise on a random lesion pixel half the time when the sample has one, else anywhere.
+    Called like an albumentations ``Compose`` (``set_random_seed``, ``__call__(image=, mask=)``);
+    the mask's channel 0 holds the packed lesion bits."""
 
-    def __init__(self, window: int, warp: A.Compose, disc_p: float = 0.0) -> None:
-        self.window, self.warp, self.disc_p = window, warp, disc_p
+    def __init__(self, window: int, warp: A.Compose, disc_p: float = 0.0, negative_p: float = 0.0) -> None:
+        self.window, self.warp, self.disc_p, self.negative_p = window, warp, disc_p, negative_p
         self.rng = np.random.default_rng(0)
 
     @property
@@ -211,7 +212,7 @@ class CropThenWarp:
         self.rng = np.random.default_rng(seed)
         self.warp.set_random_seed(seed)
 
-    def origin(self, image: np.ndarray, lesions: np.ndarray) -> tuple[int, int]:
+    def origin(self, image: np.ndarray, lesions: np.ndarray, points: list | None = None) -> tuple[int, int]:
         """Top-left (x, y) of this sample's window."""
         side = image.shape[0]
         room = side - self.window
@@ -220,6 +221,9 @@ class CropThenWarp:
         u = self.rng.random()
         if u < self.disc_p:
             centre = brightest_point(image)
+        elif u < self.disc_p + self.negative_p and points:
+            x, y = points[int(self.rng.integers(0, len(points)))]
+            centre = int(round(x)), int(round(y))
         elif u < self.disc_p + (1 - self.disc_p) / 2 and lesions.any():
             ys, xs = np.nonzero(lesions)
             i = int(self.rng.integers(0, len(ys)))
@@ -231,8 +235,8 @@ class CropThenWarp:
         y0 = int(np.clip(centre[1] - self.window // 2 + jitter[1], 0, room))
         return x0, y0
 
-    def __call__(self, *, image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        x0, y0 = self.origin(image, mask[..., 0])
+    def __call__(self, *, image: np.ndarray, mask: np.ndarray, points: list | None = None) -> dict[str, np.ndarray]:
+        x0, y0 = self.origin(image, mask[..., 0], points)
         sl = (slice(y0, y0 + self.window), slice(x0, x0 + self.window))
         return self.warp(image=np.ascontiguousarray(image[sl]), mask=np.ascontiguousarray(mask[sl]))
 
@@ -267,7 +271,7 @@ def build_augmentation(config: TrainConfig) -> A.Compose | CropThenWarp:
         return A.Compose(geometric, strict=True)
     size = config.crop_size
     warp = A.Compose([*geometric, A.CenterCrop(height=size, width=size)], strict=True)
-    return CropThenWarp(crop_window(config), warp, config.disc_crop_p)
+    return CropThenWarp(crop_window(config), warp, config.disc_crop_p, config.hard_negative_p)
 
 
 def build_photometric(config: TrainConfig) -> A.Compose | None:
@@ -347,7 +351,11 @@ class LesionDataset(Dataset):
         mask = np.stack([square["lesions"], square["fov"]], axis=-1)
         if self.augmentation is not None:
             self.augmentation.set_random_seed(sample_seed(self.seed, self.epoch, index))
-            out = self.augmentation(image=image, mask=mask)
+            points = row.get("hard_negatives")
+            if points and isinstance(self.augmentation, CropThenWarp):
+                out = self.augmentation(image=image, mask=mask, points=points)
+            else:
+                out = self.augmentation(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         return {
             "image": to_tensor(image, p),
@@ -356,6 +364,24 @@ class LesionDataset(Dataset):
             "valid": torch.from_numpy(np.ascontiguousarray(mask[None, ..., 1])),
             "source": str(row.get("source", "")),
         }
+
+
+def with_hard_negatives(
+    rows: list[dict[str, Any]], path: str | os.PathLike, input_size: int, log=print
+) -> list[dict[str, Any]]:
+    """``rows`` with ``hard_negatives`` (a list of (x, y) in the model's square) from a file of
+    :mod:`training.mine`; an image the file does not name gets none."""
+    try:
+        data = json.loads(Path(path).read_text())
+        points, size = data["images"], int(data["input_size"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"hard_negatives {path}: not a file of `python -m training.mine` ({exc})") from None
+    if size != input_size:
+        raise ValueError(f"hard_negatives {path} were mined on {size} px squares; this run trains on {input_size} px")
+    out = [{**row, "hard_negatives": points.get(str(row["image"]), [])} for row in rows]
+    with_some = sum(bool(r["hard_negatives"]) for r in out)
+    log(f"hard negatives: {sum(len(r['hard_negatives']) for r in out)} points on {with_some} of {len(out)} images")
+    return out
 
 
 def split_rows(rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:

@@ -53,6 +53,7 @@ from .data import (
     open_cache,
     oversampling_weights,
     split_rows,
+    with_hard_negatives,
     worker_init_fn,
 )
 from .losses import DualLoss
@@ -234,6 +235,8 @@ def _build_data(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Di
     """Datasets, sampler and loaders. Shuffling is a function of (seed, epoch) on every rank;
     with one process it is the same sampler."""
     train_rows, val_rows = split_rows(rows, cfg.train_split), split_rows(rows, cfg.val_split)
+    if cfg.hard_negatives:
+        train_rows = with_hard_negatives(train_rows, cfg.hard_negatives, cfg.preprocessing.input_size, log)
     cache = open_cache(cfg, out)
     train_set = LesionDataset(
         train_rows,
