@@ -367,10 +367,12 @@ class LesionDataset(Dataset):
 
 
 def with_hard_negatives(
-    rows: list[dict[str, Any]], path: str | os.PathLike, input_size: int, log=print
+    rows: list[dict[str, Any]], path: str | os.PathLike | None, input_size: int, log=print
 ) -> list[dict[str, Any]]:
     """``rows`` with ``hard_negatives`` (a list of (x, y) in the model's square) from a file of
-    :mod:`training.mine`; an image the file does not name gets none."""
+    :mod:`training.mine`; an image the file does not name gets none. No ``path``: ``rows``."""
+    if not path:
+        return rows
     try:
         data = json.loads(Path(path).read_text())
         points, size = data["images"], int(data["input_size"])

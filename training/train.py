@@ -232,11 +232,9 @@ def _train(
 
 
 def _build_data(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Dist, log: Callable) -> _Data:
-    """Datasets, sampler and loaders. Shuffling is a function of (seed, epoch) on every rank;
-    with one process it is the same sampler."""
+    """Datasets, sampler and loaders; shuffling is a function of (seed, epoch), on every rank."""
     train_rows, val_rows = split_rows(rows, cfg.train_split), split_rows(rows, cfg.val_split)
-    if cfg.hard_negatives:
-        train_rows = with_hard_negatives(train_rows, cfg.hard_negatives, cfg.preprocessing.input_size, log)
+    train_rows = with_hard_negatives(train_rows, cfg.hard_negatives, cfg.preprocessing.input_size, log)
     cache = open_cache(cfg, out)
     train_set = LesionDataset(
         train_rows,
