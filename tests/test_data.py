@@ -258,7 +258,7 @@ def test_disc_crops_centre_the_window_on_the_brightest_region():
 def test_hard_negative_crops_centre_the_window_on_a_mined_point(tmp_path):
     import json
 
-    from training.mine import false_components
+    from training.mine import false_centres
 
     # Mining: of two predicted blobs, the one touching no true pixel is the hard negative.
     truth = np.zeros((100, 100), bool)
@@ -266,8 +266,8 @@ def test_hard_negative_crops_centre_the_window_on_a_mined_point(tmp_path):
     predicted = np.zeros_like(truth)
     predicted[18:24, 28:34] = True  # overlaps the truth: a true positive, however shifted
     predicted[70:75, 60:66] = True  # nothing there: false
-    assert false_components(predicted, truth, limit=5) == [[62.5, 72.0]]
-    assert false_components(predicted, truth, limit=0) == []
+    assert false_centres(predicted, truth, limit=5) == [[62.5, 72.0]]
+    assert false_centres(predicted, truth, limit=0) == []
 
     # The file attaches points to the rows that it names, checked against the run's size.
     rows = [{"image": Path("/data/a.jpg")}, {"image": Path("/data/b.jpg")}]

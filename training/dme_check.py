@@ -23,6 +23,7 @@ from hydralanet import load_model, predict, read_image
 from hydralanet.reading import findings, read_photo
 
 from .data import read_mask, split_rows
+from .mine import false_components
 from .prepare import read_manifest
 
 EXUDATE_COLOUR = (235, 215, 110)  # RGB: yellow-white, as hard exudates look
@@ -32,9 +33,12 @@ def plant(image: np.ndarray, points: list[tuple[float, float]], size: float) -> 
     """Small sharp-edged yellow-white ellipses (``size`` px across) at ``points``."""
     out = image.copy()
     for x, y in points:
-        axes = (max(2, round(size / 2)), max(2, round(size / 3)))
-        cv2.ellipse(out, (round(x), round(y)), axes, 0, 0, 360, EXUDATE_COLOUR, -1, cv2.LINE_AA)
+        cv2.ellipse(out, (round(x), round(y)), _axes(size), 0, 0, 360, EXUDATE_COLOUR, -1, cv2.LINE_AA)
     return out
+
+
+def _axes(size: float) -> tuple[int, int]:
+    return max(2, round(size / 2)), max(2, round(size / 3))
 
 
 def spots(rng: np.random.Generator, fovea: np.ndarray, dd: float, fov: np.ndarray, near: bool, k: int = 3):
@@ -55,8 +59,7 @@ def planted_mask(shape: tuple[int, int], points: list[tuple[float, float]] | Non
     """Where :func:`plant` drew (bool ``H x W``; all False for no points)."""
     mask = np.zeros(shape, np.uint8)
     for x, y in points or []:
-        axes = (max(2, round(size / 2)), max(2, round(size / 3)))
-        cv2.ellipse(mask, (round(x), round(y)), axes, 0, 0, 360, 1, -1, cv2.LINE_8)
+        cv2.ellipse(mask, (round(x), round(y)), _axes(size), 0, 0, 360, 1, -1, cv2.LINE_8)
     return cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0  # the anti-aliased rim too
 
 
@@ -67,18 +70,16 @@ def false_exudates(ex: np.ndarray, real: np.ndarray, soft: np.ndarray | None, fo
     """Each hard-exudate component of ``ex`` that touches no real (``real``: planted or drawn)
     exudate, by where it lies (:data:`CAUSES`, first that applies): on a soft exudate of the
     truth, within 0.05 DD of the field of view's edge, within 0.15 DD of the true fovea."""
-    n, labels, _, centres = cv2.connectedComponentsWithStats(ex.view(np.uint8), connectivity=8)
+    labels, false = false_components(ex, real, grow=0)
     rim = cv2.distanceTransform(fov.view(np.uint8), cv2.DIST_L2, 5) <= 0.05 * dd
     causes = []
-    for k in range(1, n):
+    for k, centre, _ in sorted(false):  # in label order
         where = labels == k
-        if real[where].any():
-            continue
         if soft is not None and soft[where].any():
             causes.append(CAUSES[0])
         elif rim[where].any():
             causes.append(CAUSES[1])
-        elif np.hypot(*(centres[k] - fovea)) <= 0.15 * dd:
+        elif np.hypot(*(np.asarray(centre) - fovea)) <= 0.15 * dd:
             causes.append(CAUSES[2])
         else:
             causes.append(CAUSES[3])

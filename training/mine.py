@@ -33,16 +33,22 @@ from .data import load_square, split_rows
 from .prepare import read_manifest
 
 
-def false_components(predicted: np.ndarray, truth: np.ndarray, limit: int) -> list[list[float]]:
-    """Centres (x, y) of the components of bool ``predicted`` that touch no pixel of bool
-    ``truth`` dilated by 2 px; the largest ``limit`` first."""
-    near = cv2.dilate(truth.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
+def false_components(predicted: np.ndarray, truth: np.ndarray, grow: int = 2) -> tuple[np.ndarray, list[tuple]]:
+    """The components of bool ``predicted`` that touch no pixel of bool ``truth`` grown by
+    ``grow`` px: the label image and, per such component, ``(label, (x, y) centre, area)``,
+    the largest first."""
+    near = cv2.dilate(truth.view(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)) > 0 if grow else truth
     n, labels, stats, centres = cv2.connectedComponentsWithStats(predicted.view(np.uint8), connectivity=8)
     hits = np.zeros(n, dtype=bool)
     hits[np.unique(labels[near & predicted])] = True
-    false = [k for k in range(1, n) if not hits[k]]
-    false.sort(key=lambda k: -stats[k, cv2.CC_STAT_AREA])
-    return [[round(float(centres[k][0]), 1), round(float(centres[k][1]), 1)] for k in false[:limit]]
+    false = [(k, (float(centres[k][0]), float(centres[k][1])), int(stats[k, cv2.CC_STAT_AREA])) for k in range(1, n)]
+    return labels, sorted((f for f in false if not hits[f[0]]), key=lambda f: -f[2])
+
+
+def false_centres(predicted: np.ndarray, truth: np.ndarray, limit: int) -> list[list[float]]:
+    """Centres (x, y) of :func:`false_components` (2 px), the largest ``limit`` first."""
+    _, false = false_components(predicted, truth)
+    return [[round(x, 1), round(y, 1)] for _, (x, y), _ in false[:limit]]
 
 
 def mine(rows: list[dict[str, Any]], loaded: Any, classes: list[str], per_image: int) -> dict[str, list]:
@@ -58,7 +64,7 @@ def mine(rows: list[dict[str, Any]], loaded: Any, classes: list[str], per_image:
         for c in classes:
             i = CLASSES.index(c)
             predicted = prediction.square[i] >= np.float32(thresholds[c])
-            points += false_components(predicted, np.ascontiguousarray(truth[..., i]), per_image)
+            points += false_centres(predicted, np.ascontiguousarray(truth[..., i]), per_image)
         if points:
             found[str(row["image"])] = points[:per_image]
     return found
