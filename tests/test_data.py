@@ -305,5 +305,7 @@ def test_hard_negative_crops_centre_the_window_on_a_mined_point(tmp_path):
     assert hits < 10
     with pytest.raises(ValueError, match="hard_negative_p needs hard_negatives=FILE"):
         load_config("cpu-small", ["hard_negative_p=0.3"])
+    with pytest.raises(ValueError, match="hard_negative_p centres training crops: it needs crop_size > 0"):
+        load_config("cpu-small", [f"hard_negatives={path}", "hard_negative_p=0.3", "crop_size=0"])
     with pytest.raises(ValueError, match="disc_crop_p \\+ hard_negative_p must be <= 1"):
-        load_config("cpu-small", [f"hard_negatives={path}", "hard_negative_p=0.8", "disc_crop_p=0.3"])
+        load_config("cpu-small", [f"hard_negatives={path}", "hard_negative_p=0.8", "disc_crop_p=0.3", "crop_size=64"])

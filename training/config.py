@@ -176,6 +176,8 @@ class TrainConfig:
             )
         if self.hard_negative_p and not self.hard_negatives:
             raise ValueError("hard_negative_p needs hard_negatives=FILE (write one with `python -m training.mine`)")
+        if self.hard_negative_p and not self.crop_size:
+            raise ValueError("hard_negative_p centres training crops: it needs crop_size > 0")
         if self.crop_size and not (32 <= self.crop_size <= self.preprocessing.input_size and self.crop_size % 32 == 0):
             raise ValueError(
                 f"crop_size must be 0 (off) or a multiple of 32 in [32, input_size={self.preprocessing.input_size}], "

@@ -196,7 +196,8 @@ class CropThenWarp:
     (``warp``, which ends with the centre crop). The window is centred on the brightest
     region (the optic disc) with probability ``disc_p``; on one of the sample's hard negatives
     (``points``, (x, y) in the square) with probability ``negative_p`` when it has some;
-    otherwise on a random lesion pixel half the time when the sample has one, else anywhere.
+    otherwise on a random lesion pixel when the sample has one (up to half of all windows,
+    less those two shares), else anywhere.
     Called like an albumentations ``Compose`` (``set_random_seed``, ``__call__(image=, mask=)``);
     the mask's channel 0 holds the packed lesion bits."""
 
