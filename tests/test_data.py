@@ -303,9 +303,11 @@ def test_hard_negative_crops_centre_the_window_on_a_mined_point(tmp_path):
         x0, y0 = augment.origin(image, mask[..., 0])
         hits += x0 <= 30 < x0 + 96 and y0 <= 220 < y0 + 96
     assert hits < 10
+    either = load_config("cpu-small", ["hard_negative_p=0.3", f"hard_negatives={path}", "crop_size=64"])
+    assert either.hard_negative_p == 0.3 and either.crop_size == 64  # settings apply together, in any order
     with pytest.raises(ValueError, match="hard_negative_p needs hard_negatives=FILE"):
         load_config("cpu-small", ["hard_negative_p=0.3"])
     with pytest.raises(ValueError, match="hard_negative_p centres training crops: it needs crop_size > 0"):
         load_config("cpu-small", [f"hard_negatives={path}", "hard_negative_p=0.3", "crop_size=0"])
     with pytest.raises(ValueError, match="disc_crop_p \\+ hard_negative_p must be <= 1"):
-        load_config("cpu-small", [f"hard_negatives={path}", "hard_negative_p=0.8", "disc_crop_p=0.3", "crop_size=64"])
+        load_config("cpu-small", ["crop_size=64", f"hard_negatives={path}", "hard_negative_p=0.8", "disc_crop_p=0.3"])

@@ -267,12 +267,13 @@ def load_config(name_or_file: str, overrides: list[str] | None = None) -> TrainC
         if not isinstance(data, dict):
             raise ValueError(f"--config {path}: expected a JSON object of settings, got {type(data).__name__}")
         config = apply_overrides(TrainConfig(), data)
+    changes: dict[str, Any] = {}  # applied together: settings that depend on each other, in any order
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set {item!r}: expected key=value, e.g. --set lr=1e-4")
-        config = apply_overrides(config, {key.strip(): _parse_text(value.strip())})
-    return config
+        changes[key.strip()] = _parse_text(value.strip())
+    return apply_overrides(config, changes) if changes else config
 
 
 def known_keys(config: Any = None) -> list[str]:
