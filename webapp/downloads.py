@@ -59,44 +59,29 @@ def show_downloads(
         masks = prediction.masks(thresholds)
         return encode_png(render_overlay(prediction.image, masks, opacity=opacity, visible=visible))
 
-    cols = st.columns(4)
     # Full-resolution PNGs take a while to encode: built only when the button is clicked.
-    cols[0].download_button(
-        "Overlay (PNG)",
-        overlay_png,
-        file_name=f"{stem}_overlay.png",
-        mime="image/png",
-        on_click="ignore",
-        icon=":material/image:",
-        width="stretch",
-    )
-    cols[1].download_button(
-        "Masks (ZIP)",
-        lambda: masks_zip(result()[0].masks(thresholds), folder=stem),
-        file_name=f"{stem}_masks.zip",
-        mime="application/zip",
-        on_click="ignore",
-        icon=":material/folder_zip:",
-        width="stretch",
-    )
-    cols[2].download_button(
-        "Summary (CSV)",
-        summary_csv(csv_rows),
-        file_name=f"{stem}_summary.csv",
-        mime="text/csv",
-        on_click="ignore",
-        icon=":material/table:",
-        width="stretch",
-    )
-    cols[3].download_button(
-        "Summary (JSON)",
-        json.dumps(summary, indent=2) + "\n",
-        file_name=f"{stem}_summary.json",
-        mime="application/json",
-        on_click="ignore",
-        icon=":material/data_object:",
-        width="stretch",
-    )
+    buttons = [  # label, data (or a function making it), file name suffix, MIME type, icon
+        ("Overlay (PNG)", overlay_png, "overlay.png", "image/png", "image"),
+        (
+            "Masks (ZIP)",
+            lambda: masks_zip(result()[0].masks(thresholds), folder=stem),
+            "masks.zip",
+            "application/zip",
+            "folder_zip",
+        ),
+        ("Summary (CSV)", summary_csv(csv_rows), "summary.csv", "text/csv", "table"),
+        ("Summary (JSON)", json.dumps(summary, indent=2) + "\n", "summary.json", "application/json", "data_object"),
+    ]
+    for col, (label, data, suffix, mime, icon) in zip(st.columns(len(buttons)), buttons):
+        col.download_button(
+            label,
+            data,
+            file_name=f"{stem}_{suffix}",
+            mime=mime,
+            on_click="ignore",
+            icon=f":material/{icon}:",
+            width="stretch",
+        )
     st.caption(
         f"Masks: 0/255 PNGs at the original {w} x {h}, one per lesion. "
         "Summaries record the model, preprocessing and thresholds."
