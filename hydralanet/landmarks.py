@@ -111,7 +111,7 @@ def find_landmarks(
     if core.sum() < 100 or diameter * scale < MIN_FOV_PX:
         return Landmarks(None, None, _eye(laterality), "header" if laterality else None, diameter * scale)
 
-    disc = _find_disc(closed, vessels, core, diameter)
+    disc = _find_disc(closed, vessels, core, diameter, inside)
     if disc is not None and disc[3] < MIN_DISC_CONFIDENCE:
         disc = None
     # A known eye puts the fovea on the temporal side of the disc: right of it in a left eye.
@@ -162,11 +162,12 @@ def _zscore(values: np.ndarray, where: np.ndarray) -> np.ndarray:
     return (values - float(np.median(inside))) / spread
 
 
-def _find_disc(closed: np.ndarray, vessels: np.ndarray, core: np.ndarray, diameter: float):
+def _find_disc(closed: np.ndarray, vessels: np.ndarray, core: np.ndarray, diameter: float, inside: np.ndarray):
     """``(x, y, diameter, confidence)`` in work pixels, or None."""
     r = DEFAULT_DISC_FRACTION * diameter / 2
-    blob = cv2.GaussianBlur(closed, (0, 0), r * 0.6) - cv2.GaussianBlur(closed, (0, 0), r * 3)
-    density = cv2.GaussianBlur(vessels, (0, 0), r * 1.2)
+    weight = inside.astype(np.float32)
+    blob = _mean_inside(closed, weight, r * 0.6) - _mean_inside(closed, weight, r * 3)
+    density = _mean_inside(vessels, weight, r * 1.2)
     score = _zscore(blob, core) + 0.5 * _zscore(density, core)
     score[~core] = -np.inf
     y, x = np.unravel_index(int(np.argmax(score)), score.shape)
@@ -180,6 +181,13 @@ def _find_disc(closed: np.ndarray, vessels: np.ndarray, core: np.ndarray, diamet
     if size is None:
         size, confidence = 2 * r, confidence * 0.7
     return float(x), float(y), size, confidence
+
+
+def _mean_inside(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian mean of ``values`` over the field of view only (normalised convolution): near
+    its edge, the black outside would otherwise pull every average down."""
+    total = cv2.GaussianBlur(weight, (0, 0), sigma)
+    return cv2.GaussianBlur(values * weight, (0, 0), sigma) / np.maximum(total, 1e-3)
 
 
 def _disc_diameter(closed: np.ndarray, x: int, y: int, diameter: float) -> float | None:
