@@ -37,6 +37,7 @@ from hydralanet import (
 )
 from hydralanet.io import IMAGE_EXTENSIONS, check_image, encode_png
 from hydralanet.overlay import downscale_for_display
+from hydralanet.pdf_report import describe_training_data
 from hydralanet.preprocessing import BlankImageError
 
 if TYPE_CHECKING:
@@ -44,7 +45,18 @@ if TYPE_CHECKING:
 from hydralanet.reading import LESION_EXCLUSION_P, PhotoReading, findings, read_photo
 from hydralanet.zones import draw_grid
 from webapp.downloads import show_downloads, show_report
-from webapp.results import PREVIEW_SIDE, show_masks, show_quality, show_reading, show_statistics, show_views, show_zoom
+from webapp.overview import PhotoRow, photo_row, show_overview
+from webapp.results import (
+    PREVIEW_SIDE,
+    show_legend,
+    show_masks,
+    show_quality,
+    show_reading,
+    show_statistics,
+    show_views,
+    show_zoom,
+    zoom_targets,
+)
 from webapp.serve import memory_budget, model_gate, queued_notice, render_gate, resolve_model, session_cache
 from webapp.sidebar import controls, model_panel, reset_controls
 
@@ -65,8 +77,8 @@ def sample_png() -> bytes:
     return encode_png(retina())
 
 
-def use_sample() -> None:
-    st.session_state.use_sample = True
+def toggle_sample() -> None:
+    st.session_state.use_sample = not st.session_state.get("use_sample")
 
 
 def collect_inputs() -> list[tuple[str, bytes]]:
@@ -77,7 +89,10 @@ def collect_inputs() -> list[tuple[str, bytes]]:
         accept_multiple_files=True,
         key="uploads",
     )
-    right.button("Try a sample", on_click=use_sample, icon=":material/visibility:", width="stretch")
+    if st.session_state.get("use_sample"):
+        right.button("Remove the sample", on_click=toggle_sample, icon=":material/close:", width="stretch")
+    else:
+        right.button("Try a sample", on_click=toggle_sample, icon=":material/visibility:", width="stretch")
     files: list[tuple[str, bytes]] = [(SAMPLE_NAME, sample_png())] if st.session_state.get("use_sample") else []
     seen = {name for name, _ in files}
     st.session_state.frames = {}  # entry name -> frame of a multi-frame DICOM upload
@@ -119,15 +134,17 @@ def upload_facts(data: bytes) -> DicomFacts | None:
 
 
 def choose(files: list[tuple[str, bytes]]) -> tuple[str, bytes]:
-    """The image to show: what was just added, else the user's choice (a selector when
-    several are loaded)."""
+    """The photo to show: what was just added, else the visitor's choice in the overview."""
     names = [name for name, _ in files]
     added = [name for name in names if name not in st.session_state.get("seen_names", ())]
     st.session_state.seen_names = names
     if added or st.session_state.get("image_choice") not in names:
         st.session_state.image_choice = (added or names)[-1]
+        # A new table widget: its row selection (the old choice) must not stay highlighted.
+        st.session_state.overview_round = st.session_state.get("overview_round", 0) + 1
+    st.session_state.overview_key = f"overview_{st.session_state.get('overview_round', 0)}"
     if len(files) > 1:
-        st.selectbox(f"Image ({len(files)} loaded)", names, key="image_choice")
+        st.selectbox("Photo shown", names, key="image_choice")
     return files[names.index(st.session_state.image_choice)]
 
 
@@ -217,17 +234,22 @@ def photo_reading(key: tuple, prediction: SquarePrediction, facts=None) -> Photo
     return reading
 
 
-def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> SquarePrediction:
+class PhotoError(Exception):
+    """A photo that cannot be read: its one-line message for the page."""
+
+
+def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict, waiting=None) -> SquarePrediction:
     """The model's output for this image and preprocessing, from the session cache when
-    possible. Bad input ends the run with a one-line ``st.error``. Segmentations wait their
-    turn in the process (:func:`model_gate`), and the page says so while they wait."""
+    possible. Bad input raises :class:`PhotoError` with a one-line message. Segmentations wait
+    their turn in the process (:func:`model_gate`), and the page says so while they wait (in
+    ``waiting``, an ``st.empty``, when given)."""
     key = prediction_key(loaded, data, settings)
     prediction = session_cache().get(key)
     if prediction is not None:
         return prediction
     try:
         check_image(data, name=name)  # a bad upload is answered at once, not after its turn
-        waiting = st.empty()
+        waiting = waiting or st.empty()
         with model_gate().slot(on_wait=queued_notice(waiting, name)), st.spinner(f"Segmenting {name}…"):
             waiting.empty()
             image = read_image(data, name=name, frame=settings.get("frame"))
@@ -235,17 +257,15 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict) -> Squa
             st.session_state.model_runs = st.session_state.get("model_runs", 0) + 1
             prediction = compute_prediction(loaded, image, settings)
     except ImageError as exc:
-        error = str(exc)
+        raise PhotoError(str(exc)) from None
     except BlankImageError as exc:
-        error = f"{name}: {exc}"
+        raise PhotoError(f"{name}: {exc}") from None
     except Exception as exc:  # the page must keep serving whatever an upload does; details go to the log
         log.exception("segmenting %s failed", name)
-        error = f"{name}: could not be segmented ({(str(exc).strip() or type(exc).__name__).splitlines()[0]})"
-    else:
-        session_cache().put(key, prediction, prediction.nbytes)
-        return prediction
-    st.error(error, icon=":material/error:")
-    st.stop()
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise PhotoError(f"{name}: could not be segmented ({reason})") from None
+    session_cache().put(key, prediction, prediction.nbytes)
+    return prediction
 
 
 # --------------------------------------------------------------------------- page
@@ -261,7 +281,9 @@ def main() -> None:
     )
 
     try:  # the operator's settings: a bad one is a line on the page, not a traceback
-        memory_budget(), model_gate(), render_gate()
+        memory_budget()
+        model_gate()
+        render_gate()
     except ValueError as exc:
         st.error(str(exc), icon=":material/error:")
         st.stop()
@@ -278,22 +300,90 @@ def main() -> None:
         settings = controls(loaded)
     if warning:
         st.warning(warning, icon=":material/cloud_off:")
+    st.caption(
+        f"Model: **{loaded.identity['name']}**, trained on {describe_training_data(loaded.config.provenance)}. "
+        "Details in the sidebar."
+    )
 
     files = collect_inputs()
     if not files:
         st.info("Upload one or more fundus photos, or try the sample, to see the lesions.", icon=":material/upload:")
         st.stop()
     name, data = choose(files)
-    settings = {**settings, "frame": st.session_state.frames.get(name)}
-    prediction = segment(loaded, name, data, settings)
+    overview = st.empty() if len(files) > 1 else None
+    rows: dict[str, PhotoRow] = st.session_state.setdefault("overview_rows", {})
+    row_keys: dict[str, tuple] = st.session_state.setdefault("overview_row_keys", {})
+    names = [n for n, _ in files]
+    current = {n: row_key(loaded, d, settings, n) for n, d in files}
+    rows = {n: r for n, r in rows.items() if row_keys.get(n) == current.get(n)}  # read at these settings
+    st.session_state.overview_rows = rows
+    if overview is not None:
+        show_overview(overview, names, rows, name, selectable=False)
+
+    # A photo not shown before starts with an empty results area: the last photo's results must
+    # not stay on screen under the new name while this one is segmented.
+    shown = (name, current[name])
+    area = st.empty().container() if st.session_state.get("shown") != shown else st.container()
+    st.session_state.shown = shown
+    with area:
+        try:
+            result = read_one(loaded, name, data, settings)
+        except PhotoError as exc:
+            st.error(str(exc), icon=":material/error:")
+            rows[name] = PhotoRow(name, problem=str(exc))
+        else:
+            # Everything below is cheap: thresholds, opacity and visibility never re-run the model.
+            # It works at full resolution (masks, statistics, previews: ~0.2 GB for a 12-Mpixel
+            # photo), so a page draws while it holds one of the process's redraw slots.
+            with render_gate().slot():
+                rows[name] = draw_results(loaded, name, data, frame_settings(settings, name), *result)
+        row_keys[name] = current[name]
+
+    if overview is None:
+        return
+    # The other photos, one after the other, for the overview (their results are kept, so
+    # showing one later is immediate).
+    progress = st.empty()
+    for other, other_data in files:
+        if other in rows:
+            continue
+        progress.caption(f"Reading {other} for the overview…")
+        try:
+            prediction, photo, facts = read_one(loaded, other, other_data, frame_settings(settings, other), progress)
+            rows[other] = overview_row(other, prediction, photo, frame_settings(settings, other))
+        except PhotoError as exc:
+            rows[other] = PhotoRow(other, problem=str(exc))
+        row_keys[other] = current[other]
+        show_overview(overview, names, rows, name, selectable=False)
+    progress.empty()
+    show_overview(overview, names, rows, name, selectable=True)
+
+
+def frame_settings(settings: dict, name: str) -> dict:
+    return {**settings, "frame": st.session_state.frames.get(name)}
+
+
+def row_key(loaded: LoadedModel, data: bytes, settings: dict, name: str) -> tuple:
+    """What an overview row depends on: the prediction and the thresholds."""
+    thresholds = tuple(settings["thresholds"][c] for c in CLASSES)
+    return prediction_key(loaded, data, frame_settings(settings, name)), thresholds
+
+
+def read_one(
+    loaded: LoadedModel, name: str, data: bytes, settings: dict, waiting=None
+) -> tuple[SquarePrediction, PhotoReading, DicomFacts | None]:
+    """The prediction and the reading of one photo (from the session cache when possible)."""
+    settings = frame_settings(settings, name)
+    prediction = segment(loaded, name, data, settings, waiting)
     facts = upload_facts(data)
     photo = photo_reading(prediction_key(loaded, data, settings), prediction, facts)
+    return prediction, photo, facts
 
-    # Everything below is cheap: thresholds, opacity and visibility never re-run the model. It
-    # works at full resolution (masks, statistics, previews: ~0.2 GB for a 12-Mpixel photo), so
-    # a page draws while it holds one of the process's redraw slots.
-    with render_gate().slot():
-        draw_results(loaded, name, data, settings, prediction, photo, facts)
+
+def overview_row(name: str, prediction: SquarePrediction, photo: PhotoReading, settings: dict) -> PhotoRow:
+    masks = prediction.masks(settings["thresholds"])
+    rows = lesion_statistics(masks, prediction.fov, settings["thresholds"])
+    return photo_row(name, prediction.image.shape, rows, findings(photo, masks))
 
 
 def draw_results(
@@ -304,9 +394,9 @@ def draw_results(
     prediction: SquarePrediction,
     photo: PhotoReading,
     facts: DicomFacts | None,
-) -> None:
+) -> PhotoRow:
     """The results of one photo at the current thresholds: views, statistics, reading, zoom,
-    each lesion on its own, downloads and the report."""
+    each lesion on its own, downloads and the report; returns its overview row."""
     masks = prediction.masks(settings["thresholds"])
     rows = lesion_statistics(masks, prediction.fov, settings["thresholds"])
     found = findings(photo, masks)
@@ -317,13 +407,19 @@ def draw_results(
         overlay = draw_grid(overlay, photo.landmarks, scale=small.shape[1] / prediction.image.shape[1], dd_px=dd)
     show_quality(found)
     show_views(prediction, small, overlay)
+    show_legend(settings["visible"], settings["show_grid"] and photo.landmarks.disc is not None)
     show_statistics(rows)
     show_reading(found)
-    show_zoom(weakref.ref(prediction), np.packbits(masks, axis=-1), overlay, settings)
+    shown = masks & np.array([settings["visible"][c] for c in CLASSES])[:, None, None]
+    photo_id = f"{name} {prediction_key(loaded, data, settings)[0]}"
+    show_zoom(
+        weakref.ref(prediction), np.packbits(masks, axis=-1), overlay, settings, zoom_targets(found, shown), photo_id
+    )
     show_masks(prediction, masks, rows)
     get = result_getter(loaded, name, data, settings, facts)
     show_downloads(name, get, prediction.image.shape[:2], int(prediction.fov.sum()), rows, loaded, settings, found)
     show_report(name, get, facts, loaded, settings)
+    return photo_row(name, prediction.image.shape, rows, found)
 
 
 main()

@@ -1,6 +1,6 @@
 """A reading as a document: one PDF per photo (or several photos in one), made with fpdf2.
 
-Page 1: the photo and its lesion overlay (with the disc, fovea and ETDRS grid), the lesion table,
+Page 1: the model and its training data, the photo and its lesion overlay (with the disc, fovea and ETDRS grid), the lesion table,
 the reading (eye, scale, DME risk, 4-2-1, quality). Page 2: the macula with the grid, the zone
 and quadrant tables, then how the result was made: thresholds, preprocessing, the model's
 identity (name, source, revision, sha256) and training data, the input file, the date and the
@@ -141,6 +141,8 @@ class ReportWriter:
         pdf.set_font("DejaVu", "B", 9)
         pdf.multi_cell(0, 6, NOTICE, border=1, fill=True, align="C", new_x="LMARGIN", new_y="NEXT")
         pdf.set_font("DejaVu", size=8.5)
+        self._line("Model", str(self.record.get("model", {}).get("name") or "unnamed"))
+        self._line("Training data", describe_training_data(self.provenance))
         facts = photo.facts
         if facts is not None and facts.identifiers:
             ids = ", ".join(f"{k} {v}" for k, v in facts.identifiers.items())
@@ -325,12 +327,38 @@ def describe_scale(scale: dict[str, Any]) -> str:
     return "unknown: no optic disc found and no pixel size in the file"
 
 
-def describe_training(provenance: dict[str, Any]) -> str:
-    datasets = provenance.get("datasets") or {}
-    parts = [f"{name} ({', '.join(f'{k} {v}' for k, v in splits.items())})" for name, splits in datasets.items()]
-    text = "; ".join(parts) if parts else "not recorded in the checkpoint"
+# How the manifest's sources (training.prepare) and splits read to a person.
+DATASET_NAMES = {
+    "idrid": "IDRiD",
+    "ddr": "DDR",
+    "tjdr": "TJDR",
+    "synthetic": "synthetic fundus images (generated, not real photos)",
+}
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def describe_training_data(provenance: dict[str, Any]) -> str:
+    """What the model learnt from, from its checkpoint's ``provenance["datasets"]``
+    (``{source: {split: photos}}``), e.g. "IDRiD: 54 photos for training, 27 for validation"."""
     if provenance.get("trained") is False:
-        text += " (untrained weights)"
+        return "none (untrained placeholder weights: the masks mean nothing)"
+    datasets = provenance.get("datasets") or {}
+    if not isinstance(datasets, dict) or not datasets:
+        return "not recorded in the checkpoint"
+    parts = []
+    for source, splits in datasets.items():
+        counts = [(SPLIT_NAMES.get(k, k), v) for k, v in splits.items()] if isinstance(splits, dict) else []
+        counts_text = ", ".join(
+            f"{n:,} {'photo' if n == 1 else 'photos'} for {split}" if i == 0 else f"{n:,} for {split}"
+            for i, (split, n) in enumerate(counts)
+        )
+        name = DATASET_NAMES.get(str(source).lower(), str(source))
+        parts.append(f"{name}: {counts_text}" if counts_text else name)
+    return "; ".join(parts)
+
+
+def describe_training(provenance: dict[str, Any]) -> str:
+    text = describe_training_data(provenance)
     if provenance.get("code_version"):
         text += f"; code version {provenance['code_version']}"
     return text

@@ -105,9 +105,15 @@ def test_sample_shows_overlay_statistics_and_downloads(app: AppTest, forward_cal
         "Masks (ZIP)",
         "Summary (CSV)",
         "Summary (JSON)",
+        "Report (PDF)",  # one click: made when clicked
     }
     assert app.session_state["model_runs"] == 1
     assert len(forward_calls) == 1
+
+    click(app, "Remove the sample")  # the sample leaves as it came: one click
+    assert_clean(app)
+    assert any("Upload one or more fundus photos" in i.value for i in app.info)
+    assert len(app.image) == 0 and [b.label for b in app.button if "sample" in b.label] == ["Try a sample"]
 
 
 def test_display_controls_change_statistics_without_rerunning_the_model(app: AppTest, forward_calls: list[int]) -> None:
@@ -124,7 +130,7 @@ def test_display_controls_change_statistics_without_rerunning_the_model(app: App
 
     app.slider(key="opacity").set_value(0.8).run()
     app.pills(key="visible").set_value(["EX", "MA"]).run()  # hide HE and SE
-    app.slider(key="zoom_x").set_value(30).run()
+    app.number_input(key="zoom_x").set_value(30).run()
     click(app, "Reset to the model's thresholds")
     assert statistics(app)["EX"]["pixels"] == 0
     assert_clean(app)
@@ -170,7 +176,7 @@ def test_bad_upload_gets_one_line_error_and_the_app_keeps_serving(
     assert len(statistics(app)) == 4
 
 
-def test_several_uploads_get_a_selector(app: AppTest) -> None:
+def test_several_uploads_get_an_overview_and_a_selector(app: AppTest) -> None:
     app.run()
     app.file_uploader(key="uploads").set_value(
         [
@@ -182,8 +188,18 @@ def test_several_uploads_get_a_selector(app: AppTest) -> None:
     selector = app.selectbox(key="image_choice")
     assert selector.options == ["left.png", "right.png"]
     assert any(c.startswith("Original (256 x 256)") for image in app.image for c in image.captions)
+    # Every photo is read for the overview, the one shown first (the last added: ▶).
+    overview = app.dataframe[0].value
+    assert overview["photo"].tolist() == ["left.png", "right.png"] and overview[""].tolist() == ["", "▶"]
+    assert overview["size"].tolist() == ["200 x 200", "256 x 256"]
+    assert overview[list(CLASSES)].to_numpy().tolist() == [["0"] * 4] * 2  # nothing above 0.35
+    assert app.session_state["model_runs"] == 2
     selector.set_value("left.png").run()
     assert any(c.startswith("Original (200 x 200)") for image in app.image for c in image.captions)
+    assert app.dataframe[0].value[""].tolist() == ["▶", ""]
+    assert app.session_state["model_runs"] == 2  # read once, for the overview
+    app.select_slider(key="threshold_EX").set_value(0.05).run()  # the counts follow the thresholds
+    assert app.dataframe[0].value["EX"].tolist() == ["1", "1"]
     assert app.session_state["model_runs"] == 2
 
 
@@ -203,7 +219,7 @@ def test_unusable_configured_model_warns_and_falls_back_to_bundled(
     assert len(warnings) == 1 and "bundled model" in warnings[0] and "\n" not in warnings[0]
     bundled_name = json.loads((APP.parent / "weights" / "config.json").read_text())["name"]
     assert any(bundled_name in m.value for m in app.sidebar.markdown)
-    assert any("source: `bundled`" in c.value for c in app.sidebar.caption)
+    assert any("From: bundled with the app" in c.value for c in app.sidebar.caption)
 
     click(app, "Try a sample")  # and the bundled model serves
     assert_clean(app)
@@ -215,14 +231,14 @@ def test_sidebar_loads_another_model_and_resets_its_thresholds(
 ) -> None:
     monkeypatch.setenv("HYDRALANET_ALLOW_LOCAL_MODELS", "1")  # the operator allows typed local paths
     app.run()
-    assert any(f"source: `{tiny_checkpoint}`" in c.value for c in app.sidebar.caption)
+    assert any(f"From: {tiny_checkpoint}" in c.value for c in app.sidebar.caption)
     app.select_slider(key="threshold_MA").set_value(0.9).run()
 
     app.text_input(key="model_source_input").input("").run()  # empty: the bundled model
     click(app, "Load")
     assert_clean(app)
     assert not [w for w in app.warning if "bundled model instead" in w.value]
-    assert any("source: `bundled`" in c.value for c in app.sidebar.caption)
+    assert any("From: bundled with the app" in c.value for c in app.sidebar.caption)
     bundled = json.loads((APP.parent / "weights" / "config.json").read_text())["thresholds"]
     assert app.select_slider(key="threshold_MA").value == pytest.approx(bundled["MA"])  # the new model's default
 
@@ -261,7 +277,7 @@ def test_operator_controls_which_models_the_page_may_load(app: AppTest, monkeypa
 
 def test_dicom_upload_gives_one_entry_per_frame_and_a_pdf_report(app: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A two-frame DICOM upload is two photos (named as the CLI names them); the PDF report is
-    offered on request, for each photo shown after that; a broken .dcm is one line, no traceback."""
+    one download for each; a broken .dcm is one line, no traceback."""
     import subprocess
 
     from streamlit.runtime.media_file_manager import MediaFileManager
@@ -293,14 +309,13 @@ def test_dicom_upload_gives_one_entry_per_frame_and_a_pdf_report(app: AppTest, m
     selector.set_value("pair_f2.dcm").run()
     assert_clean(app)
     assert not [e for e in app.error if "pair" in e.value] and len(statistics(app)) == 4  # (a quality banner may show)
-    assert not [d for d in app.get("download_button") if d.label == "Report (PDF)"]
-    click(app, "PDF report")
-    assert_clean(app)
     assert [d.proto.label for d in app.get("download_button") if d.label == "Report (PDF)"] == ["Report (PDF)"]
     pdf = deferred["pair_f2.pdf"]()  # what a click downloads
     text = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
     assert pdf.startswith(b"%PDF") and "HydraLA-Net reading: pair_f2" in text and "not a medical device" in text
     assert "Eye left (from the DICOM header (ImageLaterality))" in " ".join(text.split())
+    first_page = " ".join(text.split("\f")[0].split())
+    assert "Training data none (untrained placeholder weights" in first_page  # what the model learnt from
     app.selectbox(key="image_choice").set_value("pair_f1.dcm").run()  # still offered for the next photo
     assert [d for d in app.get("download_button") if d.label == "Report (PDF)"]
     assert app.session_state["model_runs"] == 2  # one per frame

@@ -166,20 +166,22 @@ def wait_idle(page) -> None:
     page.locator(IDLE).wait_for(timeout=MODEL_TIMEOUT_MS)
 
 
-def snap(page, name: str) -> Path:
-    """Whole page at 1280 px wide: the viewport grows to the content (Streamlit scrolls inside
-    its own container, so a plain full-page screenshot would stop at the window)."""
+def snap(page, name: str, *, width: int = WIDTH, folder: Path = SCREENSHOTS) -> Path:
+    """Whole page at ``width`` px wide: the viewport grows to the content (Streamlit scrolls
+    inside its own container, so a plain full-page screenshot would stop at the window). The
+    window keeps that size: a caller that needs the old one sets it back."""
     wait_idle(page)
     page.evaluate("document.fonts.ready")
+    page.set_viewport_size({"width": width, "height": page.viewport_size["height"]})
     height = page.evaluate(
-        "Math.max(900, document.querySelector('[data-testid=\"stMain\"]').scrollHeight,"
-        " document.querySelector('[data-testid=\"stSidebarContent\"]').scrollHeight)"
+        "Math.max(window.innerHeight, document.querySelector('[data-testid=\"stMain\"]').scrollHeight,"
+        " document.querySelector('[data-testid=\"stSidebarContent\"]')?.scrollHeight ?? 0)"
     )
-    page.set_viewport_size({"width": WIDTH, "height": int(height)})
+    page.set_viewport_size({"width": width, "height": int(height)})
     # Widgets whose code is still loading show as grey skeletons.
     expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=UI_TIMEOUT_MS)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     page.screenshot(path=str(path))
     return path
 
@@ -294,15 +296,16 @@ def test_bundled_ma_slider_moves_by_one_stop_around_its_default(chromium, browse
     shows its default exactly, and one stop either side changes the result a little, in the
     right direction (a higher threshold never finds more)."""
     from hydralanet import load_model
-    from hydralanet.config import format_threshold, threshold_stops
+    from hydralanet.config import threshold_stops
     from training.synthetic import write_dataset
+    from webapp.sidebar import threshold_label
 
     write_dataset(workdir / "planted", n=1, seed=4243, size=1024, splits={"test": 1.0})
     photo = next((workdir / "planted").rglob("image/*.jpg"))
     default = load_model(device="cpu").config.thresholds["MA"]
     stops = threshold_stops(default)
     i = stops.index(default)
-    labels = [format_threshold(v) for v in (stops[i - 1], default, stops[i + 1])]
+    labels = [threshold_label(v, default) for v in (stops[i - 1], default, stops[i + 1])]
 
     with streamlit_server(workdir, "bundled", None) as url, open_page(browser, url) as page:
         page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(photo))

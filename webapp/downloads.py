@@ -89,13 +89,8 @@ def show_downloads(
 
 
 def show_report(name: str, result: Result, facts, loaded: LoadedModel, settings: dict) -> None:
-    """The PDF report, on request (a button, then a download for each photo shown after it):
-    the photo, overlay, tables, reading, provenance and the research notice."""
-    if not st.session_state.get("offer_report"):
-        st.button(
-            "PDF report", on_click=lambda: st.session_state.update(offer_report=True), icon=":material/description:"
-        )
-        return
+    """The PDF report, one click away (made when clicked): the photo, overlay, tables, reading,
+    provenance and the research notice."""
     record = _record(loaded, settings)
     thresholds, opacity, provenance = settings["thresholds"], settings["opacity"], loaded.config.provenance
 

@@ -17,12 +17,14 @@ from hydralanet import (
 )
 from hydralanet.config import CLASS_NAMES, format_threshold
 from hydralanet.io import encode_png
-from hydralanet.overlay import downscale_for_display, legend_html
+from hydralanet.overlay import downscale_for_display
 from hydralanet.zones import ETDRS_ZONES, QUADRANTS
 
+GRID_CYAN = (0, 229, 255)  # hydralanet.zones.draw_grid: the disc circle and the fovea cross
 PREVIEW_SIDE = 720  # images are shown at most this large; downloads and statistics stay full size
-ZOOM_SIDE = 480  # the zoomed crop is shown this large, upscaled nearest-neighbour
-ZOOM_FACTORS = (2, 4, 8, 16, 32)
+ZOOM_SIDES = (1024, 512, 256, 128, 64)  # photo px across the zoomed view; 64: 5 screen px each on a phone
+ZOOM_RENDER = 768  # px the region is drawn at (nearest neighbour): sharp in a view up to this wide
+ZOOM_HELP = "Fewer pixels across: more magnified. At 64 px each photo pixel is a square of 5 or more screen pixels."
 
 
 def show_views(prediction: SquarePrediction, small: np.ndarray, overlay: np.ndarray) -> None:
@@ -37,28 +39,91 @@ def show_views(prediction: SquarePrediction, small: np.ndarray, overlay: np.ndar
         width="stretch",
     )
     cols[2].image(encode_png(overlay), caption="Lesion overlay", width="stretch", output_format="PNG")
-    st.markdown(legend_html(), unsafe_allow_html=True)
+
+
+def show_legend(visible: dict[str, bool], grid: bool) -> None:
+    """What the overlay draws: the lesion kinds shown, and the disc, fovea and grid when drawn.
+    Each swatch stays beside its label (an item never wraps inside)."""
+    items = [
+        f"{_swatch(f'background:{_hex(COLOURS[c])};border:1px solid #333')}{c} {CLASS_NAMES[c]}"
+        for c in CLASSES
+        if visible[c]
+    ]
+    if grid:
+        items += [
+            f"{_swatch(f'border:2px solid {_hex(GRID_CYAN)};border-radius:50%')}optic disc (circle)",
+            f"<span style='color:{_hex(GRID_CYAN)};font-weight:bold;margin-right:0.3em'>+</span>fovea",
+            f"{_swatch('border:2px solid #999;border-radius:50%;background:white')}ETDRS grid: circles of 1, 3 "
+            "and 6 mm about the fovea (1 disc diameter = 1.5 mm), split into superior, nasal, inferior and "
+            "temporal subfields",
+        ]
+    if not items:
+        st.caption("No lesion kind is shown (Display, in the sidebar).")
+        return
+    html = "".join(f"<span style='display:inline-block;margin:0 1.2em 0.2em 0'>{item}</span>" for item in items)
+    st.markdown(f"<div style='font-size:0.9em'>{html}</div>", unsafe_allow_html=True)
+
+
+def _swatch(style: str) -> str:
+    return (
+        f"<span style='display:inline-block;width:0.9em;height:0.9em;{style};"
+        "margin-right:0.35em;vertical-align:middle;box-sizing:border-box'></span>"
+    )
+
+
+def zoom_targets(found: dict, masks: np.ndarray, count: int = 8) -> list[tuple[str, int, int]]:
+    """Where the zoom can be centred, ``(label, x, y)`` in photo pixels: the fovea, the optic
+    disc, then the ``count`` largest lesions of the kinds shown (``masks``: bool ``4 x H x W``);
+    the photo's centre when none of them is there."""
+    targets = []
+    if found["fovea"]:
+        targets.append(("the fovea", round(found["fovea"]["x"]), round(found["fovea"]["y"])))
+    if found["optic_disc"]:
+        targets.append(("the optic disc", round(found["optic_disc"]["x"]), round(found["optic_disc"]["y"])))
+    lesions = []
+    for c, mask in zip(CLASSES, masks):
+        if not mask.any():
+            continue
+        n, _, stats, centres = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+        lesions += [(int(stats[k, cv2.CC_STAT_AREA]), c, centres[k]) for k in range(1, n)]
+    lesions.sort(key=lambda lesion: -lesion[0])
+    for rank, (area, c, (x, y)) in enumerate(lesions[:count], 1):
+        targets.append((f"lesion {rank}: {CLASS_NAMES[c]}, {area:,} px", round(x), round(y)))
+    h, w = masks.shape[1:]
+    return targets or [("the centre of the photo", w // 2, h // 2)]
 
 
 @st.fragment  # moving the zoom reruns only this part of the page
-def show_zoom(prediction_ref, packed: np.ndarray, overlay: np.ndarray, settings: dict) -> None:
+def show_zoom(
+    prediction_ref, packed: np.ndarray, overlay: np.ndarray, settings: dict, targets: list, photo: str
+) -> None:
     """``prediction_ref``: a weak reference (the fragment keeps its arguments while the page is
     open: it must not keep the photo alive once the memory budget let it go); ``packed``: the
-    masks packed 8 pixels a byte along x (``np.packbits(masks, axis=-1)``)."""
+    masks packed 8 pixels a byte along x (``np.packbits(masks, axis=-1)``); ``targets``:
+    :func:`zoom_targets`; ``photo``: what identifies the photo (the zoom starts afresh on another)."""
     st.subheader("Zoom")
     prediction = prediction_ref()
     if prediction is None:  # the result was dropped: the whole page makes it again
         st.rerun()
     image = prediction.image
     h, w = image.shape[:2]
-    left, right = st.columns([3, 2])
-    with right:
-        factor = st.select_slider("Magnification", ZOOM_FACTORS, value=8, format_func=lambda f: f"{f}x", key="zoom")
-        cx = st.slider("Centre, left → right (%)", 0, 100, 50, key="zoom_x")
-        cy = st.slider("Centre, top → bottom (%)", 0, 100, 50, key="zoom_y")
-    side = max(8, round(min(h, w) / factor))
-    x0 = int(np.clip(round(cx / 100 * w - side / 2), 0, w - side))
-    y0 = int(np.clip(round(cy / 100 * h - side / 2), 0, h - side))
+    sides = sorted({min(side, h, w) for side in ZOOM_SIDES}, reverse=True)
+    labels = [label for label, _, _ in targets]
+    if st.session_state.get("zoom_for") != photo or st.session_state.get("zoom_target") not in labels:
+        # A new photo: start on the fovea (or the largest lesion), magnified.
+        st.session_state.zoom_for = photo
+        st.session_state.zoom_target = labels[0]
+        st.session_state.zoom_side = sides[min(2, len(sides) - 1)]
+        _centre_on(targets)
+    controls = st.columns([2, 2, 1, 1])
+    controls[0].selectbox("Centre on", labels, key="zoom_target", on_change=_centre_on, args=(targets,))
+    side = controls[1].select_slider(
+        "Region shown", sides, key="zoom_side", format_func=lambda s: f"{s} px across", help=ZOOM_HELP
+    )
+    cx = controls[2].number_input("x (px)", 0, w - 1, key="zoom_x", step=max(1, side // 4))
+    cy = controls[3].number_input("y (px)", 0, h - 1, key="zoom_y", step=max(1, side // 4))
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, h - side))
     bits = np.unpackbits(packed[:, y0 : y0 + side, x0 // 8 : (x0 + side + 7) // 8], axis=-1).astype(bool)
     crop = render_overlay(
         image[y0 : y0 + side, x0 : x0 + side],
@@ -67,16 +132,20 @@ def show_zoom(prediction_ref, packed: np.ndarray, overlay: np.ndarray, settings:
         visible=settings["visible"],
         outline=False,
     )
-    zoomed = cv2.resize(crop, (ZOOM_SIDE, ZOOM_SIDE), interpolation=cv2.INTER_NEAREST)
-    caption = f"{side} x {side} px from ({x0}, {y0}), {ZOOM_SIDE / side:.1f} screen px per pixel"
-    right.image(encode_png(zoomed), caption=caption, width="stretch", output_format="PNG")
+    zoomed = cv2.resize(crop, (ZOOM_RENDER, ZOOM_RENDER), interpolation=cv2.INTER_NEAREST)
 
+    left, right = st.columns(2)  # the zoomed view is as wide as the overview beside it
     scale = overlay.shape[1] / w
     box = (round(x0 * scale), round(y0 * scale)), (round((x0 + side) * scale) - 1, round((y0 + side) * scale) - 1)
     boxed = cv2.rectangle(overlay.copy(), *box, (255, 255, 255), max(1, PREVIEW_SIDE // 360))
-    left.image(
-        encode_png(boxed), caption="Overlay; the white box is the zoomed region", width="stretch", output_format="PNG"
-    )
+    left.image(encode_png(boxed), caption="The white box is the region zoomed", width="stretch", output_format="PNG")
+    caption = f"{side} x {side} px of the photo from ({x0}, {y0}), each photo pixel drawn as a square"
+    right.image(encode_png(zoomed), caption=caption, width="stretch", output_format="PNG")
+
+
+def _centre_on(targets: list) -> None:
+    _, x, y = next(t for t in targets if t[0] == st.session_state.zoom_target)
+    st.session_state.zoom_x, st.session_state.zoom_y = x, y
 
 
 def show_statistics(rows: list[dict]) -> None:
@@ -95,7 +164,7 @@ def show_statistics(rows: list[dict]) -> None:
     # A static table: four rows need no scrolling or sorting, and every number stays readable.
     left.table(
         table.style.format(
-            {"threshold": format_threshold, "pixels": "{:,}", "% of FOV": "{:.3f}", "largest (px)": "{:,}"}
+            {"threshold": threshold_text, "pixels": "{:,}", "% of FOV": "{:.3f}", "largest (px)": "{:,}"}
         ),
         hide_index=True,
     )
@@ -130,7 +199,8 @@ def show_quality(found: dict) -> None:
     quality = found["quality"]
     if quality["verdict"] == "good":
         return
-    text = f"Image quality: **{quality['verdict']}** — " + "; ".join(quality["reasons"])
+    reasons = [reason.partition(":")[0] for reason in quality["reasons"]]  # in words; the measures are in the JSON
+    text = f"Image quality: **{quality['verdict']}** — " + "; ".join(reasons)
     if quality["verdict"] == "ungradable":
         st.error(
             text + ". A grader would not read this photo; the results below may mean little.",
@@ -168,9 +238,7 @@ def show_reading(found: dict) -> None:
         return
     counts = {(z["zone"], z["lesion"]): z["count"] for z in found["zones"]}
     zones = [*ETDRS_ZONES, "within_1dd"]
-    table = pd.DataFrame(
-        {c: [counts[(z, c)] for z in zones] for c in CLASSES}, index=[z.replace("_", " ") for z in zones]
-    )
+    table = pd.DataFrame({c: [counts[(z, c)] for z in zones] for c in CLASSES}, index=[zone_label(z) for z in zones])
     left, right = st.columns([3, 2])
     left.markdown("Lesions by ETDRS subfield (counted where most of each lesion lies)")
     left.table(table)
@@ -179,6 +247,13 @@ def show_reading(found: dict) -> None:
     )
     right.markdown("Haemorrhages and microaneurysms by quadrant")
     right.table(quadrants)
+
+
+def zone_label(zone: str) -> str:
+    """An ETDRS zone for people: "inner superior", "outside the grid", "within 1 DD of the fovea"."""
+    return {"within_1dd": "within 1 DD of the fovea", "outside_grid": "outside the grid"}.get(
+        zone, zone.replace("_", " ")
+    )
 
 
 def show_masks(prediction: SquarePrediction, masks: np.ndarray, rows: list[dict]) -> None:
@@ -192,6 +267,12 @@ def show_masks(prediction: SquarePrediction, masks: np.ndarray, rows: list[dict]
         view[mask] = COLOURS[c]
         caption = f"{c} {CLASS_NAMES[c]}: {_lesions(row['count'])}, {row['pixels']:,} px"
         col.image(encode_png(view), caption=caption, width="stretch", output_format="PNG")
+
+
+def threshold_text(value: float) -> str:
+    """Two decimals, as the slider's steps between 0.05 and 0.95; the finer stops near 0 and 1
+    keep the digits that tell them apart."""
+    return f"{value:.2f}" if 0.05 <= value <= 0.95 else format_threshold(value)
 
 
 def _lesions(count: int) -> str:

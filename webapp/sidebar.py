@@ -10,11 +10,14 @@ from hydralanet import (
     CLASSES,
     LoadedModel,
 )
-from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, format_threshold, threshold_stops
+from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, threshold_stops
+from hydralanet.pdf_report import describe_training_data
+from webapp.results import threshold_text
 from webapp.serve import load_requested_model, model_locked
 
 PRECISIONS = {"fast": "auto", "exact (fp32)": "fp32"}
 CROP_LABELS = {"fov": "whole field of view", "centre_square": "centre square (original code)"}
+CLAHE_LABELS = {"green": "CLAHE on the green channel", "lab": "CLAHE on lightness", "casp": "CLAHE on every channel"}
 
 
 def reset_controls(loaded: LoadedModel) -> None:
@@ -38,22 +41,17 @@ def reset_thresholds(loaded: LoadedModel) -> None:
 def model_panel(loaded: LoadedModel) -> None:
     identity, config = loaded.identity, loaded.config
     provenance = config.provenance
+    pre = config.preprocessing
     st.markdown(f"**{identity['name']}**")
-    st.caption(
-        "  \n".join(
-            [
-                f"source: `{identity['source']}`",
-                f"revision: `{identity.get('revision') or '–'}`",
-                f"file: `{identity.get('file') or '–'}`",
-                f"architecture: {config.model.encoder}, D = {config.model.decoder_channels}, "
-                f"{identity['parameters'] / 1e6:.1f} M parameters",
-                f"input: {config.preprocessing.input_size} px, CLAHE {config.preprocessing.clahe}, "
-                f"crop {config.preprocessing.crop}",
-                f"weights: sha256 `{identity['sha256'][:16]}`",
-                f"device: `{loaded.device}`",
-            ]
-        )
-    )
+    where = "bundled with the app" if identity["source"] == "bundled" else identity["source"]
+    lines = [
+        f"From: {where}" + (f" (revision {identity['revision']})" if identity.get("revision") else ""),
+        f"Network: {config.model.encoder} encoder, {identity['parameters'] / 1e6:.1f} million parameters",
+        f"Reads: the {CROP_LABELS.get(pre.crop, pre.crop)} at {pre.input_size} px, {clahe_label(pre.clahe)}",
+        f"Weights fingerprint: {identity['sha256'][:12]}",
+        f"Runs on: {'the CPU' if str(loaded.device) == 'cpu' else str(loaded.device).upper()}",
+    ]
+    st.caption("  \n".join(lines))
     if identity.get("converted_from"):
         st.info(
             f"Converted from {identity['converted_from']}: its accuracy is unknown until it is scored "
@@ -62,16 +60,16 @@ def model_panel(loaded: LoadedModel) -> None:
         )
     if provenance.get("trained") is False:
         st.warning("Untrained placeholder (random weights): its masks mean nothing.", icon=":material/warning:")
-    with st.expander("Training data and metrics"):
-        datasets = provenance.get("datasets") or provenance.get("data")
-        st.markdown(f"Trained on: {_as_text(datasets) if datasets else 'not recorded'}")
-        metrics = provenance.get("metrics")
-        if isinstance(metrics, dict) and metrics:
-            st.dataframe(_metrics_table(metrics), width="stretch")
+    with st.expander("Training data and accuracy"):
+        st.markdown(f"Trained on {describe_training_data(provenance)}.")
+        table, notes = accuracy_table(provenance.get("metrics"), provenance.get("metrics_note"))
+        if table is None:
+            st.markdown("Accuracy: not recorded.")
         else:
-            st.markdown("Metrics: not recorded")
-        st.caption("Everything the checkpoint records (config.json, provenance):")
-        st.json(provenance, expanded=False)
+            st.markdown("F1 score per lesion kind (1.00 = every lesion pixel found, nothing else marked):")
+            st.table(table)
+            for note in notes:
+                st.caption(note)
     if model_locked():
         st.caption("This server's operator has fixed the model.")
         return
@@ -88,20 +86,41 @@ def model_panel(loaded: LoadedModel) -> None:
     st.button("Load", on_click=load_requested_model, width="stretch")
 
 
-def _as_text(value: object) -> str:
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
-    if isinstance(value, dict):
-        return ", ".join(f"{k} ({v})" for k, v in value.items())
-    return str(value)
+METRIC_SETS = {"val": "validation", "test": "test", "crosscheck": "cross-check"}
 
 
-def _metrics_table(metrics: dict) -> pd.DataFrame:
-    """``{dataset: {lesion or metric: value}}`` (one column per dataset: the sidebar is narrow)
-    or a flat ``{metric: value}``, as a table."""
-    if all(isinstance(v, dict) for v in metrics.values()):
-        return pd.DataFrame(metrics)
-    return pd.DataFrame({"value": metrics})
+def accuracy_table(metrics: object, notes: object) -> tuple[pd.DataFrame | None, list[str]]:
+    """The F1 of each lesion kind and their mean, one column per set the checkpoint was scored
+    on (``{set: {lesion: {measure: value}}}``, a set's scores possibly under ``"overall"``),
+    and what each set is. None when nothing usable is recorded."""
+    if not isinstance(metrics, dict):
+        return None, []
+    columns, described = {}, []
+    for name, scores in metrics.items():
+        scores = scores.get("overall", scores) if isinstance(scores, dict) else None
+        if not isinstance(scores, dict):
+            continue
+        f1 = {c: scores[c].get("f1") for c in (*CLASSES, "macro") if isinstance(scores.get(c), dict)}
+        f1 = {c: v for c, v in f1.items() if isinstance(v, (int, float))}
+        if not f1:
+            continue
+        label = METRIC_SETS.get(name, name)
+        columns[label] = {("mean" if c == "macro" else c): f"{v:.2f}" for c, v in f1.items()}
+        if isinstance(notes, dict) and isinstance(notes.get(name), str):
+            described.append(f"{label.capitalize()}: {notes[name]}")
+    if not columns:
+        return None, []
+    return pd.DataFrame(columns).fillna("–"), described
+
+
+def threshold_label(value: float, default: float) -> str:
+    """A slider stop: two decimals (finer near 0 and 1), the model's own threshold marked (it
+    may lie between two stops of 0.01: 0.29 and 0.29 (model's) for 0.2916)."""
+    return threshold_text(value) + (" (model's)" if value == default else "")
+
+
+def clahe_label(mode: str) -> str:
+    return "no contrast enhancement" if mode == "off" else f"contrast enhanced ({CLAHE_LABELS.get(mode, mode)})"
 
 
 def controls(loaded: LoadedModel) -> dict:
@@ -111,6 +130,7 @@ def controls(loaded: LoadedModel) -> dict:
         "CLAHE mode",
         [m for m in CLAHE_MODES if m != "off"],
         key="clahe_mode",
+        format_func=lambda mode: CLAHE_LABELS[mode],
         disabled=not clahe_on,
         help="green: CLAHE on the green channel (as published); lab: on L of L*a*b*; casp: on all channels",
     )
@@ -138,7 +158,7 @@ def controls(loaded: LoadedModel) -> dict:
             f"{c} · {CLASS_NAMES[c]}",
             threshold_stops(loaded.config.thresholds[c], st.session_state[f"threshold_{c}"]),
             key=f"threshold_{c}",
-            format_func=format_threshold,
+            format_func=lambda value, default=loaded.config.thresholds[c]: threshold_label(value, default),
             help="Steps of 0.01 between 0.05 and 0.95, finer towards 0 and 1 (equal steps in log-odds), "
             "and the model's own threshold exactly",
         )

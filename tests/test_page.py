@@ -1,0 +1,206 @@
+"""What a visitor reads: the whole page's text after each state, on a laptop and on a phone.
+
+The browser tests in ``test_browser.py`` count images, captions and exceptions; this one reads
+every word the page holds (collapsed parts too) and fails on anything a visitor was not meant
+to see: Python help panels, JSON dumps, object reprs, module paths, raw dicts, internal names.
+It runs the bundled model (its provenance is what the sidebar and the report describe) and
+keeps a whole-page screenshot of each state under ``artifacts/page/``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+from tests.test_browser import (
+    MODEL_TIMEOUT_MS,
+    ROOT,
+    UI_TIMEOUT_MS,
+    browser,  # noqa: F401 - a fixture
+    chromium,  # noqa: F401 - a fixture
+    open_page,
+    snap,
+    streamlit_server,
+    wait_idle,
+    workdir,  # noqa: F401 - a fixture
+)
+
+SCREENSHOTS = ROOT / "artifacts" / "page"
+LAPTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+
+# Elements that are never meant for a visitor.
+FORBIDDEN_ELEMENTS = {
+    "a Python help panel": "[data-testid='stHelp']",
+    "a JSON dump": "[data-testid='stJson']",
+    "a traceback": "[data-testid='stException']",
+}
+# Text that is never meant for a visitor: what Python prints for its objects, and raw data.
+FORBIDDEN_TEXT = {
+    "an object repr": r"object at 0x|<bound method|<function |<class '",
+    "a module path": r"\bhydralanet\.[a-z_]",
+    "a help text": r"No docs available",
+    "a raw dict or list": r"\{'|\{\"|\['",
+    "a Python None": r"\bNone\b",
+    "an internal name": r"\b[a-z][a-z0-9]*_[a-z0-9_]+\b(?!\.[a-z])",  # illumination_ratio, within_1dd
+    "a long number": r"\d{9,}|\d\.\d{5,}",
+    "a raw abbreviation": r"\b\d+dd\b",
+}
+# Every word under the app's root, hidden ones too (a collapsed expander, a closed sidebar),
+# one text node per line; <style> and <script> hold no words for people, and an icon's text is
+# its name in the icon font (keyboard_arrow_right).
+PAGE_TEXT = """() => {
+    const walker = document.createTreeWalker(document.querySelector("[data-testid='stApp']"), NodeFilter.SHOW_TEXT);
+    const parts = [];
+    while (walker.nextNode()) {
+        const parent = walker.currentNode.parentElement;
+        if (parent && !parent.closest("style, script, [data-testid='stIconMaterial']")) parts.push(walker.currentNode.textContent.trim());
+    }
+    return parts.filter(Boolean).join('\\n');
+}"""
+# Tables wider than the window that no scrolling box holds: their right side is cut off.
+CUT_TABLES = """() => {
+    const cut = [];
+    for (const table of document.querySelectorAll("[data-testid='stMain'] table")) {
+        const right = table.getBoundingClientRect().right;
+        if (right <= window.innerWidth + 1) continue;
+        let box = table.parentElement, scrolls = false;
+        while (box && box !== document.body) {
+            const style = getComputedStyle(box);
+            if (['auto', 'scroll'].includes(style.overflowX) && box.getBoundingClientRect().right <= window.innerWidth + 1) {
+                scrolls = true;
+                break;
+            }
+            box = box.parentElement;
+        }
+        if (!scrolls) cut.push(table.innerText.split('\\n')[0] + ` (right edge ${Math.round(right)} px)`);
+    }
+    return cut;
+}"""
+
+
+def page_problems(page) -> list[str]:
+    """What the page shows that it should not, one line each (empty: a clean page)."""
+    problems = [f"{what}: {page.locator(css).count()} x {css}" for what, css in FORBIDDEN_ELEMENTS.items()]
+    problems = [p for p in problems if not p.split(": ")[1].startswith("0 x")]
+    text = page.evaluate(PAGE_TEXT)
+    for what, pattern in FORBIDDEN_TEXT.items():
+        for match in re.finditer(pattern, text):
+            line_start = text.rfind("\n", 0, match.start()) + 1
+            line_end = text.find("\n", match.end())
+            problems.append(f"{what}: {match[0]!r} in {text[line_start : line_end if line_end >= 0 else None]!r}")
+    return problems
+
+
+def assert_clean(page, state: str) -> None:
+    wait_idle(page)
+    problems = page_problems(page)
+    assert not problems, f"{state}: the page shows\n" + "\n".join(problems[:20])
+
+
+def shot(page, name: str, size: dict) -> Path:
+    """A whole-page screenshot; the window goes back to ``size`` afterwards."""
+    path = snap(page, name, width=size["width"], folder=SCREENSHOTS)
+    page.set_viewport_size(size)
+    return path
+
+
+def upload(page, *paths: Path) -> None:
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(p) for p in paths])
+
+
+def wait_result(page, width: int, height: int) -> None:
+    """Until the page shows the results of a ``width x height`` photo, drawn and idle."""
+    expect(page.get_by_text(f"Original ({width} x {height})")).to_be_visible(timeout=MODEL_TIMEOUT_MS)
+    wait_idle(page)
+    expect(page.get_by_text(f"Original ({width} x {height})")).to_be_visible(timeout=UI_TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def bundled_server(chromium, workdir: Path):
+    with streamlit_server(workdir, "page", None) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def photos(workdir: Path, retina: np.ndarray) -> dict[str, Path]:
+    """A 4288 x 2848 camera frame and a 1024 px photo made from the CC0 sample, a DICOM file of
+    it (800 x 800, left eye) and a corrupt JPEG."""
+    from training.dicom_check import make_dicom
+
+    folder = workdir / "page_photos"
+    folder.mkdir(exist_ok=True)
+    frame = np.zeros((2848, 4288, 3), np.uint8)
+    frame[:, 720:3568] = cv2.resize(retina, (2848, 2848), interpolation=cv2.INTER_CUBIC)
+    paths = {"camera": folder / "camera_4288.jpg", "small": folder / "second_1024.png"}
+    cv2.imwrite(str(paths["camera"]), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    small = cv2.resize(retina, (1024, 1024), interpolation=cv2.INTER_AREA)[:, ::-1]
+    cv2.imwrite(str(paths["small"]), cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+    paths["dicom"] = folder / "eye.dcm"
+    dicom = cv2.resize(retina, (800, 800), interpolation=cv2.INTER_AREA)
+    paths["dicom"].write_bytes(make_dicom(dicom, "explicit", ImageLaterality="L"))
+    paths["corrupt"] = folder / "corrupt.jpg"
+    paths["corrupt"].write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 16)
+    return paths
+
+
+def test_page_reads_clean_in_every_state_on_a_laptop(browser, bundled_server: str, photos: dict) -> None:
+    with open_page(browser, bundled_server) as page:
+        page.set_viewport_size(LAPTOP)
+        expect(page.get_by_text("Upload one or more fundus photos")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        wait_idle(page)
+        uploader = page.get_by_test_id("stFileUploader").bounding_box()
+        assert uploader["y"] < LAPTOP["height"], (
+            f"the uploader starts at {uploader['y']:.0f} px, below the first screen"
+        )
+        assert_clean(page, "before an upload")
+        shot(page, "laptop_1_before_upload", LAPTOP)
+
+        page.get_by_role("button", name="Try a sample").click()
+        wait_result(page, 1411, 1411)
+        assert_clean(page, "the sample")
+        shot(page, "laptop_2_sample", LAPTOP)
+
+        upload(page, photos["camera"])
+        wait_result(page, 4288, 2848)
+        assert_clean(page, "a 4288 x 2848 photo")
+        shot(page, "laptop_3_camera_photo", LAPTOP)
+
+        upload(page, photos["small"])
+        wait_result(page, 1024, 1024)
+        assert_clean(page, "several photos")
+        shot(page, "laptop_4_several_photos", LAPTOP)
+
+        upload(page, photos["dicom"])
+        wait_result(page, 800, 800)
+        expect(page.get_by_text("left eye", exact=False).first).to_be_visible()
+        assert_clean(page, "a DICOM file")
+        shot(page, "laptop_5_dicom", LAPTOP)
+
+        upload(page, photos["corrupt"])
+        alert = page.get_by_test_id("stAlertContentError")
+        expect(alert).to_contain_text("corrupt.jpg: ", timeout=MODEL_TIMEOUT_MS)
+        message = alert.first.get_by_test_id("stMarkdownContainer").inner_text().strip()
+        assert message.startswith("corrupt.jpg: ") and "\n" not in message
+        assert_clean(page, "a corrupt file")
+        shot(page, "laptop_6_bad_file", LAPTOP)
+
+
+def test_page_reads_clean_and_fits_on_a_phone(browser, bundled_server: str) -> None:
+    with open_page(browser, bundled_server) as page:
+        page.set_viewport_size(PHONE)
+        expect(page.get_by_text("Upload one or more fundus photos")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        assert_clean(page, "before an upload (phone)")
+        shot(page, "phone_1_before_upload", PHONE)
+
+        page.get_by_role("button", name="Try a sample").click()
+        wait_result(page, 1411, 1411)
+        assert_clean(page, "the sample (phone)")
+        assert page.locator("[data-testid='stMain'] table").count() > 0
+        assert page.evaluate(CUT_TABLES) == []
+        shot(page, "phone_2_sample", PHONE)
