@@ -44,3 +44,40 @@ def test_bundle_measures_and_documents_what_it_ships(tmp_path):
     assert "AUPR on a second, independent lesion generator (`training/crosscheck.py`, 1 photos)" in card
     config = json.loads((tmp_path / "weights" / "config.json").read_text())
     assert config["provenance"]["command"] == "bash training/make_bundled.sh"
+
+
+def test_bundle_of_a_model_trained_on_idrid_names_the_data_and_its_test_set(tmp_path):
+    run = tmp_path / "run"
+    make_untrained(run / "best", decoder_channels=8, input_size=64)
+    config = json.loads((run / "best" / "config.json").read_text())
+    config["provenance"]["datasets"] = {"idrid": {"train": 44, "val": 10}}
+    (run / "best" / "config.json").write_text(json.dumps(config))
+    # Photos large enough for the model, indexed as IDRiD's (the parser's own tests cover its layout).
+    write_dataset(tmp_path / "syn", n=3, seed=1000, size=128, splits={"test": 1.0})
+    assert prepare_main(["--synthetic", str(tmp_path / "syn"), "--out", str(tmp_path / "syn.csv")]) == 0
+    text = (tmp_path / "syn.csv").read_text()
+    (tmp_path / "idrid.csv").write_text(text.replace("\nsynthetic,", "\nidrid,"))
+    bundle(
+        run,
+        tmp_path / "idrid.csv",
+        tmp_path / "weights",
+        command="bash training/make_bundled.sh data/idrid",
+        train_seconds=60,
+        machine="a test machine",
+        bootstrap=50,
+        pretraining="the synthetic demonstration model",
+    )
+    shipped = load_model(tmp_path / "weights", device="cpu")
+    prov = shipped.config.provenance
+    assert shipped.config.name == "hydralanet-idrid" and "demonstration" not in prov
+    assert "crosscheck" not in prov["metrics"]  # the second generator is for synthetic models only
+    assert prov["metrics_note"]["test"].startswith("IDRiD's official segmentation test set (3 photos")
+    test = prov["metrics"]["test"]["overall"]
+    assert test["EX"]["aupr_95"] is None  # no hard exudate drawn on these photos: no interval
+    low, high = test["HE"]["aupr_95"]
+    assert 0.0 <= low <= test["HE"]["aupr"] <= high <= 1.0 and low < high
+    card = (tmp_path / "weights" / "README.md").read_text()
+    assert "Training data: IDRiD" in card and "CC BY 4.0" in card and "doi.org/10.3390/data3030025" in card
+    assert "Trained only on synthetic data" not in card and "below the demonstration model's targets" not in card
+    assert "initialised from: the synthetic demonstration model" in card
+    assert "beside the IDRiD challenge's best 11-threshold AUPR" in card and "EX" in card

@@ -311,3 +311,15 @@ def test_hard_negative_crops_centre_the_window_on_a_mined_point(tmp_path):
         load_config("cpu-small", [f"hard_negatives={path}", "hard_negative_p=0.3", "crop_size=0"])
     with pytest.raises(ValueError, match="disc_crop_p \\+ hard_negative_p must be <= 1"):
         load_config("cpu-small", ["crop_size=64", f"hard_negatives={path}", "hard_negative_p=0.8", "disc_crop_p=0.3"])
+
+
+def test_epoch_repeats_draw_each_image_that_many_times_per_epoch_on_average():
+    sampler = data_module.WeightedEpochSampler(torch.ones(5, dtype=torch.float64), seed=3, repeats=8)
+    sampler.set_epoch(1)
+    drawn = list(sampler)
+    assert len(drawn) == len(sampler) == 40 and set(drawn) <= set(range(5))
+    split = [data_module.WeightedEpochSampler(torch.ones(5), num_replicas=2, rank=r, repeats=3) for r in (0, 1)]
+    assert [len(s) for s in split] == [8, 8]  # ceil(5 x 3 / 2) per rank
+    assert load_config("demo", ["epoch_repeats=4"]).epoch_repeats == 4
+    with pytest.raises(ValueError, match="epoch_repeats must be a whole number >= 1"):
+        load_config("demo", ["epoch_repeats=0"])

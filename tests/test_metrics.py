@@ -248,3 +248,35 @@ def test_eleven_point_aupr_by_hand():
     none = ElevenPointAccumulator(num_classes=1)
     none.update(probs, torch.zeros_like(targets))
     assert np.isnan(none.aupr()[0])
+
+
+def _image_accumulator(rng: np.random.Generator, lesion_share: float, separation: float) -> PRAccumulator:
+    targets = rng.random((1, 4, 32, 32)) < lesion_share
+    probs = np.clip(rng.normal(0.3 + separation * targets, 0.15), 0, 1).astype(np.float32)
+    one = PRAccumulator()
+    one.update(probs, targets.astype(np.float32))
+    return one
+
+
+def test_bootstrap_interval_holds_the_pooled_ap_and_widens_with_disagreeing_images():
+    from training.metrics import bootstrap_average_precision
+
+    rng = np.random.default_rng(0)
+    same = [_image_accumulator(np.random.default_rng(1), 0.1, 0.3) for _ in range(6)]
+    pooled = PRAccumulator()
+    for a in same:
+        pooled.merge(a)
+    tight = bootstrap_average_precision(same, resamples=200)
+    # Identical images: every resample pools the same histogram shape, so the interval is the AP itself.
+    np.testing.assert_allclose(tight[:, 0], pooled.average_precision(), atol=1e-12)
+    np.testing.assert_allclose(tight[:, 1], pooled.average_precision(), atol=1e-12)
+    mixed = [_image_accumulator(rng, 0.1, s) for s in (0.05, 0.1, 0.4, 0.6, 0.8, 0.2)]
+    pooled = PRAccumulator()
+    for a in mixed:
+        pooled.merge(a)
+    wide = bootstrap_average_precision(mixed, resamples=400, seed=1)
+    ap = pooled.average_precision()
+    assert np.all(wide[:, 1] - wide[:, 0] > 0.05)
+    assert np.all(wide[:, 0] <= ap) and np.all(ap <= wide[:, 1])
+    with pytest.raises(ValueError, match="at least one image"):
+        bootstrap_average_precision([])

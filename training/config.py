@@ -75,6 +75,10 @@ class TrainConfig:
     # as a lesion-free one (the largest factor among its lesions), with replacement; all 1: a
     # plain shuffle (§6). Order EX, HE, MA, SE.
     oversample: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    # Draws per image and epoch (with replacement, like oversampling): a small real dataset
+    # (IDRiD: 45 training photos) gives epochs of a few steps, each followed by a validation
+    # pass over whole photos; repeats make an epoch long enough for that to be worth it.
+    epoch_repeats: int = 1
 
     # --- loss: DualLoss = 0.8 x FocalTversky + 0.2 x BCE (§6)
     tversky_weight: float = 0.8  # §6
@@ -170,6 +174,8 @@ class TrainConfig:
             raise ValueError(f"oversample factors must be finite and >= 1 (1 = no oversampling), got {self.oversample}")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {self.scale}")
+        if not (isinstance(self.epoch_repeats, int) and self.epoch_repeats >= 1):
+            raise ValueError(f"epoch_repeats must be a whole number >= 1, got {self.epoch_repeats!r}")
         if self.disc_crop_p + self.hard_negative_p > 1.0:
             raise ValueError(
                 f"disc_crop_p + hard_negative_p must be <= 1, got {self.disc_crop_p} + {self.hard_negative_p}"

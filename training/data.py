@@ -443,12 +443,14 @@ def oversampling_weights(presence: torch.Tensor, factors: tuple[float, ...]) -> 
 
 
 class WeightedEpochSampler(torch.utils.data.Sampler[int]):
-    """Draws ``len(weights)`` indices per epoch with replacement, in proportion to ``weights``,
-    and gives rank r of ``num_replicas`` every num_replicas-th of them. The draw is a function
-    of (seed, epoch) only, like ``DistributedSampler``'s shuffle, so ranks agree and a resumed
-    run sees the same samples as an uninterrupted one."""
+    """Draws ``repeats x len(weights)`` indices per epoch with replacement, in proportion to
+    ``weights``, and gives rank r of ``num_replicas`` every num_replicas-th of them. The draw is
+    a function of (seed, epoch) only, like ``DistributedSampler``'s shuffle, so ranks agree and
+    a resumed run sees the same samples as an uninterrupted one."""
 
-    def __init__(self, weights: torch.Tensor, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self, weights: torch.Tensor, num_replicas: int = 1, rank: int = 0, seed: int = 0, repeats: int = 1
+    ) -> None:
         weights = torch.as_tensor(weights, dtype=torch.float64)
         if (
             weights.ndim != 1
@@ -461,7 +463,7 @@ class WeightedEpochSampler(torch.utils.data.Sampler[int]):
                 "sampling weights must be a non-empty 1-D tensor of finite values >= 0 with a positive sum"
             )
         self.weights, self.num_replicas, self.rank, self.seed = weights, num_replicas, rank, seed
-        self.num_samples = math.ceil(len(weights) / num_replicas)
+        self.num_samples = math.ceil(len(weights) * repeats / num_replicas)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

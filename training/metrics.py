@@ -381,3 +381,41 @@ class MetricSuite:
 def _nanmean(values: np.ndarray) -> float:
     """The mean of the finite values (a class without lesion pixels has no AUPR), NaN if none."""
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def bootstrap_average_precision(
+    images: Sequence[PRAccumulator], *, resamples: int = 1000, level: float = 0.95, seed: int = 0, chunk: int = 64
+) -> np.ndarray:
+    """Percentile bootstrap interval of the pooled AP over images: ``images`` holds one
+    accumulator per image; each resample draws as many images with replacement, pools their
+    histograms and computes AP. Returns ``C x 2`` (low, high) at ``level``; NaN for a class
+    that no resample gives any lesion pixel."""
+    if not images:
+        raise ValueError("bootstrap needs at least one image")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    first = images[0]
+    # Only bins that some image uses matter: the rest stay zero in every pooled histogram.
+    pos = np.stack([a.positives for a in images]).astype(np.float64)  # N x C x bins
+    neg = np.stack([a.negatives for a in images]).astype(np.float64)
+    used = (pos.sum(axis=0) + neg.sum(axis=0)).sum(axis=0) > 0
+    pos, neg = pos[:, :, used], neg[:, :, used]
+    n, c, k = pos.shape
+    rng = np.random.default_rng(seed)
+    aps = np.full((resamples, c), np.nan)
+    pool = PRAccumulator(c, bins=k, scale=first.scale)
+    for start in range(0, resamples, chunk):
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, resamples - start)).astype(np.float64)
+        pooled_pos = np.tensordot(counts, pos, axes=1)  # chunk x C x k
+        pooled_neg = np.tensordot(counts, neg, axes=1)
+        for j in range(len(counts)):
+            pool.positives = pooled_pos[j].astype(np.int64)
+            pool.negatives = pooled_neg[j].astype(np.int64)
+            aps[start + j] = pool.average_precision()
+    tail = (1.0 - level) / 2 * 100
+    out = np.full((c, 2), np.nan)
+    for i in range(c):
+        values = aps[:, i][np.isfinite(aps[:, i])]
+        if values.size:
+            out[i] = np.percentile(values, [tail, 100 - tail])
+    return out

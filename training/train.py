@@ -253,7 +253,15 @@ def _build_data(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Di
             f"oversampling {dict(zip(CLASSES, cfg.oversample))}: images with each lesion, share of draws {share} "
             f"(in the data: { {c: round(float(presence[:, i].float().mean()), 3) for i, c in enumerate(CLASSES)} })"
         )
-        sampler = WeightedEpochSampler(weights, num_replicas=ddp.world, rank=ddp.rank, seed=cfg.seed)
+        sampler = WeightedEpochSampler(
+            weights, num_replicas=ddp.world, rank=ddp.rank, seed=cfg.seed, repeats=cfg.epoch_repeats
+        )
+    elif cfg.epoch_repeats > 1:
+        weights = torch.ones(len(train_set), dtype=torch.float64)
+        log(f"each training image drawn {cfg.epoch_repeats} times per epoch on average (with replacement)")
+        sampler = WeightedEpochSampler(
+            weights, num_replicas=ddp.world, rank=ddp.rank, seed=cfg.seed, repeats=cfg.epoch_repeats
+        )
     else:
         sampler = DistributedSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
