@@ -189,7 +189,10 @@ def _options(args: argparse.Namespace, loaded: Any, precision: str, report: dict
 
     preprocessing, thresholds = _settings(args, loaded)
     identity = {k: loaded.identity.get(k) for k in ("name", "source", "revision", "file", "sha256")}
-    settings = {"model": identity, "preprocessing": preprocessing.to_dict(), "thresholds": thresholds}
+    # The whole config.json, not a list of fields: calibration, provenance (on the reports) and
+    # anything added later change what a photo's files hold without changing the weights.
+    settings = {"model": identity, "config": loaded.config.to_dict(), "preprocessing": preprocessing.to_dict()}
+    settings["thresholds"] = thresholds
     settings.update(tta=args.tta, precision=precision, tile=args.tile, opacity=args.opacity)
     settings.update(save_probabilities=args.save_probabilities, reading=not args.no_reading)
     settings.update(report=args.paper if args.report else None, keep_identifiers=args.keep_identifiers)

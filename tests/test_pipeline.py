@@ -192,3 +192,24 @@ def test_torchrun_two_processes_merge_the_one_process_summary(small_photos, tmp_
     assert "5 of 6 images segmented" in result.stderr
     failures = list(csv.DictReader((two / "failures.csv").open()))
     assert [f["image"] for f in failures] == [str(photos / "p05.png")]
+
+
+def test_resume_redoes_photos_after_the_model_is_recalibrated(small_photos, tmp_path, tiny_checkpoint, capsys):
+    """With every threshold given on the command line, only the calibration in config.json
+    changes the probability files: a re-calibrated checkpoint must not keep the stale ones."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    out = tmp_path / "out"
+    thresholds = ["--threshold", "EX=0.3", "--threshold", "HE=0.3", "--threshold", "MA=0.3", "--threshold", "SE=0.3"]
+    args = [str(small_photos), "--out", str(out), "--workers", "0", "--no-reading", "--save-probabilities", *thresholds]
+    assert _predict(*args, model=model) == 0
+    before = (out / "p00" / "prob_EX.png").read_bytes()
+    config = json.loads((model / "config.json").read_text())
+    config["calibration"] = {c: [2.0, 1.0] for c in ("EX", "HE", "MA", "SE")}  # what training.calibrate writes
+    (model / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert _predict(*args, "--resume", model=model) == 0
+    assert "already done" not in capsys.readouterr().err
+    assert (out / "p00" / "prob_EX.png").read_bytes() != before
