@@ -320,24 +320,26 @@ def main() -> None:
     if overview is not None:
         show_overview(overview, names, rows, name, selectable=False)
 
-    # A photo not shown before starts with an empty results area: the last photo's results must
-    # not stay on screen under the new name while this one is segmented.
+    # A photo not shown before replaces the last one's results at once by a line (an element at
+    # their place: Streamlit keeps a container's old children until the run ends, and merges an
+    # st.empty() with a container sent right after it), so they never stay under the new name.
+    slot = st.empty()
     shown = (name, current[name])
-    area = st.empty().container() if st.session_state.get("shown") != shown else st.container()
+    if st.session_state.get("shown") != shown:
+        slot.info(f"Reading {name}…", icon=":material/hourglass_top:")
     st.session_state.shown = shown
-    with area:
-        try:
-            result = read_one(loaded, name, data, settings)
-        except PhotoError as exc:
-            st.error(str(exc), icon=":material/error:")
-            rows[name] = PhotoRow(name, problem=str(exc))
-        else:
-            # Everything below is cheap: thresholds, opacity and visibility never re-run the model.
-            # It works at full resolution (masks, statistics, previews: ~0.2 GB for a 12-Mpixel
-            # photo), so a page draws while it holds one of the process's redraw slots.
-            with render_gate().slot():
-                rows[name] = draw_results(loaded, name, data, frame_settings(settings, name), *result)
-        row_keys[name] = current[name]
+    try:
+        result = read_one(loaded, name, data, settings)
+    except PhotoError as exc:
+        slot.error(str(exc), icon=":material/error:")
+        rows[name] = PhotoRow(name, problem=str(exc))
+    else:
+        # Everything below is cheap: thresholds, opacity and visibility never re-run the model.
+        # It works at full resolution (masks, statistics, previews: ~0.2 GB for a 12-Mpixel
+        # photo), so a page draws while it holds one of the process's redraw slots.
+        with slot.container(), render_gate().slot():
+            rows[name] = draw_results(loaded, name, data, frame_settings(settings, name), *result)
+    row_keys[name] = current[name]
 
     if overview is None:
         return

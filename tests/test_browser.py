@@ -162,6 +162,16 @@ def fundus_1024(workdir: Path, retina: np.ndarray) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def camera_photo(workdir: Path, retina: np.ndarray) -> Path:
+    """A 4288 x 2848 JPEG, as a fundus camera writes it: the sample's round field in a 3:2 frame."""
+    path = workdir / "camera_4288.jpg"
+    frame = np.zeros((2848, 4288, 3), np.uint8)
+    frame[:, 720:3568] = cv2.resize(retina, (2848, 2848), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return path
+
+
 def wait_idle(page) -> None:
     page.locator(IDLE).wait_for(timeout=MODEL_TIMEOUT_MS)
 
@@ -184,6 +194,12 @@ def snap(page, name: str, *, width: int = WIDTH, folder: Path = SCREENSHOTS) -> 
     path = folder / f"{name}.png"
     page.screenshot(path=str(path))
     return path
+
+
+def picture(page, caption: str):
+    """The <img> of the picture whose caption starts with ``caption``."""
+    captioned = page.get_by_test_id("stImageCaption").filter(has_text=re.compile("^" + re.escape(caption)))
+    return page.get_by_test_id("stImage").filter(has=captioned).locator("img")
 
 
 def lesion_caption(page, lesion: str):
@@ -233,11 +249,27 @@ def test_upload_threshold_and_downloads(page, fundus_1024: Path, tiny_checkpoint
         clip={"x": 0, "y": heading["y"] - 16, "width": WIDTH, "height": 330},
     )
 
-    # The zoom (a fragment of the page): Home on the left-right centre puts the crop at x = 0.
-    page.get_by_role("slider", name=re.compile(r"^Centre, left")).focus()
-    page.keyboard.press("Home")
-    expect(page.get_by_test_id("stImageCaption").filter(has_text="128 x 128 px from (0, 448)")).to_have_count(
-        1, timeout=UI_TIMEOUT_MS
+    # The zoom (a fragment of the page) starts on the fovea; at its top setting each photo pixel
+    # is at least a screen pixel, in a view as wide as the overview beside it.
+    expect(page.get_by_role("combobox", name="Centre on")).to_have_value("the fovea")
+    page.get_by_role("slider", name="Region shown").focus()
+    page.keyboard.press("End")
+    zoomed = picture(page, "64 x 64 px of the photo")
+    expect(zoomed).to_be_visible(timeout=UI_TIMEOUT_MS)
+    wait_idle(page)
+    view, overview = zoomed.bounding_box(), picture(page, "The white box is the region zoomed").bounding_box()
+    assert view["width"] / 64 >= 1.0 and view["width"] >= overview["width"] - 1, (view, overview)
+    # Picking a lesion centres the zoom on it (at threshold 0 the one hard exudate is the whole
+    # field of view: its centre is near the photo's).
+    x_input, y_input = page.get_by_role("spinbutton", name="x (px)"), page.get_by_role("spinbutton", name="y (px)")
+    at_fovea = x_input.input_value(), y_input.input_value()
+    page.get_by_role("combobox", name="Centre on").click()
+    page.get_by_role("option", name=re.compile(r"^lesion 1: hard exudates")).click()
+    expect(x_input).not_to_have_value(at_fovea[0], timeout=UI_TIMEOUT_MS)
+    centre = int(x_input.input_value()), int(y_input.input_value())
+    assert abs(centre[0] - 512) <= 16 and abs(centre[1] - 512) <= 16, (centre, at_fovea)
+    expect(picture(page, f"64 x 64 px of the photo from ({centre[0] - 32}, {centre[1] - 32})")).to_be_visible(
+        timeout=UI_TIMEOUT_MS
     )
 
     with page.expect_download(timeout=UI_TIMEOUT_MS) as download_info:
@@ -278,7 +310,48 @@ def test_corrupt_upload_shows_a_message_and_the_app_keeps_serving(page, fundus_1
     page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(fundus_1024))
     expect(page.get_by_text("Lesion overlay", exact=True)).to_be_visible(timeout=MODEL_TIMEOUT_MS)
     expect(alert).to_have_count(0)
-    expect(page.get_by_text("Image (2 loaded)")).to_be_visible()
+    expect(page.get_by_text("2 photos loaded")).to_be_visible()
+
+
+# Set before an upload: notes whether the page ever showed a photo's results (its "Original"
+# caption) while it was segmenting another (the spinner), and whether the spinner came at all.
+WATCH_STALE = """([old, segmenting]) => {
+    window.__stale = false;
+    window.__segmenting = false;
+    const check = () => {
+        const spinning = [...document.querySelectorAll("[data-testid='stSpinner']")]
+            .some(e => e.textContent.includes(segmenting));
+        if (!spinning) return;
+        window.__segmenting = true;
+        if ([...document.querySelectorAll("[data-testid='stImageCaption']")].some(e => e.textContent.startsWith(old)))
+            window.__stale = true;
+    };
+    new MutationObserver(check).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_corrupt_file_then_photo_then_another_photo(page, fundus_1024: Path, camera_photo: Path, workdir: Path) -> None:
+    """Two visitors of the load test in one: a corrupt file then a photo, then a second photo.
+    Every upload is answered, and while the second photo is segmented the first one's results
+    are gone from the page (never shown under the new name)."""
+    corrupt = workdir / "corrupt_first.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not a JPEG")
+    uploader = page.get_by_test_id("stFileUploaderDropzoneInput")
+    uploader.set_input_files(str(corrupt))
+    expect(page.get_by_test_id("stAlertContentError")).to_contain_text("corrupt_first.jpg: ", timeout=MODEL_TIMEOUT_MS)
+    uploader.set_input_files(str(fundus_1024))
+    expect(picture(page, "Original (1024 x 1024)")).to_be_visible(timeout=MODEL_TIMEOUT_MS)
+    wait_idle(page)
+
+    page.evaluate(WATCH_STALE, ["Original (1024 x 1024)", "Segmenting camera_4288.jpg"])
+    uploader.set_input_files(str(camera_photo))
+    expect(picture(page, "Original (4288 x 2848)")).to_be_visible(timeout=MODEL_TIMEOUT_MS)
+    wait_idle(page)
+    assert page.evaluate("window.__segmenting"), "the spinner never showed: nothing was checked"
+    assert not page.evaluate("window.__stale"), "the last photo's results stayed on screen under the new one"
+    expect(page.get_by_text("3 photos loaded")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Photo shown")).to_have_value("camera_4288.jpg")
+    expect(page.get_by_test_id("stException")).to_have_count(0)
 
 
 # --------------------------------------------------------------------------- the bundled model's sliders

@@ -384,7 +384,7 @@ def test_app_shows_the_converted_model_and_segments_the_sample(tmp_path, monkeyp
     assert not at.exception and not at.warning
     assert any("hydralanet-original (best_model.pt)" in m.value for m in at.sidebar.markdown)
     assert any("Converted from the original HydraLA-Net layout" in i.value for i in at.sidebar.info)
-    assert any("file: `best_model.pt`" in c.value and "crop centre_square" in c.value for c in at.sidebar.caption)
+    assert any("Weights file: best_model.pt" in c.value and "centre square" in c.value for c in at.sidebar.caption)
     assert at.sidebar.selectbox(key="crop").value == "centre_square"
     next(b for b in at.button if b.label == "Try a sample").click()
     at.run()

@@ -22,6 +22,7 @@ from tests.test_browser import (
     ROOT,
     UI_TIMEOUT_MS,
     browser,  # noqa: F401 - a fixture
+    camera_photo,  # noqa: F401 - a fixture
     chromium,  # noqa: F401 - a fixture
     open_page,
     snap,
@@ -128,17 +129,14 @@ def bundled_server(chromium, workdir: Path):
 
 
 @pytest.fixture(scope="module")
-def photos(workdir: Path, retina: np.ndarray) -> dict[str, Path]:
+def photos(workdir: Path, retina: np.ndarray, camera_photo: Path) -> dict[str, Path]:
     """A 4288 x 2848 camera frame and a 1024 px photo made from the CC0 sample, a DICOM file of
     it (800 x 800, left eye) and a corrupt JPEG."""
     from training.dicom_check import make_dicom
 
     folder = workdir / "page_photos"
     folder.mkdir(exist_ok=True)
-    frame = np.zeros((2848, 4288, 3), np.uint8)
-    frame[:, 720:3568] = cv2.resize(retina, (2848, 2848), interpolation=cv2.INTER_CUBIC)
-    paths = {"camera": folder / "camera_4288.jpg", "small": folder / "second_1024.png"}
-    cv2.imwrite(str(paths["camera"]), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    paths = {"camera": camera_photo, "small": folder / "second_1024.png"}
     small = cv2.resize(retina, (1024, 1024), interpolation=cv2.INTER_AREA)[:, ::-1]
     cv2.imwrite(str(paths["small"]), cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
     paths["dicom"] = folder / "eye.dcm"

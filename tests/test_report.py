@@ -101,7 +101,11 @@ def test_report_of_the_sample_has_its_parts(retina, loaded, record) -> None:
     assert "Eye left (from the disc's side)" in words
     assert "assumed: 1 disc diameter" in words
     assert re.search(r"centre\s+1 \(\d[\d,]*\)\s+0 \(0\)", text)  # the zone table: EX in the centre
-    assert loaded.identity["sha256"] in words and "synthetic (train 1800, val 200)" in words
+    assert loaded.identity["sha256"] in words
+    # What the model learnt from, on the first page, from the checkpoint's provenance.
+    first_page = " ".join(text.split("\f")[0].split())
+    training = "Training data synthetic fundus images (generated, not real photos): 1,800 photos for training, 200 for"
+    assert f"Model {loaded.identity['name']}" in first_page and training in first_page
     assert NOTICE in words and "2026-11-30 12:00 UTC" in words and "HydraLA-Net 0.1.0" in words
 
 

@@ -11,6 +11,11 @@ has let their results go, against the baseline (the server after one warm-up ses
 
     .venv/bin/python tools/load_test.py --sessions 1,4,8,16 --photo big
     .venv/bin/python tools/load_test.py --sessions 16 --photo big --bad
+    .venv/bin/python tools/load_test.py --sessions 16,16 --photo big --two-step
+
+``--two-step``: every visitor uploads twice, the second upload once the first is answered:
+half of them a corrupt file then the photo, the others the photo then a second photo
+(3000 x 2000); each must see both answers (the time to the second result is reported).
 
 Needs the test requirements (Playwright) and Debian's chromium. Writes
 ``artifacts/load_test/<photo>[-bad].json`` and prints a table.
@@ -71,7 +76,9 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     corrupt.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 64)
     empty.write_bytes(b"")
     cv2.imwrite(str(huge), np.full((9000, 9000), 40, np.uint8))  # 81 Mpixel, a small file
-    return {"big": big, "small": small, "bad": [corrupt, empty, huge]}
+    second = folder / "fundus_second_3000x2000.jpg"  # another size: its result is told apart by its caption
+    cv2.imwrite(str(second), cv2.resize(canvas, (3000, 2000), interpolation=cv2.INTER_AREA)[:, ::-1])
+    return {"big": big, "small": small, "second": second, "bad": [corrupt, empty, huge]}
 
 
 class RssMonitor:
@@ -160,6 +167,45 @@ async def session(browser, url: str, upload: Path, bad: bool, start: asyncio.Eve
     return out
 
 
+async def wait_photo(page, upload: Path) -> None:
+    """Until the page shows ``upload``'s results: the selector names it (several photos) and
+    its "Original" caption is drawn, the script idle."""
+    h, w = cv2.imread(str(upload), cv2.IMREAD_UNCHANGED).shape[:2]
+    await page.get_by_text(f"Original ({w} x {h})").first.wait_for(timeout=RESULT_TIMEOUT_S * 1000)
+    await page.wait_for_function(REDRAWN, polling="raf", timeout=RESULT_TIMEOUT_S * 1000)
+
+
+async def two_step_session(browser, url: str, first: Path, second: Path, bad: bool, start: asyncio.Event) -> dict:
+    """A visitor who uploads twice: a corrupt file then a photo (``first`` bad), or a photo then
+    another; the second upload is made once the first is answered. Each must be answered."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    out: dict = {"file": f"{first.name} then {second.name}", "bad": False, "two_step": True}
+    try:
+        await page.goto(url, timeout=PAGE_TIMEOUT_S * 1000)
+        await page.locator(CONNECTED).wait_for(timeout=PAGE_TIMEOUT_S * 1000)
+        await page.get_by_text("Upload one or more fundus photos").wait_for(timeout=60_000)
+        await start.wait()
+        started = time.perf_counter()
+        uploader = page.get_by_test_id("stFileUploaderDropzoneInput")
+        await uploader.set_input_files(str(first))
+        if bad:
+            await page.get_by_test_id("stAlertContentError").wait_for(timeout=RESULT_TIMEOUT_S * 1000)
+        else:
+            await wait_photo(page, first)
+        out["first_answered_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        await uploader.set_input_files(str(second))
+        await wait_photo(page, second)
+        out["first_result_s"] = time.perf_counter() - started  # the second upload's result
+        out["exceptions"] = await page.get_by_test_id("stException").count()
+    except Exception as exc:  # a visitor who is never answered is a result to report
+        out["failure"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        await context.close()
+    return out
+
+
 async def probe(url: str) -> None:
     """Open one page and close it (a write to Streamlit's session store, which drops the
     sessions whose reconnect window has passed)."""
@@ -174,7 +220,7 @@ async def probe(url: str) -> None:
         await browser.close()
 
 
-async def run_round(url: str, n: int, inputs: dict, photo: str, bad: bool) -> list[dict]:
+async def run_round(url: str, n: int, inputs: dict, photo: str, bad: bool, two_step: bool = False) -> list[dict]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -182,6 +228,11 @@ async def run_round(url: str, n: int, inputs: dict, photo: str, bad: bool) -> li
         start = asyncio.Event()
         jobs = []
         for i in range(n):
+            if two_step:  # half: a corrupt file then the photo; half: the photo then a second one
+                first, second = (inputs["bad"][0], inputs[photo]) if i % 2 else (inputs[photo], inputs["second"])
+                task = two_step_session(browser, url, first, second, i % 2 == 1, start)
+                jobs.append(asyncio.create_task(task))
+                continue
             is_bad = bad and i % 2 == 1
             upload = inputs["bad"][(i // 2) % len(inputs["bad"])] if is_bad else inputs[photo]
             jobs.append(asyncio.create_task(session(browser, url, upload, is_bad, start)))
@@ -235,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", default="1,4,8,16", help="comma-separated session counts (default 1,4,8,16)")
     parser.add_argument("--photo", choices=("big", "small"), default="big", help="4288x2848 JPEG or 1024 px PNG")
     parser.add_argument("--bad", action="store_true", help="every other session uploads a bad file")
+    parser.add_argument(
+        "--two-step",
+        action="store_true",
+        help="every visitor uploads twice: half a corrupt file then the photo, half the photo then a second one",
+    )
     parser.add_argument("--model", help="HYDRALANET_MODEL for the server (default: the bundled model)")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "load_test")
     parser.add_argument(
@@ -261,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in counts:
             monitor.reset()
             started = time.perf_counter()
-            results = asyncio.run(run_round(url, n, inputs, args.photo, args.bad))
+            results = asyncio.run(run_round(url, n, inputs, args.photo, args.bad, args.two_step))
             wall = time.perf_counter() - started
             peak = monitor.peak
             after = settle(monitor, baseline)
@@ -286,11 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "photo": {"big": "4288 x 2848 JPEG", "small": "1024 x 1024 PNG"}[args.photo],
         "bad_uploads": args.bad,
+        "two_step": args.two_step,
         "model": args.model or "bundled",
         "machine": f"{os.cpu_count()} CPUs",
         "rounds": rounds,
     }
-    name = f"{args.photo}{'-bad' if args.bad else ''}.json"
+    name = f"{args.photo}{'-bad' if args.bad else ''}{'-two-step' if args.two_step else ''}.json"
     (args.out / name).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out / name}")
     return 0 if all(r["errors"] == 0 for r in rounds) else 1

@@ -48,7 +48,7 @@ def model_panel(loaded: LoadedModel) -> None:
         f"From: {where}" + (f" (revision {identity['revision']})" if identity.get("revision") else ""),
         f"Network: {config.model.encoder} encoder, {identity['parameters'] / 1e6:.1f} million parameters",
         f"Reads: the {CROP_LABELS.get(pre.crop, pre.crop)} at {pre.input_size} px, {clahe_label(pre.clahe)}",
-        f"Weights fingerprint: {identity['sha256'][:12]}",
+        f"Weights file: {identity.get('file') or 'not recorded'}, fingerprint {identity['sha256'][:12]}",
         f"Runs on: {'the CPU' if str(loaded.device) == 'cpu' else str(loaded.device).upper()}",
     ]
     st.caption("  \n".join(lines))
