@@ -57,7 +57,15 @@ from webapp.results import (
     show_zoom,
     zoom_targets,
 )
-from webapp.serve import memory_budget, model_gate, queued_notice, render_gate, resolve_model, session_cache
+from webapp.serve import (
+    keep_upload_replies,
+    memory_budget,
+    model_gate,
+    queued_notice,
+    render_gate,
+    resolve_model,
+    session_cache,
+)
 from webapp.sidebar import controls, model_panel, reset_controls
 
 log = logging.getLogger("hydralanet.app")
@@ -272,6 +280,7 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict, waiting
 
 
 def main() -> None:
+    keep_upload_replies()
     st.set_page_config(page_title="HydraLA-Net", page_icon=":material/visibility:", layout="wide")
     st.title("HydraLA-Net")
     st.markdown(

@@ -319,3 +319,33 @@ def test_dicom_upload_gives_one_entry_per_frame_and_a_pdf_report(app: AppTest, m
     app.selectbox(key="image_choice").set_value("pair_f1.dcm").run()  # still offered for the next photo
     assert [d for d in app.get("download_button") if d.label == "Report (PDF)"]
     assert app.session_state["model_runs"] == 2  # one per frame
+
+
+def test_upload_replies_survive_the_start_of_a_script_run() -> None:
+    """Streamlit clears a session's outgoing queue when a script run starts, keeping only its
+    lifecycle messages; a queued reply to the browser's upload-URL request went with them and
+    that upload was lost. With the app's workaround the reply stays, once, and the rest goes."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
+
+    from webapp.serve import keep_upload_replies
+
+    def queue() -> ForwardMsgQueue:
+        q = ForwardMsgQueue()
+        reply = ForwardMsg()
+        reply.file_urls_response.response_id = "upload-1"
+        delta = ForwardMsg()
+        delta.metadata.delta_path[:] = [0, 0]
+        delta.delta.new_element.markdown.body = "old"
+        q.enqueue(reply)
+        q.enqueue(delta)
+        return q
+
+    keep_upload_replies()
+    keep_upload_replies()  # idempotent: the reply is kept once, not twice
+    q = queue()
+    q.clear(retain_lifecycle_msgs=True)  # what a starting script run does
+    assert [m.file_urls_response.response_id for m in q.flush()] == ["upload-1"]
+    q = queue()
+    q.clear()  # a session's full reset keeps nothing
+    assert q.flush() == []

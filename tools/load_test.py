@@ -317,12 +317,14 @@ def main(argv: list[str] | None = None) -> int:
         for n in counts:
             monitor.reset()
             started = time.perf_counter()
+            kept_before = replies_kept(args.out / "streamlit.log")
             results = asyncio.run(run_round(url, n, inputs, args.photo, args.bad, args.two_step))
             wall = time.perf_counter() - started
             peak = monitor.peak
             after = settle(monitor, baseline)
             row = summarise(n, results, peak, after, baseline)
             row["wall_s"] = wall
+            row["upload_replies_kept"] = replies_kept(args.out / "streamlit.log") - kept_before
             rounds.append(row)
             print(format_row(row), flush=True)
         if args.after_ttl:
@@ -353,6 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r["errors"] == 0 for r in rounds) else 1
 
 
+def replies_kept(log_path: Path) -> int:
+    """How often the server kept an upload's URL reply across the start of a script run (the
+    Streamlit race that lost uploads: ``webapp.serve.keep_upload_replies`` logs each time)."""
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return sum(int(m[1]) for m in re.finditer(r"kept (\d+) upload URL repl", text))
+
+
 def format_row(row: dict) -> str:
     def s(v: float | None) -> str:
         return "-" if v is None else f"{v:.1f}"
@@ -362,7 +371,7 @@ def format_row(row: dict) -> str:
         f"  p95 {s(row['first_result_p95_s'])} s  redraw median {s(row['redraw_median_s'])} s"
         f"  p95 {s(row['redraw_p95_s'])} s  bad answered {row['bad_uploads_answered']}  errors {row['errors']}"
         f"  peak RSS {row['peak_rss_gb']:.2f} GB  after close {row['rss_after_close_gb']:.2f} GB"
-        f" (baseline {row['baseline_rss_gb']:.2f})"
+        f" (baseline {row['baseline_rss_gb']:.2f})  upload replies kept {row.get('upload_replies_kept', 0)}"
     )
 
 

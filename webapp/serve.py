@@ -4,6 +4,7 @@ the memory budget over session results and the gates that queue heavy work."""
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from hydralanet.checkpoint import load_model
 from hydralanet.hub import parse_hub_source
 from hydralanet.serving import MemoryBudget, SessionCache, WorkGate, env_int
 from hydralanet.system import keep_heap_small, usable_cores
+
+log = logging.getLogger("hydralanet.app")
 
 # Results kept per session (probabilities at the model's square, the photo, its reading: about
 # 70 MB for a 4288 x 2848 photo), and for all sessions together HYDRALANET_MAX_SESSIONS_MB;
@@ -58,6 +61,32 @@ def refuse_source(source: str) -> str | None:
     if allowed and not any(fnmatch.fnmatchcase(source, pattern) for pattern in allowed):
         return f"{source}: not among the models this server allows ({', '.join(allowed)})"
     return None
+
+
+def keep_upload_replies() -> None:
+    """Work around a Streamlit race that loses uploads (1.67; the file uploader has no retry).
+
+    An upload starts with the browser asking for upload URLs (``file_urls_request``); the reply
+    waits in the session's outgoing queue until the next flush. When a script run of that
+    session starts before the flush, the queue is cleared of everything but lifecycle messages,
+    the reply with it: the browser waits for ever and the file never shows in the uploader.
+    Under load (runs start and flushes come late) this lost about one upload in four. Here a
+    cleared queue keeps its upload replies. Idempotent; logs each reply it keeps."""
+    from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
+
+    clear = ForwardMsgQueue.clear
+    if getattr(clear, "keeps_upload_replies", False):
+        return
+
+    def clear_keeping_upload_replies(self, retain_lifecycle_msgs: bool = False, fragment_ids_this_run=None) -> None:
+        replies = [m for m in self._queue if m.WhichOneof("type") == "file_urls_response"]
+        clear(self, retain_lifecycle_msgs, fragment_ids_this_run)
+        if replies and retain_lifecycle_msgs:  # a run starting or stopping, not a session's reset
+            log.warning("kept %d upload URL replies across the start of a script run", len(replies))
+            self._queue.extend(replies)
+
+    clear_keeping_upload_replies.keeps_upload_replies = True
+    ForwardMsgQueue.clear = clear_keeping_upload_replies
 
 
 @st.cache_resource
