@@ -163,3 +163,33 @@ def test_overlay_blends_only_lesion_pixels_exactly(opacity):
     assert not np.shares_memory(got, image)
     untouched = ~masks.any(axis=0)
     assert np.array_equal(got[untouched], image[untouched])
+
+
+def test_tta_is_the_mean_of_the_three_views_with_their_flips_undone():
+    from hydralanet.forward import run_model
+
+    class Lopsided(torch.nn.Module):
+        """Logits that depend on the pixels and on where they are: no flip leaves them alone."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 4, 5, padding=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, w = x.shape[-2:]
+            ramp = torch.linspace(-3, 3, w).view(1, 1, 1, w) + torch.linspace(0, 2, h).view(1, 1, h, 1)
+            return self.conv(x) + ramp
+
+    model = Lopsided().eval()
+    batch = torch.randn(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    calibration = {"EX": (0.5, -1.0), "HE": (1.0, 0.0), "MA": (2.0, 0.5), "SE": (0.8, 0.2)}
+
+    def plain(x: torch.Tensor) -> torch.Tensor:
+        return run_model(model, x, precision="fp32", calibration=calibration)
+
+    by_hand = (plain(batch) + plain(batch.flip(-1)).flip(-1) + plain(batch.flip(-2)).flip(-2)) / 3
+    tta = run_model(model, batch, precision="fp32", tta=True, calibration=calibration)
+    assert torch.allclose(tta, by_hand, atol=1e-6)
+    wrong = (plain(batch) + plain(batch.flip(-1)) + plain(batch.flip(-2))) / 3  # views left flipped
+    assert (tta - wrong).abs().max() > 0.1
