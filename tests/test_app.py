@@ -130,6 +130,9 @@ def test_display_controls_change_statistics_without_rerunning_the_model(app: App
 
     app.slider(key="opacity").set_value(0.8).run()
     app.pills(key="visible").set_value(["EX", "MA"]).run()  # hide HE and SE
+    legend = next(m.value for m in app.markdown if "optic disc (circle)" in m.value)  # lists what is drawn
+    assert "EX hard exudates" in legend and "MA microaneurysms" in legend and "ETDRS grid" in legend
+    assert "haemorrhages" not in legend and "soft exudates" not in legend
     app.number_input(key="zoom_x").set_value(30).run()
     click(app, "Reset to the model's thresholds")
     assert statistics(app)["EX"]["pixels"] == 0

@@ -94,6 +94,8 @@ def streamlit_server(workdir: Path, name: str, model: str | None) -> Iterator[st
         "127.0.0.1",
         "--server.headless",
         "true",
+        "--server.fileWatcherType",  # files edited meanwhile must not put a "File change" bar on the screenshots
+        "none",
     ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

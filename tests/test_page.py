@@ -64,20 +64,18 @@ PAGE_TEXT = """() => {
     }
     return parts.filter(Boolean).join('\\n');
 }"""
-# Tables wider than the window that no scrolling box holds: their right side is cut off.
+# Tables wider than their element (st.table's box) that no scrolling box inside that element
+# holds: their right side is cut off. The page's own scrolling does not count.
 CUT_TABLES = """() => {
     const cut = [];
     for (const table of document.querySelectorAll("[data-testid='stMain'] table")) {
+        const element = table.closest("[data-testid='stTable'], [data-testid='stDataFrame']") || table.parentElement;
         const right = table.getBoundingClientRect().right;
-        if (right <= window.innerWidth + 1) continue;
+        if (right <= Math.min(element.getBoundingClientRect().right, window.innerWidth) + 1) continue;
         let box = table.parentElement, scrolls = false;
-        while (box && box !== document.body) {
-            const style = getComputedStyle(box);
-            if (['auto', 'scroll'].includes(style.overflowX) && box.getBoundingClientRect().right <= window.innerWidth + 1) {
-                scrolls = true;
-                break;
-            }
-            box = box.parentElement;
+        while (box && !scrolls) {
+            scrolls = ['auto', 'scroll'].includes(getComputedStyle(box).overflowX) && box.scrollWidth > box.clientWidth;
+            box = box === element ? null : box.parentElement;
         }
         if (!scrolls) cut.push(table.innerText.split('\\n')[0] + ` (right edge ${Math.round(right)} px)`);
     }
@@ -173,6 +171,13 @@ def test_page_reads_clean_in_every_state_on_a_laptop(browser, bundled_server: st
         wait_result(page, 1024, 1024)
         assert_clean(page, "several photos")
         shot(page, "laptop_4_several_photos", LAPTOP)
+        # A click on the overview's first row (the sample) shows it: the table is drawn on a
+        # canvas, rows 35 px high under a 35 px header, the selection boxes in the first column.
+        expect(page.get_by_text("3 photos loaded")).to_be_visible()
+        table = page.get_by_test_id("stDataFrame").bounding_box()
+        page.mouse.click(table["x"] + 15, table["y"] + 35 + 17)
+        wait_result(page, 1411, 1411)
+        expect(page.get_by_role("combobox", name="Photo shown")).to_have_value("retina_sample.png")
 
         upload(page, photos["dicom"])
         wait_result(page, 800, 800)

@@ -52,7 +52,8 @@ def overview_frame(names: list[str], rows: dict[str, PhotoRow], shown: str) -> p
         if row is None:
             line.update({"size": "", **dict.fromkeys(CLASSES, ""), "DME risk": "", "quality": "reading…"})
         elif row.problem:
-            line.update({"size": "", **dict.fromkeys(CLASSES, ""), "DME risk": "", "quality": row.problem})
+            problem = "not read: " + row.problem.removeprefix(f"{name}: ")
+            line.update({"size": "", **dict.fromkeys(CLASSES, ""), "DME risk": "", "quality": problem})
         else:
             counts = {c: str(n) for c, n in zip(CLASSES, row.counts)}
             line.update({"size": row.size, **counts, "DME risk": row.dme_risk, "quality": row.quality})
