@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from hydralanet import HydraLANet, load_model, predict, save_checkpoint
+from hydralanet import HydraLANet, load_model, predict, read_image, save_checkpoint
 from hydralanet.config import CLASSES, CheckpointConfig, PreprocessConfig
 from training.calibrate import main as calibrate_main
 from training.calibration import calibrate_threshold, fit_platt, reliability
@@ -127,6 +127,24 @@ def test_calibrate_command_writes_calibration_thresholds_and_card(tiny, tmp_path
     )
     config = json.loads((out / "config.json").read_text())
     assert set(config["calibration"]) == set(CLASSES)
+    # The written thresholds are the best-F1 cut of the fitting photos' raw probabilities, moved
+    # onto the calibrated scale: found here from predict's raw maps at the photos' resolution.
+    from training.data import read_mask
+    from training.prepare import read_manifest
+
+    before = load_model(tiny / "model", device="cpu")
+    pr = PRAccumulator()
+    for row in (r for r in read_manifest(tiny / "manifest.csv") if r["split"] == "train"):
+        image = read_image(row["image"])
+        shape = image.shape[:2]
+        targets = np.stack([read_mask(row[c], shape) if row.get(c) else np.zeros(shape, bool) for c in CLASSES])
+        raw = predict(before, image, precision="fp32", calibrated=False).probabilities
+        pr.update(torch.from_numpy(raw)[None], torch.from_numpy(targets)[None])
+    raw_best = pr.best_thresholds(default=0.5)
+    for i, c in enumerate(CLASSES):
+        expected = round(calibrate_threshold(raw_best[i], tuple(config["calibration"][c])), 4)
+        assert config["thresholds"][c] == pytest.approx(expected, abs=1e-4), c
+        assert abs(config["thresholds"][c] - raw_best[i]) > 1e-3  # the calibration moved it
     assert all(ab[0] > 0 for ab in config["calibration"].values())
     record = config["provenance"]["calibration"]
     assert record["fitted_on"]["split"] == "train" and set(record["ece"]) == {"train", "test"}
