@@ -319,21 +319,33 @@ def main() -> None:
         st.info("Upload one or more fundus photos, or try the sample, to see the lesions.", icon=":material/upload:")
         st.stop()
     name, data = choose(files)
-    overview = st.empty() if len(files) > 1 else None
-    rows: dict[str, PhotoRow] = st.session_state.setdefault("overview_rows", {})
-    row_keys: dict[str, tuple] = st.session_state.setdefault("overview_row_keys", {})
     names = [n for n, _ in files]
+    overview = st.empty() if len(files) > 1 else None
+    # Overview rows are kept while what they depend on (the photo's prediction, the thresholds) is unchanged.
     current = {n: row_key(loaded, d, settings, n) for n, d in files}
-    rows = {n: r for n, r in rows.items() if row_keys.get(n) == current.get(n)}  # read at these settings
-    st.session_state.overview_rows = rows
-    if overview is not None:
-        show_overview(overview, names, rows, name, selectable=False)
+    kept = st.session_state.get("overview_rows", {})
+    rows = {n: row for n, (key, row) in kept.items() if current.get(n) == key}
 
+    def changed() -> None:  # kept at once: a rerun may stop this one before its end
+        st.session_state.overview_rows = {n: (current[n], row) for n, row in rows.items()}
+        if overview is not None:
+            show_overview(overview, names, rows, name, selectable=False)
+
+    changed()
+    rows[name] = show_chosen(loaded, name, data, settings, (name, current[name]))
+    changed()
+    if overview is not None:
+        read_the_others(loaded, files, settings, rows, changed)
+        show_overview(overview, names, rows, name, selectable=True)
+
+
+def show_chosen(loaded: LoadedModel, name: str, data: bytes, settings: dict, shown: tuple) -> PhotoRow:
+    """The chosen photo's results, or its one-line error; returns its overview row. ``shown``:
+    what identifies this photo's results (name, prediction, thresholds)."""
     # A photo not shown before replaces the last one's results at once by a line (an element at
     # their place: Streamlit keeps a container's old children until the run ends, and merges an
     # st.empty() with a container sent right after it), so they never stay under the new name.
     slot = st.empty()
-    shown = (name, current[name])
     if st.session_state.get("shown") != shown:
         slot.info(f"Reading {name}…", icon=":material/hourglass_top:")
     st.session_state.shown = shown
@@ -341,33 +353,31 @@ def main() -> None:
         result = read_one(loaded, name, data, settings)
     except PhotoError as exc:
         slot.error(str(exc), icon=":material/error:")
-        rows[name] = PhotoRow(name, problem=str(exc))
-    else:
-        # Everything below is cheap: thresholds, opacity and visibility never re-run the model.
-        # It works at full resolution (masks, statistics, previews: ~0.2 GB for a 12-Mpixel
-        # photo), so a page draws while it holds one of the process's redraw slots.
-        with slot.container(), render_gate().slot():
-            rows[name] = draw_results(loaded, name, data, frame_settings(settings, name), *result)
-    row_keys[name] = current[name]
+        return PhotoRow(name, problem=str(exc))
+    # Everything below is cheap: thresholds, opacity and visibility never re-run the model. It
+    # works at full resolution (masks, statistics, previews: ~0.2 GB for a 12-Mpixel photo), so
+    # a page draws while it holds one of the process's redraw slots.
+    with slot.container(), render_gate().slot():
+        return draw_results(loaded, name, data, frame_settings(settings, name), *result)
 
-    if overview is None:
-        return
-    # The other photos, one after the other, for the overview (their results are kept, so
-    # showing one later is immediate).
+
+def read_the_others(
+    loaded: LoadedModel, files: list[tuple[str, bytes]], settings: dict, rows: dict[str, PhotoRow], changed
+) -> None:
+    """The overview rows of the photos not shown, one after the other (their results are kept,
+    so showing one later is immediate); ``changed()`` after each."""
     progress = st.empty()
-    for other, other_data in files:
-        if other in rows:
+    for name, data in files:
+        if name in rows:
             continue
-        progress.caption(f"Reading {other} for the overview…")
+        progress.caption(f"Reading {name} for the overview…")
         try:
-            prediction, photo, facts = read_one(loaded, other, other_data, frame_settings(settings, other), progress)
-            rows[other] = overview_row(other, prediction, photo, frame_settings(settings, other))
+            prediction, photo, _ = read_one(loaded, name, data, settings, progress)
+            rows[name] = overview_row(name, prediction, photo, settings)
         except PhotoError as exc:
-            rows[other] = PhotoRow(other, problem=str(exc))
-        row_keys[other] = current[other]
-        show_overview(overview, names, rows, name, selectable=False)
+            rows[name] = PhotoRow(name, problem=str(exc))
+        changed()
     progress.empty()
-    show_overview(overview, names, rows, name, selectable=True)
 
 
 def frame_settings(settings: dict, name: str) -> dict:
