@@ -196,6 +196,12 @@ def test_several_uploads_get_an_overview_and_a_selector(app: AppTest) -> None:
     assert overview["photo"].tolist() == ["left.png", "right.png"] and overview[""].tolist() == ["", "▶"]
     assert overview["size"].tolist() == ["200 x 200", "256 x 256"]
     assert overview[list(CLASSES)].to_numpy().tolist() == [["0"] * 4] * 2  # nothing above 0.35
+    # A flat red disc is no fundus photo: its quality is poor, said in words, no measure names or values.
+    quality = overview["quality"].tolist()
+    assert all(q.startswith(("usable: ", "ungradable: ")) for q in quality), quality
+    assert not [q for q in quality if "_" in q or any(ch.isdigit() for ch in q)], quality
+    banner = [a.value for a in [*app.warning, *app.error] if "Image quality" in a.value]
+    assert len(banner) == 1 and "_" not in banner[0] and not any(ch.isdigit() for ch in banner[0]), banner
     assert app.session_state["model_runs"] == 2
     selector.set_value("left.png").run()
     assert any(c.startswith("Original (200 x 200)") for image in app.image for c in image.captions)

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from hydralanet import CLASSES
+from webapp.results import quality_reasons
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,8 @@ class PhotoRow:
 
 
 def quality_text(quality: dict) -> str:
-    """ "good", or the verdict and what failed in words ("usable: uneven illumination"); the
-    measures and their limits stay in the downloads."""
-    reasons = [reason.partition(":")[0] for reason in quality.get("reasons", [])]
+    """ "good", or the verdict and what failed ("usable: uneven illumination")."""
+    reasons = quality_reasons(quality)
     return quality["verdict"] + (f": {', '.join(reasons)}" if reasons else "")
 
 

@@ -72,14 +72,12 @@ def _swatch(style: str) -> str:
 
 
 def zoom_targets(found: dict, masks: np.ndarray, count: int = 8) -> list[tuple[str, int, int]]:
-    """Where the zoom can be centred, ``(label, x, y)`` in photo pixels: the fovea, the optic
-    disc, then the ``count`` largest lesions of the kinds shown (``masks``: bool ``4 x H x W``);
-    the photo's centre when none of them is there."""
+    """Where the zoom can be centred, ``(label, x, y)`` in photo pixels: the fovea, the
+    ``count`` largest lesions of the kinds shown (``masks``: bool ``4 x H x W``), the optic disc
+    and the photo's centre, each when there is one; the zoom starts on the first."""
     targets = []
     if found["fovea"]:
         targets.append(("the fovea", round(found["fovea"]["x"]), round(found["fovea"]["y"])))
-    if found["optic_disc"]:
-        targets.append(("the optic disc", round(found["optic_disc"]["x"]), round(found["optic_disc"]["y"])))
     lesions = []
     for c, mask in zip(CLASSES, masks):
         if not mask.any():
@@ -89,8 +87,10 @@ def zoom_targets(found: dict, masks: np.ndarray, count: int = 8) -> list[tuple[s
     lesions.sort(key=lambda lesion: -lesion[0])
     for rank, (area, c, (x, y)) in enumerate(lesions[:count], 1):
         targets.append((f"lesion {rank}: {CLASS_NAMES[c]}, {area:,} px", round(x), round(y)))
+    if found["optic_disc"]:
+        targets.append(("the optic disc", round(found["optic_disc"]["x"]), round(found["optic_disc"]["y"])))
     h, w = masks.shape[1:]
-    return targets or [("the centre of the photo", w // 2, h // 2)]
+    return [*targets, ("the centre of the photo", w // 2, h // 2)]
 
 
 @st.fragment  # moving the zoom reruns only this part of the page
@@ -199,8 +199,7 @@ def show_quality(found: dict) -> None:
     quality = found["quality"]
     if quality["verdict"] == "good":
         return
-    reasons = [reason.partition(":")[0] for reason in quality["reasons"]]  # in words; the measures are in the JSON
-    text = f"Image quality: **{quality['verdict']}** — " + "; ".join(reasons)
+    text = f"Image quality: **{quality['verdict']}** — " + "; ".join(quality_reasons(quality))
     if quality["verdict"] == "ungradable":
         st.error(
             text + ". A grader would not read this photo; the results below may mean little.",
@@ -208,6 +207,12 @@ def show_quality(found: dict) -> None:
         )
     else:
         st.warning(text + ". Read the results with care.", icon=":material/warning:")
+
+
+def quality_reasons(quality: dict) -> list[str]:
+    """What failed, in words ("uneven illumination"): each reason without its measure and limit
+    ("illumination_ratio 0.437 (< 0.45)"), which the JSON download keeps."""
+    return [reason.partition(":")[0] for reason in quality["reasons"]]
 
 
 def show_reading(found: dict) -> None:
