@@ -72,15 +72,15 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def streamlit_server(workdir: Path, name: str, model: str | None) -> Iterator[str]:
+def streamlit_server(workdir: Path, name: str, model: str | None, env: dict[str, str] | None = None) -> Iterator[str]:
     """``streamlit run app.py`` on a free local port (``model``: ``HYDRALANET_MODEL``, None for the
-    bundled model); stopped at the end."""
+    bundled model; ``env``: more of the operator's settings); stopped at the end."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     log_path = workdir / f"streamlit-{name}.log"
-    env = {k: v for k, v in os.environ.items() if k != "HYDRALANET_MODEL"}
+    env = {**{k: v for k, v in os.environ.items() if k != "HYDRALANET_MODEL"}, **(env or {})}
     env.update({"PYTHONUNBUFFERED": "1", **({"HYDRALANET_MODEL": model} if model else {})})
     command = [
         sys.executable,

@@ -207,3 +207,19 @@ def test_page_reads_clean_and_fits_on_a_phone(browser, bundled_server: str) -> N
         assert page.locator("[data-testid='stMain'] table").count() > 0
         assert page.evaluate(CUT_TABLES) == []
         shot(page, "phone_2_sample", PHONE)
+
+
+def test_an_operator_error_is_one_clean_line(browser, workdir: Path) -> None:
+    """A bad setting of the operator's (not a number) is one line on the page, nothing else."""
+    with (
+        streamlit_server(workdir, "operator", None, {"HYDRALANET_MAX_INFERENCES": "many"}) as url,
+        open_page(browser, url) as page,
+    ):
+        page.set_viewport_size(LAPTOP)
+        alert = page.get_by_test_id("stAlertContentError")
+        expect(alert).to_contain_text("HYDRALANET_MAX_INFERENCES", timeout=MODEL_TIMEOUT_MS)
+        message = alert.first.get_by_test_id("stMarkdownContainer").inner_text().strip()
+        assert "many" in message and "\n" not in message
+        expect(page.get_by_test_id("stFileUploader")).to_have_count(0)  # nothing is served on a bad setting
+        assert_clean(page, "an operator error")
+        shot(page, "laptop_7_operator_error", LAPTOP)
