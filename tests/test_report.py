@@ -146,3 +146,14 @@ def test_full_size_photo_report_is_small_and_combined_reports_add_up(retina, loa
 def test_bad_paper_is_refused(record) -> None:
     with pytest.raises(ValueError, match="paper must be one of a4, letter, got 'a5'"):
         ReportWriter(record, paper="a5")
+
+
+def test_training_data_is_named_for_people() -> None:
+    from hydralanet.pdf_report import describe_training_data
+
+    idrid = {"trained": True, "datasets": {"idrid": {"train": 54, "val": 27}}}
+    assert describe_training_data(idrid) == "IDRiD: 54 photos for training, 27 for validation"
+    both = {"datasets": {"idrid": {"train": 1}, "ddr": {"train": 383, "test": 225}}}
+    assert describe_training_data(both) == "IDRiD: 1 photo for training; DDR: 383 photos for training, 225 for test"
+    assert describe_training_data({"trained": False}).startswith("none (untrained")
+    assert describe_training_data({}) == "not recorded in the checkpoint"
