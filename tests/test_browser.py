@@ -178,6 +178,16 @@ def wait_idle(page) -> None:
     page.locator(IDLE).wait_for(timeout=MODEL_TIMEOUT_MS)
 
 
+# The page's height: the main column's, or the sidebar's when it is open (on a phone it is
+# closed, off the screen).
+SHOWN_HEIGHT = """() => {
+    const main = document.querySelector("[data-testid='stMain']").scrollHeight;
+    const sidebar = document.querySelector("[data-testid='stSidebar']");
+    const open = sidebar && sidebar.getBoundingClientRect().right > 0;
+    return Math.max(window.innerHeight, main, open ? sidebar.querySelector("[data-testid='stSidebarContent']").scrollHeight : 0);
+}"""
+
+
 def snap(page, name: str, *, width: int = WIDTH, folder: Path = SCREENSHOTS) -> Path:
     """Whole page at ``width`` px wide: the viewport grows to the content (Streamlit scrolls
     inside its own container, so a plain full-page screenshot would stop at the window). The
@@ -185,10 +195,7 @@ def snap(page, name: str, *, width: int = WIDTH, folder: Path = SCREENSHOTS) -> 
     wait_idle(page)
     page.evaluate("document.fonts.ready")
     page.set_viewport_size({"width": width, "height": page.viewport_size["height"]})
-    height = page.evaluate(
-        "Math.max(window.innerHeight, document.querySelector('[data-testid=\"stMain\"]').scrollHeight,"
-        " document.querySelector('[data-testid=\"stSidebarContent\"]')?.scrollHeight ?? 0)"
-    )
+    height = page.evaluate(SHOWN_HEIGHT)
     page.set_viewport_size({"width": width, "height": int(height)})
     # Widgets whose code is still loading show as grey skeletons.
     expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=UI_TIMEOUT_MS)

@@ -198,6 +198,9 @@ def test_page_reads_clean_and_fits_on_a_phone(browser, bundled_server: str) -> N
     with open_page(browser, bundled_server) as page:
         page.set_viewport_size(PHONE)
         expect(page.get_by_text("Upload one or more fundus photos")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        wait_idle(page)
+        uploader = page.get_by_test_id("stFileUploader").bounding_box()
+        assert uploader["y"] < PHONE["height"], f"the uploader starts at {uploader['y']:.0f} px on a phone"
         assert_clean(page, "before an upload (phone)")
         shot(page, "phone_1_before_upload", PHONE)
 

@@ -109,13 +109,13 @@ class RssMonitor:
         self._stop.set()
 
 
-def start_server(port: int, model: str | None, log_path: Path) -> subprocess.Popen:
+def start_server(port: int, model: str | None, log_path: Path, app: Path = ROOT / "app.py") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "HYDRALANET_MODEL"}
     env.update({"PYTHONUNBUFFERED": "1", **({"HYDRALANET_MODEL": model} if model else {})})
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port)]
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port)]
     command += ["--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"]
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=app.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -294,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="HYDRALANET_MODEL for the server (default: the bundled model)")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "load_test")
     parser.add_argument(
+        "--app", type=Path, default=ROOT / "app.py", help="the Streamlit script to serve (another version, to compare)"
+    )
+    parser.add_argument(
         "--after-ttl",
         action="store_true",
         help="at the end, wait out Streamlit's reconnect window for closed sessions (server.disconnectedSessionTTL,"
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    server = start_server(port, args.model, args.out / "streamlit.log")
+    server = start_server(port, args.model, args.out / "streamlit.log", args.app)
     monitor = RssMonitor(server.pid)
     rounds = []
     try:
