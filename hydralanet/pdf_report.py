@@ -1,10 +1,11 @@
 """A reading as a document: one PDF per photo (or several photos in one), made with fpdf2.
 
-Page 1: the model and its training data, the photo and its lesion overlay (with the disc, fovea and ETDRS grid), the lesion table,
-the reading (eye, scale, DME risk, 4-2-1, quality). Page 2: the macula with the grid, the zone
-and quadrant tables, then how the result was made: thresholds, preprocessing, the model's
-identity (name, source, revision, sha256) and training data, the input file, the date and the
-software version. Every page carries the research-software notice.
+Page 1: the model and what it was trained on, the photo and its lesion overlay (with the disc,
+fovea and ETDRS grid), the lesion table, the reading (eye, scale, DME risk, 4-2-1, quality).
+Page 2: the macula with the grid, the zone and quadrant tables, then how the result was made:
+thresholds, preprocessing, the model's identity (name, source, revision, sha256) and training
+data, the input file, the date and the software version. Every page carries the
+research-software notice.
 
 Pictures are downscaled and stored as JPEG, fonts (DejaVu Sans, ``fonts/LICENSE.txt``) embedded
 as subsets: a 4288 x 2848 photo's report stays well under 2 MB (README, "DICOM and reports").
