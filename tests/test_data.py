@@ -323,3 +323,25 @@ def test_epoch_repeats_draw_each_image_that_many_times_per_epoch_on_average():
     assert load_config("demo", ["epoch_repeats=4"]).epoch_repeats == 4
     with pytest.raises(ValueError, match="epoch_repeats must be a whole number >= 1"):
         load_config("demo", ["epoch_repeats=0"])
+
+
+def test_balanced_crops_centre_a_small_lesion_kind_as_often_as_a_large_one():
+    image = np.full((256, 256, 3), 60, np.uint8)
+    lesions = np.zeros((256, 256), np.uint8)
+    lesions[0:100, 0:100] = 0b0001  # a large hard exudate patch (top left)
+    lesions[200, 200] = 0b0100  # one microaneurysm pixel (bottom right)
+
+    def windows_on_the_microaneurysm(balanced: bool) -> int:
+        cfg = load_config("cpu-small", ["crop_size=64", "preprocessing.input_size=256", f"balanced_crops={balanced}"])
+        augment = build_augmentation(cfg)
+        hits = 0
+        for seed in range(200):
+            augment.set_random_seed(seed)
+            x0, y0 = augment.origin(image, lesions)
+            hits += x0 <= 200 < x0 + 96 and y0 <= 200 < y0 + 96
+        return hits
+
+    # Half the windows are lesion-centred; balanced, half of those pick the microaneurysm (about
+    # 50 of 200, plus random windows that happen to hold it); unbalanced, 1 pixel in 10,001 is.
+    balanced, plain = windows_on_the_microaneurysm(True), windows_on_the_microaneurysm(False)
+    assert balanced >= 40 and plain <= balanced - 25, (balanced, plain)

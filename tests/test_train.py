@@ -230,6 +230,17 @@ def test_time_limit_stops_after_the_epoch_that_would_overrun(manifest, tmp_path,
     load_model(tmp_path / "run" / "best", device="cpu")
 
 
+def test_stop_epoch_stops_part_way_and_keeps_the_whole_schedule(manifest, tmp_path, capsys, restore_torch_state):
+    args = ["--manifest", str(manifest), "--config", "cpu-small", "--out", str(tmp_path / "run")]
+    settings = TINY[:-2] + ["epochs=5", "stop_epoch=2", "cosine=true"]
+    assert train_module.main(args + [a for s in settings for a in ("--set", s)]) == 0
+    assert "stop_epoch: stopping after epoch 2/5" in capsys.readouterr().out
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [0, 1]
+    # The learning rate follows the 5-epoch cosine, not a 2-epoch one: still well above its floor.
+    assert lines[-1]["lr"] > 0.3 * load_config("cpu-small").lr
+
+
 def test_oversampling_draws_images_with_the_rare_lesion_more_often(
     manifest, tmp_path, capsys, monkeypatch, restore_torch_state
 ):

@@ -60,6 +60,10 @@ class TrainConfig:
     # crops of a large input keep lesions at full scale for a fraction of the compute. Half
     # the crops are centred on a lesion when the sample has one. Validation sees whole squares.
     crop_size: int = 0
+    # Lesion-centred crops pick a lesion kind first (uniformly among those the image shows),
+    # then a pixel of it; False: any lesion pixel, so large kinds (exudates, haemorrhages)
+    # are nearly always the centre.
+    balanced_crops: bool = False
     # Share of training crops centred on the brightest region of the square, the optic disc:
     # pale lesions (soft exudates) are falsely seen there, and random crops rarely hold it.
     disc_crop_p: float = 0.0
@@ -119,6 +123,9 @@ class TrainConfig:
     # Stop after the epoch at which another epoch of the same length would pass this budget
     # (minutes of training loop, validation included; 0 = off). `best` is kept as usual.
     time_limit_minutes: float = 0.0
+    # Stop after this epoch while the learning-rate schedule still spans `epochs` (0 = off): a
+    # stage that hands its weights to the next one part way through its schedule.
+    stop_epoch: int = 0
 
     # --- compute
     threads: int = 0  # torch intra-op threads; 0 = PyTorch's default (one per core)
@@ -168,6 +175,7 @@ class TrainConfig:
             "weight_decay",
             "threads",
             "time_limit_minutes",
+            "stop_epoch",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -409,7 +417,7 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 # Settings that may change on --resume without changing the numbers (or, for epochs and
 # patience, changing them knowingly: a longer run). Anything else must match the run.
-RESUME_MAY_CHANGE = ("num_workers", "cache_dir", "epochs", "patience", "time_limit_minutes")
+RESUME_MAY_CHANGE = ("num_workers", "cache_dir", "epochs", "patience", "time_limit_minutes", "stop_epoch")
 
 
 def resolve_run_config(name_or_file: str | None, overrides: list[str], out: Path, resume: bool) -> TrainConfig:

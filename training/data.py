@@ -197,12 +197,17 @@ class CropThenWarp:
     region (the optic disc) with probability ``disc_p``; on one of the sample's hard negatives
     (``points``, (x, y) in the square) with probability ``negative_p`` when it has some;
     otherwise on a random lesion pixel when the sample has one (up to half of all windows,
-    less those two shares), else anywhere.
+    less those two shares), else anywhere. ``balanced``: that lesion pixel is drawn from a
+    lesion kind chosen uniformly among those the sample shows, so that small kinds
+    (microaneurysms, soft exudates) are centred as often as large ones.
     Called like an albumentations ``Compose`` (``set_random_seed``, ``__call__(image=, mask=)``);
     the mask's channel 0 holds the packed lesion bits."""
 
-    def __init__(self, window: int, warp: A.Compose, disc_p: float = 0.0, negative_p: float = 0.0) -> None:
+    def __init__(
+        self, window: int, warp: A.Compose, disc_p: float = 0.0, negative_p: float = 0.0, balanced: bool = False
+    ) -> None:
         self.window, self.warp, self.disc_p, self.negative_p = window, warp, disc_p, negative_p
+        self.balanced = balanced
         self.rng = np.random.default_rng(0)
 
     @property
@@ -226,6 +231,9 @@ class CropThenWarp:
             x, y = points[int(self.rng.integers(0, len(points)))]
             centre = int(round(x)), int(round(y))
         elif u < self.disc_p + (1 - self.disc_p) / 2 and lesions.any():
+            if self.balanced:
+                kinds = [c for c, present in enumerate(lesions_present(lesions)) if present]
+                lesions = lesions & (1 << kinds[int(self.rng.integers(0, len(kinds)))])
             ys, xs = np.nonzero(lesions)
             i = int(self.rng.integers(0, len(ys)))
             centre = int(xs[i]), int(ys[i])
@@ -272,7 +280,9 @@ def build_augmentation(config: TrainConfig) -> A.Compose | CropThenWarp:
         return A.Compose(geometric, strict=True)
     size = config.crop_size
     warp = A.Compose([*geometric, A.CenterCrop(height=size, width=size)], strict=True)
-    return CropThenWarp(crop_window(config), warp, config.disc_crop_p, config.hard_negative_p)
+    return CropThenWarp(
+        crop_window(config), warp, config.disc_crop_p, config.hard_negative_p, balanced=config.balanced_crops
+    )
 
 
 def build_photometric(config: TrainConfig) -> A.Compose | None:

@@ -2,7 +2,7 @@
 # Reproduce the bundled model in weights/ from the IDRiD release, stage by stage:
 #   bash training/make_bundled.sh "PATH/TO/A. Segmentation" [WORKDIR]
 #
-# Stages (STAGES, default "pretrain data train calibrate bundle"):
+# Stages (STAGES, default "pretrain data train refine calibrate bundle"):
 #   pretrain   the synthetic demonstration model the fine-tuning starts from
 #              (training/make_synthetic.sh into WORKDIR/synthetic; hours on a CPU). Skipped
 #              when INIT names a checkpoint folder or WORKDIR/synthetic/weights exists.
@@ -10,17 +10,23 @@
 #              10 of the 54 training photos, stratified by which lesions they show (soft
 #              exudates included), are the validation split for model selection, thresholds
 #              and calibration; the other 44 train.
-#   train      `training.train --config idrid` from the pretrained weights into WORKDIR/real
-#              (resumes where it stopped: run the same command again).
+#   train      `training.train --config idrid` from the pretrained weights into WORKDIR/real,
+#              stopped after epoch 9 of its 40-epoch schedule (TRAIN_STOP).
+#   refine     from the best epoch of that: lesion-centred crops pick a lesion kind first
+#              (`balanced_crops`: microaneurysms and soft exudates are centred as often as the
+#              large kinds), photos with soft exudates drawn twice as often, lr 3e-4 decaying
+#              over 16 epochs, into WORKDIR/refine. Both training stages resume where they
+#              stopped: run the same command again.
 #   calibrate  Platt scaling per lesion and thresholds re-tuned, on the validation photos at
 #              their original resolution (`training.calibrate`).
 #   bundle     fp16 weights, test metrics on the 27 official test photos with bootstrap
 #              intervals, the normal-eye check, inference time and the model card -> OUT.
 #
 # Environment: PYTHON (default .venv/bin/python), INIT (pretrained checkpoint folder; default
-# WORKDIR/synthetic/weights), OUT (default weights), TRAIN_SET (extra `--set key=value` pairs
-# for training, space-separated, e.g. "time_limit_minutes=125 amp=bf16"), MACHINE (the
-# training machine named in the card; default: read from this machine).
+# WORKDIR/synthetic/weights), OUT (default weights), TRAIN_SET and REFINE_SET (extra `--set
+# key=value` pairs for the two training stages, space-separated, e.g. "amp=bf16"), TRAIN_STOP
+# (default 9), REFINE_EPOCHS (default 16), MACHINE (the training machine named in the card;
+# default: read from this machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $# -lt 1 ]]; then
@@ -30,7 +36,7 @@ fi
 idrid=$1
 work=${2:-runs/idrid}
 py=${PYTHON:-.venv/bin/python}
-stages=${STAGES:-pretrain data train calibrate bundle}
+stages=${STAGES:-pretrain data train refine calibrate bundle}
 init=${INIT:-$work/synthetic/weights}
 out=${OUT:-weights}
 cores=$(nproc)
@@ -57,25 +63,51 @@ if [[ " $stages " == *" data "* ]]; then
   "$py" -m training.prepare --idrid "$idrid" --out "$work/manifest.csv" --val-fraction 0.17
 fi
 
-if [[ " $stages " == *" train "* ]]; then
-  sets=()
-  for kv in init_weights="$init" $machine_settings cache_dir="$work/cache" ${TRAIN_SET:-}; do sets+=(--set "$kv"); done
+# stage NAME EXTRA_SETS SETTING...: `training.train --config idrid` into $work/NAME with the
+# stage's settings, then the machine's and EXTRA_SETS; resumes a run that stopped part way.
+stage() {
+  local name=$1 extra=$2 sets=() kv start resume=()
+  shift 2
+  for kv in "$@" $machine_settings cache_dir="$work/cache" $extra; do sets+=(--set "$kv"); done
+  [[ -f "$work/$name/last/training_state.json" ]] && resume=(--resume)
   start=$(date +%s)
-  resume=()
-  [[ -f "$work/real/last/config.json" ]] && resume=(--resume)
-  "$py" -m training.train --manifest "$work/manifest.csv" --config idrid --out "$work/real" "${resume[@]}" "${sets[@]}"
-  echo "$(( $(date +%s) - start ))" >> "$work/real/train_seconds"
-  echo "$machine" > "$work/real/train_machine"
+  "$py" -m training.train --manifest "$work/manifest.csv" --config idrid --out "$work/$name" "${resume[@]}" "${sets[@]}"
+  echo "$(( $(date +%s) - start ))" >> "$work/$name/train_seconds"
+  echo "$machine" > "$work/$name/train_machine"
+}
+
+if [[ " $stages " == *" train "* ]]; then
+  state=$work/real/last/training_state.json
+  ran=0
+  [[ -f "$state" ]] && ran=$("$py" -c "import json, sys; print(json.load(open(sys.argv[1]))['epoch'] + 1)" "$state")
+  if (( ran < ${TRAIN_STOP:-9} )); then
+    stage real "${TRAIN_SET:-}" init_weights="$init" stop_epoch="${TRAIN_STOP:-9}"
+  fi
 fi
 
+if [[ " $stages " == *" refine "* ]]; then
+  stage refine "${REFINE_SET:-}" init_weights="$work/real/best" balanced_crops=true oversample=1,1,1,2 lr=3e-4 \
+    warmup_epochs=0.5 epochs="${REFINE_EPOCHS:-16}"
+fi
+
+final=$work/real
+[[ -d "$work/refine/best" ]] && final=$work/refine
+
 if [[ " $stages " == *" calibrate "* ]]; then
-  "$py" -m training.calibrate --model "$work/real/best" --manifest "$work/manifest.csv" --split val --precision auto
+  "$py" -m training.calibrate --model "$final/best" --manifest "$work/manifest.csv" --split val --precision auto
 fi
 
 if [[ " $stages " == *" bundle "* ]]; then
-  seconds=$(awk '{ s += $1 } END { print s }' "$work/real/train_seconds")
-  "$py" -m training.bundle --run "$work/real" --test-manifest "$work/manifest.csv" --out "$out" --bootstrap 1000 \
-    --train-seconds "$seconds" --train-machine "$(cat "$work/real/train_machine")" \
+  seconds=0
+  where=""
+  for name in real refine; do
+    [[ -f "$work/$name/train_seconds" ]] || continue
+    more=$(awk '{ s += $1 } END { print s }' "$work/$name/train_seconds")
+    seconds=$(( seconds + more ))
+    where="$where${where:+, then }$(cat "$work/$name/train_machine") ($(awk -v s="$more" 'BEGIN { printf "%.1f min", s / 60 }'), $name)"
+  done
+  "$py" -m training.bundle --run "$final" --test-manifest "$work/manifest.csv" --out "$out" --bootstrap 1000 \
+    --train-seconds "$seconds" --train-machine "$where" \
     --pretraining "the synthetic demonstration model (training/make_synthetic.sh)" \
-    --command "${TRAIN_SET:+TRAIN_SET=\"$TRAIN_SET\" }bash training/make_bundled.sh \"PATH/TO/A. Segmentation\""
+    --command "${TRAIN_SET:+TRAIN_SET=\"$TRAIN_SET\" }${REFINE_SET:+REFINE_SET=\"$REFINE_SET\" }bash training/make_bundled.sh \"PATH/TO/A. Segmentation\""
 fi

@@ -437,8 +437,12 @@ def _end_epoch(run: _Run, epoch: int, train_loss: float, t0: float) -> bool:
 
 
 def _out_of_time(run: _Run, epoch: int, loop_start: float, t0: float) -> bool:
-    """Whether another epoch as long as this one would pass ``time_limit_minutes``."""
+    """Whether another epoch as long as this one would pass ``time_limit_minutes``, or this
+    was epoch ``stop_epoch``."""
     cfg = run.cfg
+    if cfg.stop_epoch and epoch + 1 >= cfg.stop_epoch and epoch + 1 < cfg.epochs:
+        run.log(f"stop_epoch: stopping after epoch {epoch + 1}/{cfg.epochs}")
+        return True
     elapsed = time.time() - loop_start
     if (
         cfg.time_limit_minutes
