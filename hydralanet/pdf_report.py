@@ -355,6 +355,8 @@ def describe_training_data(provenance: dict[str, Any]) -> str:
         )
         name = DATASET_NAMES.get(str(source).lower(), str(source))
         parts.append(f"{name}: {counts_text}" if counts_text else name)
+    if provenance.get("pretraining"):
+        parts.append(f"initialised from {provenance['pretraining']}")
     return "; ".join(parts)
 
 

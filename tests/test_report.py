@@ -155,5 +155,8 @@ def test_training_data_is_named_for_people() -> None:
     assert describe_training_data(idrid) == "IDRiD: 54 photos for training, 27 for validation"
     both = {"datasets": {"idrid": {"train": 1}, "ddr": {"train": 383, "test": 225}}}
     assert describe_training_data(both) == "IDRiD: 1 photo for training; DDR: 383 photos for training, 225 for test"
+    assert describe_training_data({**idrid, "pretraining": "the synthetic demonstration model"}) == (
+        "IDRiD: 54 photos for training, 27 for validation; initialised from the synthetic demonstration model"
+    )
     assert describe_training_data({"trained": False}).startswith("none (untrained")
     assert describe_training_data({}) == "not recorded in the checkpoint"
