@@ -230,3 +230,39 @@ def test_idrid_reading_labels_reach_the_manifest(tmp_path):
         prepare_main(["--idrid-reading", str(root), "--out", str(out)])
     assert "IDRiD_004: coordinates 'abc', '3' are not numbers" in str(err.value)
     assert "'IDRiD_999' is not a photo in b. Testing Set" in str(err.value)
+
+
+def test_idrid_normals_join_as_lesion_free_photos_without_moving_other_splits(tmp_path):
+    """The grading part's photos graded retinopathy 0 and macular-edema risk 0 join the manifest
+    with every lesion known absent, split on their own; a grading photo that is byte for byte a
+    segmentation photo is left out; the segmentation photos keep the split they had."""
+    from training.prepare import main as prepare_main
+
+    from .fixtures_datasets import write_photo
+
+    root = make_idrid(tmp_path / "IDRiD", n_train=6, n_test=2)
+    grading = root / "B. Disease Grading"
+    photos = grading / "1. Original Images" / "a. Training Set"
+    photos.mkdir(parents=True)
+    rows = ["Image name,Retinopathy grade,Risk of macular edema ,,"]
+    for k, grades in enumerate(["0,0", "0,0", "2,1", "0,1", "0,0", "0,0", "0,0"], start=1):
+        write_photo(photos / f"IDRiD_{k:03d}.jpg", seed=100 + k)
+        rows.append(f"IDRiD_{k:03d},{grades},,")
+    a_photo = root / "A. Segmentation" / "1. Original Images" / "a. Training Set" / "IDRiD_01.jpg"
+    shutil.copyfile(a_photo, photos / "IDRiD_007.jpg")  # the same photo in both parts
+    (grading / "2. Groundtruths").mkdir()
+    (grading / "2. Groundtruths" / "a. IDRiD_Disease Grading_Training Labels.csv").write_text("\n".join(rows) + "\n")
+
+    plain, with_normals = tmp_path / "plain.csv", tmp_path / "normals.csv"
+    assert prepare_main(["--idrid", str(root), "--out", str(plain), "--val-fraction", "0.34"]) == 0
+    args = ["--idrid", str(root), "--idrid-normals", str(root), "--out", str(with_normals), "--val-fraction", "0.34"]
+    assert prepare_main(args) == 0
+    before = {r["image"].name: r["split"] for r in read_manifest(plain)}
+    after = {r["image"].name: r for r in read_manifest(with_normals)}
+    assert {name: after[name]["split"] for name in before} == before
+    normals = {name: r for name, r in after.items() if name not in before}
+    assert sorted(normals) == ["IDRiD_001.jpg", "IDRiD_002.jpg", "IDRiD_005.jpg", "IDRiD_006.jpg"]  # 0/0, not a copy
+    assert all(r[c] is None for r in normals.values() for c in ("EX", "HE", "MA", "SE"))
+    assert Counter(r["split"] for r in normals.values()) == {"train": 3, "val": 1}  # round(4 x 0.34)
+    assert prepare_main(args[:-2] + ["--normals", "2", "--out", str(tmp_path / "two.csv")]) == 0
+    assert len(read_manifest(tmp_path / "two.csv")) == len(before) + 2

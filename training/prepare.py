@@ -38,6 +38,7 @@ from .datasets import (
     load_tjdr_palette,
     parse_ddr,
     parse_idrid,
+    parse_idrid_normals,
     parse_idrid_reading,
     parse_tjdr,
     read_synthetic_landmarks,
@@ -321,6 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="IDRiD root holding 'C. Localization' (+ 'B. Disease Grading'): "
         "photos with disc/fovea centres and DME grades, without lesion masks (for evaluation only)",
     )
+    p.add_argument(
+        "--idrid-normals",
+        type=Path,
+        metavar="DIR",
+        help="IDRiD 'B. Disease Grading' folder (or its parent): add training-set photos graded retinopathy 0 and "
+        "macular-edema risk 0 as lesion-free photos, split into train/val on their own (--val-fraction)",
+    )
+    p.add_argument(
+        "--normals",
+        type=int,
+        default=None,
+        metavar="N",
+        help="how many of those photos (drawn with --seed; default all)",
+    )
     p.add_argument("--synthetic", type=Path, help="a training.synthetic folder (DDR layout; source 'synthetic')")
     p.add_argument("--tjdr-palette", type=Path, help="JSON mapping EX/HE/MA/SE/background to label colours")
     p.add_argument(
@@ -370,6 +385,30 @@ def collect_records(args: argparse.Namespace) -> list[Record]:
     )
 
 
+def normal_rows(
+    folder: Path, n: int | None, val_fraction: float, seed: int, *, avoid: Sequence[Record] = ()
+) -> list[dict[str, Any]]:
+    """Manifest rows of IDRiD's lesion-free grading photos (:func:`parse_idrid_normals`): ``n``
+    of them drawn with ``seed`` (all when None), ``val_fraction`` of those in ``val``, the rest
+    in ``train``. Split on their own, so adding them leaves every other photo's split as it
+    was. A photo whose bytes equal one of ``avoid`` (the same photo released twice) is left out."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    seen = {digest(r.image) for r in avoid}
+    normals = [r for r in parse_idrid_normals(folder) if digest(r.image) not in seen]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(normals))
+    chosen = [normals[i] for i in order[: n if n is not None else len(normals)]]
+    n_val = round(len(chosen) * val_fraction)
+    return [
+        {"source": r.source, "split": "val" if i < n_val else "train", "image": r.image, **r.masks, **r.labels}
+        for i, r in enumerate(chosen)
+    ]
+
+
 def _tolerance(text: str) -> tuple[int, int]:
     try:
         low, high = (int(v) for v in text.split(","))
@@ -383,6 +422,10 @@ def _tolerance(text: str) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.normals is not None and not args.idrid_normals:
+        parser.error("--normals needs --idrid-normals")
+    if args.normals is not None and args.normals < 1:
+        parser.error(f"--normals must be >= 1, got {args.normals}")
     if not (args.idrid or args.ddr or args.tjdr or args.synthetic or args.idrid_reading):
         parser.error("name at least one dataset: --idrid, --ddr, --tjdr, --synthetic or --idrid-reading")
     if args.tjdr_palette and not args.tjdr:
@@ -397,6 +440,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         mode=args.split, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
     )  # fmt: skip
     rows = [{"source": r.source, "split": s, "image": r.image, **r.masks, **r.labels} for r, s in zip(records, splits)]
+    if args.idrid_normals:
+        normals = normal_rows(args.idrid_normals, args.normals, args.val_fraction, args.seed, avoid=records)
+        rows += normals
+        splits = [*splits, *(r["split"] for r in normals)]
+        sources = [*sources, *(r["source"] for r in normals)]
+        patterns = [*patterns, *[(False, False, False, False)] * len(normals)]
     write_manifest(args.out, rows)
     print(summary_table(splits, sources, patterns))
     print(f"wrote {len(rows)} images to {args.out} ({args.split} split, seed {args.seed})")

@@ -22,6 +22,7 @@ from .idrid import (
     IDRID_MASKS,
     IDRID_SPLITS,
     parse_idrid,
+    parse_idrid_normals,
     parse_idrid_reading,
 )
 from .tjdr import (
@@ -55,6 +56,7 @@ __all__ = [
     "load_tjdr_palette",
     "parse_ddr",
     "parse_idrid",
+    "parse_idrid_normals",
     "parse_idrid_reading",
     "parse_tjdr",
     "read_synthetic_landmarks",

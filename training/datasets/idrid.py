@@ -157,3 +157,38 @@ def parse_idrid_reading(root: str | os.PathLike) -> list[Record]:
             records.append(Record("idrid", split, image, dict.fromkeys(MASK_KEYS), labels[key]))
     problems.raise_if_any()
     return records
+
+
+def parse_idrid_normals(root: str | os.PathLike) -> list[Record]:
+    """The photos of IDRiD's grading part (``B. Disease Grading``, training set) that its
+    graders gave retinopathy grade 0 and macular-edema risk 0: lesion-free photos from the
+    segmentation part's camera, as records whose four lesion masks are known to be empty.
+    ``root`` is the ``B. Disease Grading`` folder or its parent. The grading test set is left
+    alone (it scores the reading)."""
+    root = Path(root)
+    base = root if root.name == IDRID_GRADING else root / IDRID_GRADING
+    problems = Problems("IDRiD", base)
+    folder, word = _IDRID_READING_SPLITS["train"]
+    images = files_by_stem(
+        require_dir(base / "1. Original Images" / folder, "IDRiD", "grading photo"), IMAGE_EXTENSIONS, problems
+    )
+    path = _find(
+        require_dir(base / "2. Groundtruths", "IDRiD", "grading labels"), f"*Disease Grading_{word} Labels.csv"
+    )
+    records: list[Record] = []
+    if path is None:
+        problems.add(f"no *Disease Grading_{word} Labels.csv in {base / '2. Groundtruths'}")
+    for row in _read_table(path, problems) if path else []:
+        name = row.get("image name", "")
+        if not name:
+            continue
+        grades = (row.get("retinopathy grade", "").strip(), row.get("risk of macular edema", "").strip())
+        if grades != ("0", "0"):
+            continue
+        image = images.get(name.lower())
+        if image is None:
+            problems.add(f"{path}: {name!r} has no photo in {folder}")
+            continue
+        records.append(Record("idrid", "train", image, dict.fromkeys(MASK_KEYS), {"dme_grade": 0}))
+    problems.raise_if_any()
+    return sorted(records, key=lambda r: str(r.image))
