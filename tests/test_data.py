@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from hydralanet.config import CLASSES
 from training import data as data_module
+from training import sampling as sampling_module
 from training.config import load_config
 from training.data import LesionDataset, SquareCache, build_augmentation, load_square, read_mask, split_rows
 from training.synthetic import write_dataset
@@ -199,10 +200,10 @@ def test_crop_first_augmentation_keeps_image_and_masks_together(tmp_path):
 
 def test_lesion_presence_and_oversampling_weights(rows, cfg):
     ds = LesionDataset(split_rows(rows, "train"), cfg.preprocessing)
-    presence = data_module.lesion_presence(ds, num_workers=0)
+    presence = sampling_module.lesion_presence(ds, num_workers=0)
     expected = torch.tensor([[bool(ds[i]["masks"][c].any()) for c in range(4)] for i in range(len(ds))])
     assert torch.equal(presence, expected)
-    weights = data_module.oversampling_weights(
+    weights = sampling_module.oversampling_weights(
         torch.tensor([[0, 0, 0, 0], [1, 0, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0]]), (1.0, 2.0, 1.5, 3.0)
     )
     assert weights.tolist() == [1.0, 3.0, 2.0, 1.5]
@@ -210,7 +211,7 @@ def test_lesion_presence_and_oversampling_weights(rows, cfg):
 
 def test_weighted_sampler_is_seeded_split_across_ranks_and_proportional():
     weights = torch.tensor([1.0, 3.0, 0.0, 1.0])
-    a = data_module.WeightedEpochSampler(weights, seed=5)
+    a = sampling_module.WeightedEpochSampler(weights, seed=5)
     a.set_epoch(2)
     first = list(a)
     assert len(first) == len(a) == 4 and first == list(a)  # a function of (seed, epoch)
@@ -219,16 +220,16 @@ def test_weighted_sampler_is_seeded_split_across_ranks_and_proportional():
         a.set_epoch(epoch)
         draws.add(tuple(a))
     assert len(draws) > 1  # drawn afresh each epoch
-    ranks = [data_module.WeightedEpochSampler(weights, num_replicas=2, rank=r, seed=5) for r in (0, 1)]
+    ranks = [sampling_module.WeightedEpochSampler(weights, num_replicas=2, rank=r, seed=5) for r in (0, 1)]
     for s in ranks:
         s.set_epoch(2)
     assert len(ranks[0]) == 2 and sorted(list(ranks[0]) + list(ranks[1])) == sorted(first)
-    big = data_module.WeightedEpochSampler(torch.tensor([1.0, 3.0, 0.0, 1.0]).repeat(2500), seed=0)
+    big = sampling_module.WeightedEpochSampler(torch.tensor([1.0, 3.0, 0.0, 1.0]).repeat(2500), seed=0)
     counts = torch.bincount(torch.tensor(list(big)) % 4, minlength=4).double() / 10000
     assert counts[2] == 0  # weight 0 is never drawn
     assert abs(counts[1] - 0.6) < 0.02 and abs(counts[0] - 0.2) < 0.02 and abs(counts[3] - 0.2) < 0.02
     with pytest.raises(ValueError, match="positive sum"):
-        data_module.WeightedEpochSampler(torch.zeros(3))
+        sampling_module.WeightedEpochSampler(torch.zeros(3))
     with pytest.raises(ValueError, match="oversample factors must be finite and >= 1"):
         load_config("demo", ["oversample=1,1,1,0.5"])
 
@@ -314,11 +315,11 @@ def test_hard_negative_crops_centre_the_window_on_a_mined_point(tmp_path):
 
 
 def test_epoch_repeats_draw_each_image_that_many_times_per_epoch_on_average():
-    sampler = data_module.WeightedEpochSampler(torch.ones(5, dtype=torch.float64), seed=3, repeats=8)
+    sampler = sampling_module.WeightedEpochSampler(torch.ones(5, dtype=torch.float64), seed=3, repeats=8)
     sampler.set_epoch(1)
     drawn = list(sampler)
     assert len(drawn) == len(sampler) == 40 and set(drawn) <= set(range(5))
-    split = [data_module.WeightedEpochSampler(torch.ones(5), num_replicas=2, rank=r, repeats=3) for r in (0, 1)]
+    split = [sampling_module.WeightedEpochSampler(torch.ones(5), num_replicas=2, rank=r, repeats=3) for r in (0, 1)]
     assert [len(s) for s in split] == [8, 8]  # ceil(5 x 3 / 2) per rank
     assert load_config("demo", ["epoch_repeats=4"]).epoch_repeats == 4
     with pytest.raises(ValueError, match="epoch_repeats must be a whole number >= 1"):

@@ -114,7 +114,9 @@ for name in refine normals; do
 done
 
 if [[ " $stages " == *" calibrate "* ]]; then
-  "$py" -m training.calibrate --model "$final/best" --manifest "$work/manifest_normals.csv" --split val --precision auto
+  # Fitted on the validation photos only; the test photos are for the bundle stage alone.
+  "$py" -m training.calibrate --model "$final/best" --manifest "$work/manifest_normals.csv" --split val --test-split "" \
+    --precision auto
 fi
 
 if [[ " $stages " == *" bundle "* ]]; then

@@ -40,18 +40,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from hydralanet.checkpoint import WEIGHTS_NAME, load_model, save_checkpoint
-from hydralanet.config import CLASSES
 from hydralanet.model import HydraLANet, count_parameters
 
 from .config import TrainConfig, resolve_run_config, save_config
 from .data import (
     LesionDataset,
-    WeightedEpochSampler,
     build_augmentation,
     build_photometric,
-    lesion_presence,
     open_cache,
-    oversampling_weights,
     split_rows,
     with_hard_negatives,
     worker_init_fn,
@@ -70,6 +66,7 @@ from .runfolder import (
     write_metrics_log,
 )
 from .runtime import Dist, seed_everything
+from .sampling import WeightedEpochSampler, epoch_sampler
 from .validation import amp_dtype, validate
 
 
@@ -245,25 +242,7 @@ def _build_data(rows: list[dict[str, Any]], cfg: TrainConfig, out: Path, ddp: Di
         seed=cfg.seed,
     )
     val_set = LesionDataset(val_rows, cfg.preprocessing, cache=cache)
-    if any(f != 1.0 for f in cfg.oversample):
-        presence = lesion_presence(train_set, cfg.num_workers)
-        weights = oversampling_weights(presence, cfg.oversample)
-        share = {c: round(float(weights[presence[:, i]].sum() / weights.sum()), 3) for i, c in enumerate(CLASSES)}
-        log(
-            f"oversampling {dict(zip(CLASSES, cfg.oversample))}: images with each lesion, share of draws {share} "
-            f"(in the data: { {c: round(float(presence[:, i].float().mean()), 3) for i, c in enumerate(CLASSES)} })"
-        )
-        sampler = WeightedEpochSampler(
-            weights, num_replicas=ddp.world, rank=ddp.rank, seed=cfg.seed, repeats=cfg.epoch_repeats
-        )
-    elif cfg.epoch_repeats > 1:
-        weights = torch.ones(len(train_set), dtype=torch.float64)
-        log(f"each training image drawn {cfg.epoch_repeats} times per epoch on average (with replacement)")
-        sampler = WeightedEpochSampler(
-            weights, num_replicas=ddp.world, rank=ddp.rank, seed=cfg.seed, repeats=cfg.epoch_repeats
-        )
-    else:
-        sampler = DistributedSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
+    sampler = epoch_sampler(train_set, cfg, ddp.world, ddp.rank, log)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
     loader_args = {
         "num_workers": cfg.num_workers,
