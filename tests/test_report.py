@@ -104,7 +104,7 @@ def test_report_of_the_sample_has_its_parts(retina, loaded, record) -> None:
     assert loaded.identity["sha256"] in words
     # What the model learnt from, on the first page, from the checkpoint's provenance.
     first_page = " ".join(text.split("\f")[0].split())
-    training = "Training data synthetic fundus images (generated, not real photos): 1,800 photos for training, 200 for"
+    training = "Training data IDRiD: 94 photos for training, 20 for validation, 27 for test; initialised from"
     assert f"Model {loaded.identity['name']}" in first_page and training in first_page
     assert NOTICE in words and "2026-11-30 12:00 UTC" in words and "HydraLA-Net 0.1.0" in words
 
