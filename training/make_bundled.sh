@@ -122,11 +122,12 @@ fi
 if [[ " $stages " == *" bundle "* ]]; then
   seconds=0
   where=""
-  for name in real refine normals; do
+  for pair in "real:first stage" "refine:refining" "normals:with lesion-free photos"; do
+    name=${pair%%:*}
     [[ -f "$work/$name/train_seconds" ]] || continue
     more=$(awk '{ s += $1 } END { print s }' "$work/$name/train_seconds")
     seconds=$(( seconds + more ))
-    where="$where${where:+, then }$(cat "$work/$name/train_machine") ($(awk -v s="$more" 'BEGIN { printf "%.1f min", s / 60 }'), $name)"
+    where="$where${where:+, then }$(cat "$work/$name/train_machine") ($(awk -v s="$more" 'BEGIN { printf "%.1f min", s / 60 }'), ${pair#*:})"
   done
   "$py" -m training.bundle --run "$final" --test-manifest "$work/manifest.csv" --out "$out" --bootstrap 1000 \
     --train-seconds "$seconds" --train-machine "$where" \
