@@ -45,20 +45,10 @@ py=${PYTHON:-.venv/bin/python}
 stages=${STAGES:-pretrain data train refine normals calibrate bundle}
 init=${INIT:-$work/synthetic/weights}
 out=${OUT:-weights}
-cores=$(nproc)
 export NO_ALBUMENTATIONS_UPDATE=1
 mkdir -p "$work"
 
-if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  gpu=$("$py" -c "import torch; print(torch.cuda.get_device_name(0))")
-  machine_settings="num_workers=$(( cores > 2 ? cores - 1 : 1 )) threads=0"
-  machine=${MACHINE:-"one $gpu GPU with $cores CPU cores"}
-else
-  # One loader worker (decoding is cached after the first epoch) beside one thread per core.
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$cores}
-  machine_settings="num_workers=1 threads=$cores"
-  machine=${MACHINE:-"a $cores-core x86_64 CPU (no GPU)"}
-fi
+source training/machine.sh
 
 if [[ " $stages " == *" pretrain "* && ! -f "$init/config.json" ]]; then
   OUT="$work/synthetic/weights" bash training/make_synthetic.sh "$work/synthetic"

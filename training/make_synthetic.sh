@@ -25,23 +25,10 @@ work=${1:-runs/synthetic}
 out=${OUT:-$work/weights}
 py=${PYTHON:-.venv/bin/python}
 stages=${STAGES:-data train finetune refine polish harden average calibrate bundle}
-cores=$(nproc)
 export NO_ALBUMENTATIONS_UPDATE=1
 mkdir -p "$work"
 
-if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  gpu=$("$py" -c "import torch; print(torch.cuda.get_device_name(0))")
-  # The GPU waits on augmentation: every core but one decodes and augments.
-  machine_settings="num_workers=$(( cores > 2 ? cores - 1 : 1 )) threads=0"
-  machine=${MACHINE:-"one $gpu GPU with $cores CPU cores"}
-else
-  # One loader worker (cache read, CLAHE and a warp of a 576 px window: ~12 ms per sample)
-  # beside a main process with one thread per core: 1.8 s per step of 16 on 2 cores, against
-  # 2.3 s with one thread.
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$cores}
-  machine_settings="num_workers=1 threads=$cores"
-  machine=${MACHINE:-"a $cores-core x86_64 CPU (no GPU)"}
-fi
+source training/machine.sh
 
 if [[ " $stages " == *" data "* ]]; then
   "$py" -m training.synthetic --out "$work/train_data" --n "${N_TRAIN:-2000}" --seed 1 --size 1024 --splits train=1.0 --workers "$cores"
