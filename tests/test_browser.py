@@ -324,12 +324,14 @@ def test_corrupt_upload_shows_a_message_and_the_app_keeps_serving(page, fundus_1
 
 # Set before an upload: notes whether the page ever showed a photo's results (its "Original"
 # caption) while it was segmenting another (the spinner), and whether the spinner came at all.
-WATCH_STALE = """([old, segmenting]) => {
+WATCH_STALE = """([old, working]) => {
     window.__stale = false;
     window.__segmenting = false;
     const check = () => {
-        const spinning = [...document.querySelectorAll("[data-testid='stSpinner']")]
-            .some(e => e.textContent.includes(segmenting));
+        // The new photo is being read: its "Reading NAME" line (shown at once) or the model's
+        // spinner (Streamlit shows a spinner only after half a second) names it.
+        const spinning = [...document.querySelectorAll("[data-testid='stSpinner'], [data-testid='stAlertContentInfo']")]
+            .some(e => working.some(text => e.textContent.includes(text)));
         if (!spinning) return;
         window.__segmenting = true;
         if ([...document.querySelectorAll("[data-testid='stImageCaption']")].some(e => e.textContent.startsWith(old)))
@@ -352,11 +354,11 @@ def test_corrupt_file_then_photo_then_another_photo(page, fundus_1024: Path, cam
     expect(picture(page, "Original (1024 x 1024)")).to_be_visible(timeout=MODEL_TIMEOUT_MS)
     wait_idle(page)
 
-    page.evaluate(WATCH_STALE, ["Original (1024 x 1024)", "Segmenting camera_4288.jpg"])
+    page.evaluate(WATCH_STALE, ["Original (1024 x 1024)", ["Reading camera_4288.jpg", "Segmenting camera_4288.jpg"]])
     uploader.set_input_files(str(camera_photo))
     expect(picture(page, "Original (4288 x 2848)")).to_be_visible(timeout=MODEL_TIMEOUT_MS)
     wait_idle(page)
-    assert page.evaluate("window.__segmenting"), "the spinner never showed: nothing was checked"
+    assert page.evaluate("window.__segmenting"), "the new photo was never shown as being read: nothing was checked"
     assert not page.evaluate("window.__stale"), "the last photo's results stayed on screen under the new one"
     expect(page.get_by_text("3 photos loaded")).to_be_visible()
     expect(page.get_by_role("combobox", name="Photo shown")).to_have_value("camera_4288.jpg")
