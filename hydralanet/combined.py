@@ -27,21 +27,27 @@ from .outputs import dicom_facts
 from .pdf_report import ReportPhoto, ReportWriter
 from .quality import Quality
 from .reading import PhotoReading
-from .zones import DD_MM, ZoneMaps
+from .zones import ZoneMaps, zone_units
 
 
 def reading_from_findings(found: dict[str, Any], mm_per_px: float | None) -> PhotoReading:
     """The parts of a :class:`PhotoReading` the report draws, from its ``findings.json``."""
-    disc = OpticDisc(**found["optic_disc"]) if found.get("optic_disc") else None
-    fovea = Fovea(**found["fovea"]) if found.get("fovea") else None
-    landmarks = Landmarks(disc, fovea, found.get("eye"), found.get("eye_source"), found.get("fov_diameter_px", 0.0))
+    def fields(value: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in value.items() if k != "reliable"}  # a property, written for readers
+
+    disc = OpticDisc(**fields(found["optic_disc"])) if found.get("optic_disc") else None
+    fovea = Fovea(**fields(found["fovea"])) if found.get("fovea") else None
+    notes = tuple(found.get("landmark_notes", ()))
+    landmarks = Landmarks(
+        disc, fovea, found.get("eye"), found.get("eye_source"), found.get("fov_diameter_px", 0.0), notes
+    )
     quality = found.get("quality", {})
     measures = {k: v for k, v in quality.items() if k not in ("verdict", "reasons")}
     maps = None
-    if disc is not None and fovea is not None and disc.diameter_px > 0:  # as zone_maps decides
-        dd = DD_MM / mm_per_px if mm_per_px else float(disc.diameter_px)
+    units = zone_units(landmarks, mm_per_px)  # as zone_maps decides
+    if units is not None:
         empty = np.empty((0, 0), dtype=np.int8)
-        maps = ZoneMaps(etdrs=empty, quadrant=empty, near=empty.astype(bool), dd=dd)
+        maps = ZoneMaps(empty, empty, empty.astype(bool), *units)
     verdict = Quality(quality.get("verdict", ""), list(quality.get("reasons", [])), measures)
     return PhotoReading(landmarks, verdict, maps, mm_per_px)
 

@@ -22,23 +22,46 @@ from .preprocessing import fov_geometry, fov_mask
 WORK_SIDE = 512  # the FOV square is analysed at this size: the disc is ~50 px across there
 # The disc is 1/6-1/8 of a 45-degree field (DESIGN §11): its diameter is searched in this range
 # of the FOV's diameter, and assumed at the middle when it cannot be measured.
-DISC_FRACTION = (0.06, 0.2)
+DISC_FRACTION = (0.06, 0.3)  # up to 0.3: a 30-35 degree camera's disc is over 0.2 of its field
 DEFAULT_DISC_FRACTION = 0.11
 FOVEA_DD = (1.8, 3.6)  # the fovea is about 2.5 DD from the disc centre; searched in this annulus
-FOVEA_MAX_ANGLE = 45.0  # degrees from the horizontal through the disc (photos are taken level)
+FOVEA_PREFERRED_DD = 2.5  # ... and preferred near this distance (in DD as measured here)
+FOVEA_BLUR_DD, FOVEA_SURROUND_DD = 0.12, 1.5  # the fovea: darker at this scale than around it at that
+DISC_VESSEL_WEIGHT = 0.5  # the disc score: blob contrast + this x vessel density (z-scores)
+DISC_OPEN_FRACTION = 0.03  # radius (x the field's diameter) of the opening that removes small bright specks
+# Disc candidates weighed with their fovea (see _disc_and_fovea); 3 candidates at weight 1.5 or
+# 3 did no better on IDRiD's training photos than the best disc score alone.
+DISC_CANDIDATES = 1
+DISC_FOVEA_WEIGHT = 0.0
+DISC_NASAL_SHIFT_DD = 0.18  # the brightest part of the disc lies temporal of its centre: moved back by this
+DISC_BLOB_FRACTION = 0.14  # the blob filter's disc size (x the field's diameter)
+FOVEA_MAX_ANGLE = 30.0  # degrees from the horizontal through the disc (photos are taken level)
 MIN_FOV_PX = 128  # a field of view narrower than this (in the photo's pixels) is not searched
 # A landmark that stands out less than this is reported as not found (on synthetic test photos
 # the disc's confidence was under 0.05 only where it was found elsewhere than drawn).
 MIN_DISC_CONFIDENCE = 0.05
 MIN_FOVEA_CONFIDENCE = 0.1
+# Below these a landmark is reported, but as "not found reliably": no grade, no ETDRS grid and
+# no macula picture are built on it. Chosen on IDRiD's 413 training photos
+# (``python -m training.idrid_reading landmarks``; README, "Reading the photo").
+RELIABLE_DISC_CONFIDENCE = 0.15
+RELIABLE_FOVEA_CONFIDENCE = 0.35
 
 
 @dataclass(frozen=True)
 class OpticDisc:
+    """``diameter_source``: ``measured`` (the bright region's size) or ``assumed`` (it could
+    not be measured: :data:`DEFAULT_DISC_FRACTION` of the field's diameter, a guess)."""
+
     x: float
     y: float
     diameter_px: float
     confidence: float
+    diameter_source: str = "measured"
+
+    @property
+    def reliable(self) -> bool:
+        return self.confidence >= RELIABLE_DISC_CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -47,26 +70,44 @@ class Fovea:
     y: float
     confidence: float
 
+    @property
+    def reliable(self) -> bool:
+        return self.confidence >= RELIABLE_FOVEA_CONFIDENCE
+
 
 @dataclass(frozen=True)
 class Landmarks:
     """``disc`` and ``fovea`` (None when not found), ``eye`` (``left``/``right``/None; the disc
     is nasal to the fovea: a left eye has its disc on the left of the photo), ``eye_source``
-    (``image`` or ``header`` when the file said so), and the FOV diameter in pixels."""
+    (``image`` or ``header`` when the file said so), the FOV diameter in pixels, and
+    ``notes``: what the reader should know (a header's eye that the image contradicts or that
+    is not left/right, a landmark not found reliably, a disc size assumed)."""
 
     disc: OpticDisc | None
     fovea: Fovea | None
     eye: str | None
     eye_source: str | None
     fov_diameter_px: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def reliable(self) -> bool:
+        """Both landmarks found, each at or above its confidence floor: zones can be built."""
+        return self.disc is not None and self.fovea is not None and self.disc.reliable and self.fovea.reliable
 
     def to_dict(self) -> dict:
+        disc = fovea = None
+        if self.disc:
+            disc = {**asdict(self.disc), "reliable": self.disc.reliable}
+        if self.fovea:
+            fovea = {**asdict(self.fovea), "reliable": self.fovea.reliable}
         return {
-            "optic_disc": asdict(self.disc) if self.disc else None,
-            "fovea": asdict(self.fovea) if self.fovea else None,
+            "optic_disc": disc,
+            "fovea": fovea,
             "eye": self.eye,
             "eye_source": self.eye_source,
             "fov_diameter_px": round(self.fov_diameter_px, 1),
+            "landmark_notes": list(self.notes),
         }
 
 
@@ -108,17 +149,41 @@ def find_landmarks(
     closed = _close_vessels(green, diameter)
     vessels = np.clip(closed - green, 0, None)
     core = cv2.erode(inside.astype(np.uint8), _disk(max(3, int(0.04 * diameter)))) > 0
+    header = _eye(laterality)
+    notes: list[str] = []
+    if laterality is not None and str(laterality).strip() and header is None:
+        notes.append(
+            f"the file's laterality {str(laterality).strip()!r} is not left or right: the eye is read from the image"
+        )
     if core.sum() < 100 or diameter * scale < MIN_FOV_PX:
-        return Landmarks(None, None, _eye(laterality), "header" if laterality else None, diameter * scale)
+        return Landmarks(None, None, header, "header" if header else None, diameter * scale, tuple(notes))
 
-    disc = _find_disc(closed, vessels, core, diameter, inside)
-    if disc is not None and disc[3] < MIN_DISC_CONFIDENCE:
-        disc = None
-    # A known eye puts the fovea on the temporal side of the disc: right of it in a left eye.
-    side = {"left": 1, "right": -1}.get(_eye(laterality) or "")
-    fovea = _find_fovea(closed, vessels, core, disc, diameter, side) if disc is not None else None
+    # Bright specks smaller than the disc (exudates, reflexes) are opened away for the disc search.
+    bright = (
+        cv2.morphologyEx(closed, cv2.MORPH_OPEN, _disk(max(1, int(DISC_OPEN_FRACTION * diameter))))
+        if DISC_OPEN_FRACTION
+        else closed
+    )
+    disc, fovea = _disc_and_fovea(bright, closed, vessels, core, diameter, inside)
     if fovea is not None and fovea[2] < MIN_FOVEA_CONFIDENCE:
         fovea = None
+    image_eye = None if disc is None or fovea is None else ("left" if disc[0] < fovea[0] else "right")
+    if header is not None and disc is not None:
+        # A known eye puts the fovea on the temporal side of the disc: right of it in a left eye.
+        fovea = _find_fovea(closed, vessels, core, disc, diameter, {"left": 1, "right": -1}[header])
+        if fovea is not None and fovea[2] < MIN_FOVEA_CONFIDENCE:
+            fovea = None
+        if image_eye is not None and image_eye != header:
+            notes.append(
+                f"the file says {header} eye but the image's disc and fovea say {image_eye} eye: check the file; "
+                f"the fovea was searched on the {header} eye's temporal side"
+                + ("" if fovea is not None else " and not found there")
+            )
+
+    if disc is not None and fovea is not None and DISC_NASAL_SHIFT_DD:
+        away = np.array([disc[0] - fovea[0], disc[1] - fovea[1]])
+        away = away / max(float(np.hypot(*away)), 1e-6) * DISC_NASAL_SHIFT_DD * disc[2]
+        disc = (disc[0] + away[0], disc[1] + away[1], *disc[2:])
 
     def to_original(x: float, y: float) -> tuple[float, float]:
         y0, _, x0, _ = geometry.box
@@ -127,17 +192,52 @@ def find_landmarks(
     disc_out = fovea_out = None
     if disc is not None:
         x, y = to_original(disc[0], disc[1])
-        disc_out = OpticDisc(round(x, 1), round(y, 1), round(disc[2] * scale, 1), round(disc[3], 3))
+        source = "measured" if disc[4] else "assumed"
+        disc_out = OpticDisc(round(x, 1), round(y, 1), round(disc[2] * scale, 1), round(disc[3], 3), source)
+        if not disc[4]:
+            notes.append(
+                f"the optic disc's size could not be measured: 1 DD is assumed to be {DEFAULT_DISC_FRACTION:g} of the "
+                f"field's diameter ({disc_out.diameter_px:.0f} px)"
+            )
+        if not disc_out.reliable:
+            notes.append(f"optic disc not found reliably (confidence {disc_out.confidence:.2f})")
     if fovea is not None:
         x, y = to_original(fovea[0], fovea[1])
         fovea_out = Fovea(round(x, 1), round(y, 1), round(fovea[2], 3))
-    if laterality:
-        eye, source = _eye(laterality), "header"
+        if not fovea_out.reliable:
+            notes.append(f"fovea not found reliably (confidence {fovea_out.confidence:.2f})")
+    if header:
+        eye, source = header, "header"
     elif disc_out and fovea_out:
         eye, source = ("left" if disc_out.x < fovea_out.x else "right"), "image"
     else:
         eye, source = None, None
-    return Landmarks(disc_out, fovea_out, eye, source, diameter * scale)
+    return Landmarks(disc_out, fovea_out, eye, source, diameter * scale, tuple(notes))
+
+
+def _disc_and_fovea(bright, closed, vessels, core, diameter, inside):
+    """The disc (see :func:`_find_disc`) and the fovea found from it: of the
+    :data:`DISC_CANDIDATES` best disc candidates, the one whose disc score plus
+    :data:`DISC_FOVEA_WEIGHT` x its fovea's confidence is highest (an exudate cluster can
+    outshine the disc, but has no fovea where the disc's would be)."""
+    candidates = _disc_candidates(bright, vessels, core, diameter, inside, DISC_CANDIDATES, closed)
+    best = None
+    for candidate in candidates:
+        fovea = _find_fovea(closed, vessels, core, candidate, diameter)
+        total = candidate[5] + DISC_FOVEA_WEIGHT * (fovea[2] if fovea is not None else 0.0)
+        if best is None or total > best[0]:
+            best = (total, candidate, fovea)
+    if best is None:
+        return None, None
+    disc, fovea = best[1][:5], best[2]
+    if best[1] is not candidates[0]:  # confidence: how far it beat the first by the combined score
+        first = candidates[0]
+        first_fovea = _find_fovea(closed, vessels, core, first, diameter)
+        lead = best[0] - first[5] - DISC_FOVEA_WEIGHT * (first_fovea[2] if first_fovea is not None else 0.0)
+        disc = (*disc[:3], float(np.clip(lead / 1.5, 0, 1)), disc[4])
+    if disc[3] < MIN_DISC_CONFIDENCE:
+        return None, None
+    return disc, fovea
 
 
 def _eye(laterality: str | None) -> str | None:
@@ -163,24 +263,51 @@ def _zscore(values: np.ndarray, where: np.ndarray) -> np.ndarray:
 
 
 def _find_disc(closed: np.ndarray, vessels: np.ndarray, core: np.ndarray, diameter: float, inside: np.ndarray):
-    """``(x, y, diameter, confidence)`` in work pixels, or None."""
-    r = DEFAULT_DISC_FRACTION * diameter / 2
+    """``(x, y, diameter, confidence, measured)`` in work pixels, or None; ``measured`` False
+    when the diameter is :data:`DEFAULT_DISC_FRACTION` of the field's, assumed."""
+    candidates = _disc_candidates(closed, vessels, core, diameter, inside, 1)
+    return candidates[0][:5] if candidates else None
+
+
+def _disc_candidates(
+    closed: np.ndarray,
+    vessels: np.ndarray,
+    core: np.ndarray,
+    diameter: float,
+    inside: np.ndarray,
+    k: int,
+    sized: np.ndarray | None = None,
+) -> list[tuple]:
+    """Up to ``k`` disc candidates, best first, each at least 2 disc diameters from the others:
+    ``(x, y, diameter, confidence, measured, score)`` in work pixels (see :func:`_find_disc`);
+    the diameter is measured on ``sized`` (default ``closed``)."""
+    r = DISC_BLOB_FRACTION * diameter / 2
     weight = inside.astype(np.float32)
     blob = _mean_inside(closed, weight, r * 0.6) - _mean_inside(closed, weight, r * 3)
     density = _mean_inside(vessels, weight, r * 1.2)
-    score = _zscore(blob, core) + 0.5 * _zscore(density, core)
+    score = _zscore(blob, core) + DISC_VESSEL_WEIGHT * _zscore(density, core)
     score[~core] = -np.inf
-    y, x = np.unravel_index(int(np.argmax(score)), score.shape)
-    peak = float(score[y, x])
-    # Stand-out: the peak against the best score at least 2 disc diameters away.
     yy, xx = np.mgrid[: score.shape[0], : score.shape[1]]
-    far = core & ((yy - y) ** 2 + (xx - x) ** 2 > (4 * r) ** 2)
-    runner_up = float(score[far].max()) if far.any() else 0.0
-    confidence = float(np.clip((peak - runner_up) / 1.5, 0, 1))
-    size = _disc_diameter(closed, x, y, diameter)
-    if size is None:
-        size, confidence = 2 * r, confidence * 0.7
-    return float(x), float(y), size, confidence
+    peaks = []
+    left = score.copy()
+    for _ in range(k + 1):  # one more: the runner-up of the last
+        if not np.isfinite(left).any():
+            break
+        y, x = np.unravel_index(int(np.argmax(left)), left.shape)
+        peaks.append((int(x), int(y), float(left[y, x])))
+        left[(yy - y) ** 2 + (xx - x) ** 2 <= (4 * r) ** 2] = -np.inf
+    out = []
+    for x, y, peak in peaks[:k]:
+        # Stand-out: the peak against the best score at least 2 disc diameters away.
+        far = core & ((yy - y) ** 2 + (xx - x) ** 2 > (4 * r) ** 2)
+        runner_up = float(score[far].max()) if far.any() else 0.0
+        confidence = float(np.clip((peak - runner_up) / 1.5, 0, 1))
+        size = _disc_diameter(closed if sized is None else sized, x, y, diameter)
+        if size is None:
+            out.append((float(x), float(y), DEFAULT_DISC_FRACTION * diameter, confidence * 0.7, False, peak))
+        else:
+            out.append((float(x), float(y), size, confidence, True, peak))
+    return out
 
 
 def _mean_inside(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
@@ -219,8 +346,8 @@ def _find_fovea(
     from vessels (the fovea is avascular) and preferably about 2.5 DD from the disc. ``side``
     (+1 right of the disc, -1 left; from a known eye) replaces the guess from the field's centre."""
     dx0, dy0, dd = disc[0], disc[1], disc[2]
-    blur = cv2.GaussianBlur(closed, (0, 0), 0.3 * dd)
-    local = cv2.GaussianBlur(closed, (0, 0), 1.5 * dd)
+    blur = cv2.GaussianBlur(closed, (0, 0), FOVEA_BLUR_DD * dd)
+    local = cv2.GaussianBlur(closed, (0, 0), FOVEA_SURROUND_DD * dd)
     darkness = local - blur  # positive where darker than the surroundings
     yy, xx = np.mgrid[: closed.shape[0], : closed.shape[1]]
     dist = np.sqrt((yy - dy0) ** 2 + (xx - dx0) ** 2) / dd
@@ -238,7 +365,7 @@ def _find_fovea(
         return None
     density = cv2.GaussianBlur(vessels, (0, 0), 0.5 * dd)
     dark_z, vessel_z = _zscore(darkness, core), _zscore(density, core)
-    score = np.where(search, dark_z - 0.5 * vessel_z - 0.3 * np.abs(dist - 2.5), -np.inf)
+    score = np.where(search, dark_z - 0.5 * vessel_z - 0.3 * np.abs(dist - FOVEA_PREFERRED_DD), -np.inf)
     y, x = np.unravel_index(int(np.argmax(score)), score.shape)
     confidence = float(np.clip(dark_z[y, x] / 1.5, 0, 1))
     return float(x), float(y), confidence

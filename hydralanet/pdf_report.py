@@ -241,9 +241,18 @@ class ReportWriter:
             else "not found",
         )
         self._line("Scale", describe_scale(found.get("scale", {})))
+        for note in found.get("landmark_notes", []):
+            self._line("Note", note)
         risk = found.get("dme_risk")
         self._line("DME risk", f"{'no grade' if risk is None else f'grade {risk}'}: {found.get('dme_reason', '')}")
         self._line("4-2-1 (haemorrhages)", found.get("rule_421_reason", ""))
+        estimate = found.get("retinopathy_estimate")
+        if estimate:
+            flag = "referable retinopathy likely" if estimate["referable_likely"] else "below the referable cut-off"
+            self._line(
+                "Retinopathy (research indicator)",
+                f"{estimate['label']}; lesion burden {estimate['lesion_burden']:g} ({flag}); {estimate['note']}",
+            )
         quality = found.get("quality", {})
         reasons = "; ".join(quality.get("reasons", [])) or "all checks passed"
         self._line("Image quality", f"{quality.get('verdict', 'not assessed')}: {reasons}")
@@ -323,6 +332,11 @@ def describe_scale(scale: dict[str, Any]) -> str:
         if scale.get("disc_diameter_mm") is not None:
             text += f"; the optic disc measures {scale['disc_diameter_mm']} mm"
         return text
+    if scale.get("source") == "assumed_field_fraction":
+        return (
+            f"guessed: the optic disc could not be measured; 1 disc diameter taken as {scale['dd_px']} px "
+            "from the field's size (= 1.5 mm, ETDRS convention); no pixel size in the file"
+        )
     if scale.get("dd_px"):
         return f"assumed: 1 disc diameter ({scale['dd_px']} px) = 1.5 mm (ETDRS convention); no pixel size in the file"
     return "unknown: no optic disc found and no pixel size in the file"

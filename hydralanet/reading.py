@@ -1,4 +1,5 @@
-"""Read a photo as a grader does: landmarks, quality, lesions by zone, indicators (DESIGN §11).
+"""Research indicators read from a photo and its lesion masks: landmarks, quality, lesions by
+zone, a DME risk estimate and the haemorrhage part of the 4-2-1 rule. Not a grading.
 
 Two steps, so that moving a threshold never repeats the slow part:
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from .landmarks import Landmarks, find_landmarks
 from .quality import Quality, assess_quality
-from .zones import DD_MM, ZONE_COLUMNS, ZoneMaps, read_zones, zone_maps
+from .zones import DD_MM, ZONE_COLUMNS, ZoneMaps, read_zones, zone_maps, zone_units
 
 __all__ = ["PhotoReading", "ZONE_COLUMNS", "findings", "read_photo"]
 
@@ -36,21 +37,31 @@ class PhotoReading:
     mm_per_px: float | None = None  # the file's pixel size, when it gave one
 
     def scale(self) -> dict[str, Any]:
-        """Which scale the zones use: ``source`` ``pixel_spacing`` (measured) or
-        ``disc_diameter`` (1 DD = 1.5 mm assumed), the unit in pixels and the pixel size in mm."""
+        """Which scale the zones use: ``source`` ``pixel_spacing`` (the file's pixel size),
+        ``disc_diameter`` (the disc as measured; 1 DD = 1.5 mm assumed) or
+        ``assumed_field_fraction`` (the disc could not be measured: a guess, with a ``warning``),
+        the unit in pixels and the pixel size in mm; ``dme_source`` and ``dme_dd_px``: the unit
+        of "within 1 DD" (the measured disc whenever there is one)."""
         disc = self.landmarks.disc
+        units = zone_units(self.landmarks, self.mm_per_px)
+        measured = disc is not None and disc.diameter_source == "measured"
         if self.mm_per_px:
             dd, mm = DD_MM / self.mm_per_px, self.mm_per_px
             out = {"source": "pixel_spacing", "dd_px": round(dd, 1), "mm_per_px": round(mm, 6)}
-            if disc:
+            if measured:
                 out["disc_diameter_mm"] = round(disc.diameter_px * mm, 2)  # measured, not assumed
-            return out
-        dd = disc.diameter_px if disc else None
-        return {
-            "source": "disc_diameter",
-            "dd_px": round(dd, 1) if dd else None,
-            "mm_per_px": round(DD_MM / dd, 6) if dd else None,
-        }
+        else:
+            dd = disc.diameter_px if disc else None
+            out = {
+                "source": "disc_diameter" if disc is None or measured else "assumed_field_fraction",
+                "dd_px": round(dd, 1) if dd else None,
+                "mm_per_px": round(DD_MM / dd, 6) if dd else None,
+            }
+        if units is not None:
+            out["dme_source"], out["dme_dd_px"] = units[3], round(units[2], 1)
+        if disc is not None and not measured:
+            out["warning"] = "the optic disc's size could not be measured; 1 DD is a guess from the field's size"
+        return out
 
 
 LESION_EXCLUSION_P = 0.5  # pixels any lesion class reaches this probability are not landmarks
@@ -84,10 +95,23 @@ def findings(photo: PhotoReading, masks: np.ndarray) -> dict[str, Any]:
     DME risk with its reason, the 4-2-1 haemorrhage criterion, zone rows and quadrant counts.
     Coordinates in pixels of the photo as read (EXIF applied)."""
     reading = read_zones(masks, photo.maps)
-    out = photo.landmarks.to_dict()
+    landmarks = photo.landmarks
+    if photo.maps is None:
+        missing = [
+            f"the {name} was not found reliably (confidence {found.confidence:.2f})"
+            for name, found in (("optic disc", landmarks.disc), ("fovea", landmarks.fovea))
+            if found is not None and not found.reliable
+        ]
+        if missing:
+            why = "no grade: " + " and ".join(missing)
+            reading.dme_reason, reading.rule_421_reason = why, why.replace("no grade", "not assessed")
+    out = landmarks.to_dict()
     out["scale"] = photo.scale()
     out["quality"] = photo.quality.to_dict()
     out.update(reading.to_dict())
-    if photo.quality.verdict == "ungradable":
-        out["dme_reason"] += " (the photo is ungradable: read with caution)"
+    verdict = photo.quality.verdict
+    if verdict != "good" and photo.maps is not None:
+        caveat = f" (the photo's quality is {verdict}: read with caution)"
+        out["dme_reason"] += caveat
+        out["rule_421_reason"] += caveat
     return out

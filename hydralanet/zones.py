@@ -35,20 +35,50 @@ ETDRS_RADII_DD = (1 / 3, 1.0, 2.0)  # 1, 3 and 6 mm diameters at 1 DD = 1.5 mm
 DD_MM = 1.5  # ETDRS convention: 1 disc diameter = 1.5 mm
 RULE_421_HAEMORRHAGES = 20  # "> 20 intraretinal haemorrhages in each of the four quadrants"
 ZONE_COLUMNS = ["image", "lesion", "zone", "count", "pixels", "zone_pct"]
+SCALES = ("disc_diameter", "pixel_spacing", "assumed_field_fraction")
+# A haemorrhage area larger than this share of the disc's area may be several touching ones.
+MERGED_HE_DISC_AREA = 0.25
+
+
+def zone_units(landmarks: Landmarks, mm_per_px: float | None = None) -> tuple[float, str, float, str] | None:
+    """``(grid unit px, its source, "within 1 DD" unit px, its source)`` (sources: :data:`SCALES`),
+    or None when the disc or the fovea is missing or not found reliably (then nothing is built on
+    them). The grid is in mm when the pixel size is known; "within 1 DD" (the DME rule) is the
+    measured disc whenever the disc could be measured, whatever the file's pixel size."""
+    disc, fovea = landmarks.disc, landmarks.fovea
+    if disc is None or fovea is None or disc.diameter_px <= 0 or not landmarks.reliable:
+        return None
+    measured = getattr(disc, "diameter_source", "measured") == "measured"
+    disc_scale = "disc_diameter" if measured else "assumed_field_fraction"
+    if mm_per_px:
+        grid = (DD_MM / mm_per_px, "pixel_spacing")
+        near = (float(disc.diameter_px), disc_scale) if measured else grid
+    else:
+        grid = near = (float(disc.diameter_px), disc_scale)
+    return (*grid, *near)
 
 
 @dataclass
 class ZoneMaps:
     """Per-pixel zone indices (``int8``, -1 outside the FOV) of one photo: ``etdrs`` into
     :data:`ETDRS_ZONES`, ``quadrant`` into :data:`QUADRANTS`, and ``near`` (bool: within 1 DD of
-    the fovea). ``dd`` is the unit (1 DD = 1.5 mm) in pixels; ``scale`` says where it came from:
-    ``disc_diameter`` (the disc as measured) or ``pixel_spacing`` (1.5 mm at the file's pixel size)."""
+    the fovea). ``dd`` is the grid's unit (1 DD = 1.5 mm) in pixels; ``scale`` says where it came
+    from (:data:`SCALES`): ``disc_diameter`` (the disc as measured), ``pixel_spacing`` (1.5 mm at
+    the file's pixel size) or ``assumed_field_fraction`` (the disc could not be measured: a
+    guessed fraction of the field). ``near_dd`` and ``near_scale``: the same for "within 1 DD"
+    (the DME rule), which uses the measured disc whenever there is one."""
 
     etdrs: np.ndarray
     quadrant: np.ndarray
     near: np.ndarray
     dd: float
     scale: str = "disc_diameter"
+    near_dd: float | None = None
+    near_scale: str | None = None
+
+    def __post_init__(self) -> None:
+        self.near_dd = self.dd if self.near_dd is None else self.near_dd
+        self.near_scale = self.scale if self.near_scale is None else self.near_scale
 
     @property
     def nbytes(self) -> int:
@@ -58,7 +88,7 @@ class ZoneMaps:
         code = (self.etdrs + 1).astype(np.uint8)
         code |= (self.quadrant + 1).astype(np.uint8) << 4
         code |= self.near.astype(np.uint8) << 7
-        return PackedZoneMaps(code, self.dd, self.scale)
+        return PackedZoneMaps(code, self.dd, self.scale, self.near_dd, self.near_scale)
 
 
 @dataclass
@@ -70,6 +100,12 @@ class PackedZoneMaps:
     code: np.ndarray
     dd: float
     scale: str = "disc_diameter"
+    near_dd: float | None = None
+    near_scale: str | None = None
+
+    def __post_init__(self) -> None:
+        self.near_dd = self.dd if self.near_dd is None else self.near_dd
+        self.near_scale = self.scale if self.near_scale is None else self.near_scale
 
     @property
     def etdrs(self) -> np.ndarray:
@@ -91,12 +127,15 @@ class PackedZoneMaps:
 def zone_maps(
     shape: tuple[int, int], fov: np.ndarray, landmarks: Landmarks, *, mm_per_px: float | None = None
 ) -> ZoneMaps | None:
-    """The zone maps for an ``H x W`` photo, or None without a disc and a fovea. The unit is the
-    measured disc diameter, or :data:`DD_MM` mm when the pixel size is known (``mm_per_px``,
-    e.g. a DICOM header's PixelSpacing): then the circles are 1, 3 and 6 mm as measured."""
-    disc, fovea = landmarks.disc, landmarks.fovea
-    if disc is None or fovea is None or disc.diameter_px <= 0:
+    """The zone maps for an ``H x W`` photo, or None without a reliable disc and fovea. The unit
+    is the measured disc diameter, or :data:`DD_MM` mm when the pixel size is known
+    (``mm_per_px``, e.g. a DICOM header's PixelSpacing): then the circles are 1, 3 and 6 mm as
+    measured; "within 1 DD" stays on the measured disc (:func:`zone_units`)."""
+    units = zone_units(landmarks, mm_per_px)
+    if units is None:
         return None
+    dd, scale, near_dd, near_scale = units
+    disc, fovea = landmarks.disc, landmarks.fovea
     h, w = shape
     nasal = np.array([disc.x - fovea.x, disc.y - fovea.y], dtype=np.float64)
     length = float(np.hypot(*nasal))
@@ -104,7 +143,6 @@ def zone_maps(
     superior = np.array([nasal[1], -nasal[0]])  # perpendicular; pick the one facing the top
     if superior[1] > 0:
         superior = -superior
-    dd = DD_MM / mm_per_px if mm_per_px else float(disc.diameter_px)
     etdrs = np.empty((h, w), dtype=np.int8)
     quadrant = np.empty((h, w), dtype=np.int8)
     near = np.empty((h, w), dtype=bool)
@@ -115,18 +153,27 @@ def zone_maps(
     rows = max(1, _BAND_PIXELS // max(w, 1))
     for y0 in range(0, h, rows):
         band = slice(y0, min(h, y0 + rows))
-        _zone_band(xs, ys[band, None], nasal, superior, np.float32(dd), etdrs[band], quadrant[band], near[band])
+        _zone_band(
+            xs,
+            ys[band, None],
+            nasal,
+            superior,
+            np.float32(dd),
+            np.float32(near_dd),
+            etdrs[band],
+            quadrant[band],
+            near[band],
+        )
     etdrs[~fov] = -1
     quadrant[~fov] = -1
     near &= fov
-    scale = "pixel_spacing" if mm_per_px else "disc_diameter"
-    return ZoneMaps(etdrs=etdrs, quadrant=quadrant, near=near, dd=dd, scale=scale)
+    return ZoneMaps(etdrs, quadrant, near, dd, scale, near_dd, near_scale)
 
 
 _BAND_PIXELS = 1 << 19  # pixels per band of rows in zone_maps
 
 
-def _zone_band(xs, ys, nasal, superior, dd, etdrs, quadrant, near) -> None:
+def _zone_band(xs, ys, nasal, superior, dd, near_dd, etdrs, quadrant, near) -> None:
     """One band of rows of :func:`zone_maps` (``xs``: ``1 x W``, ``ys``: ``rows x 1``, pixel
     offsets from the fovea), written into the bands of ``etdrs``, ``quadrant`` and ``near``."""
     a = xs * np.float32(nasal[0]) + ys * np.float32(nasal[1])  # nasal coordinate
@@ -139,7 +186,7 @@ def _zone_band(xs, ys, nasal, superior, dd, etdrs, quadrant, near) -> None:
     etdrs[r < ETDRS_RADII_DD[1]] = 1 + sector[r < ETDRS_RADII_DD[1]]
     etdrs[r < ETDRS_RADII_DD[0]] = 0
     quadrant[:] = np.where(b >= 0, np.where(a < 0, 0, 1), np.where(a >= 0, 2, 3))
-    near[:] = r <= 1.0
+    near[:] = np.sqrt(a * a + b * b) <= near_dd
 
 
 @dataclass
@@ -152,6 +199,8 @@ class Reading:
     dme_reason: str = ""
     rule_421_haemorrhages: bool | None = None
     rule_421_reason: str = ""
+    rule_421_large_haemorrhages: int = 0  # areas that may be several touching haemorrhages
+    retinopathy: dict[str, Any] = field(default_factory=dict)  # :func:`retinopathy_estimate`
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +210,8 @@ class Reading:
             "dme_reason": self.dme_reason,
             "rule_421_haemorrhages": self.rule_421_haemorrhages,
             "rule_421_reason": self.rule_421_reason,
+            "rule_421_large_haemorrhages": self.rule_421_large_haemorrhages,
+            "retinopathy_estimate": self.retinopathy,
             "indicators_note": "research indicators from the lesion masks, not a diagnosis",
         }
 
@@ -170,7 +221,9 @@ def read_zones(masks: np.ndarray, maps: ZoneMaps | PackedZoneMaps | None) -> Rea
     HE, MA, SE), quadrant counts, the DME risk grade and the 4-2-1 haemorrhage criterion."""
     if maps is None:
         why = "no grade: the optic disc or the fovea was not found"
-        return Reading(dme_reason=why, rule_421_reason=why.replace("no grade", "not assessed"))
+        reading = Reading(dme_reason=why, rule_421_reason=why.replace("no grade", "not assessed"))
+        reading.retinopathy = retinopathy_estimate(masks, None)
+        return reading
     reading = Reading()
     etdrs, quadrant, near_map = maps.etdrs, maps.quadrant, maps.near  # read once (packed maps unpack)
     etdrs_area = np.bincount(etdrs[etdrs >= 0], minlength=len(ETDRS_ZONES))
@@ -197,20 +250,85 @@ def read_zones(masks: np.ndarray, maps: ZoneMaps | PackedZoneMaps | None) -> Rea
         q: reading.quadrant_counts["HE"][q] + reading.quadrant_counts["MA"][q] for q in QUADRANTS
     }
     ex_total = sum(r["count"] for r in reading.zones if r["lesion"] == "EX" and r["zone"] in ETDRS_ZONES)
+    unit = _NEAR_UNIT.get(maps.near_scale, "")
     if ex_total == 0:
         reading.dme_risk, reading.dme_reason = 0, "no hard exudates"
     elif near_lesions["EX"] == 0:
-        reading.dme_risk, reading.dme_reason = 1, f"{_n(ex_total, 'hard exudate')}, none within 1 DD of the fovea"
+        reading.dme_risk = 1
+        reading.dme_reason = f"{_n(ex_total, 'hard exudate')}, none within 1 DD of the fovea{unit}"
     else:
-        reading.dme_risk, reading.dme_reason = 2, f"{_n(near_lesions['EX'], 'hard exudate')} within 1 DD of the fovea"
+        reading.dme_risk, reading.dme_reason = (
+            2,
+            f"{_n(near_lesions['EX'], 'hard exudate')} within 1 DD of the fovea{unit}",
+        )
     he = reading.quadrant_counts["HE"]
     reading.rule_421_haemorrhages = all(he[q] > RULE_421_HAEMORRHAGES for q in QUADRANTS)
-    reading.rule_421_reason = f"haemorrhages per quadrant: {', '.join(f'{q} {he[q]}' for q in QUADRANTS)}; " + (
-        "more than 20 in each: the 4-2-1 haemorrhage criterion is met"
-        if reading.rule_421_haemorrhages
-        else "the 4-2-1 haemorrhage criterion (> 20 in each of the four) is not met"
+    disc_area = np.pi / 4 * maps.near_dd**2
+    sizes = np.bincount(cv2.connectedComponents(masks[CLASSES.index("HE")].astype(np.uint8), connectivity=8)[1].ravel())
+    reading.rule_421_large_haemorrhages = int((sizes[1:] > MERGED_HE_DISC_AREA * disc_area).sum())
+    reading.rule_421_reason = (
+        f"haemorrhages per quadrant about the fovea (not the standard fields about the disc): {', '.join(f'{q} {he[q]}' for q in QUADRANTS)}; "
+        + (
+            "more than 20 in each: the 4-2-1 haemorrhage criterion is met within this photograph"
+            if reading.rule_421_haemorrhages
+            else "the 4-2-1 haemorrhage criterion (> 20 in each of the four) is not met within this photograph, "
+            "which shows about one of the seven standard fields: it cannot rule the criterion out"
+        )
+        + "; venous beading and IRMA are not assessed; touching haemorrhages count as one"
+        + (
+            f" ({_n(reading.rule_421_large_haemorrhages, 'area')} larger than a quarter of the disc may be several)"
+            if reading.rule_421_large_haemorrhages
+            else ""
+        )
     )
+    reading.retinopathy = retinopathy_estimate(masks, reading.rule_421_haemorrhages)
     return reading
+
+
+RETINOPATHY_LEVELS = (
+    "no lesion seen",
+    "microaneurysms only",
+    "lesions beyond microaneurysms",
+    "haemorrhage part of the 4-2-1 rule met within this photograph",
+)
+# Lesion burden (see retinopathy_estimate) at or above which a photo is flagged "referable
+# retinopathy likely" (grade 2 or more). Chosen on IDRiD's grading training photos only, by
+# Youden's J (python -m training.idrid_reading grading; README, "Reading the photo").
+REFERABLE_BURDEN = 6.0
+
+
+def retinopathy_estimate(masks: np.ndarray, rule_421: bool | None) -> dict[str, Any]:
+    """What one photo's lesion masks (bool ``4 x H x W``) support about retinopathy, given the
+    4-2-1 haemorrhage criterion (None: not assessed): a level (index into
+    :data:`RETINOPATHY_LEVELS`, comparable to the graders' 0-3; new vessels, venous beading and
+    IRMA are not seen by the lesion model, so proliferative retinopathy (4) is never estimated),
+    and the lesion burden (haemorrhages + hard + soft exudates + half the microaneurysms, as
+    counted lesions) with a research flag for referable retinopathy (burden >=
+    :data:`REFERABLE_BURDEN`)."""
+    counts = {c: cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1 for c, m in zip(CLASSES, masks)}
+    beyond = counts["HE"] + counts["EX"] + counts["SE"]
+    burden = beyond + 0.5 * counts["MA"]
+    if rule_421:
+        level = 3
+    elif beyond:
+        level = 2
+    else:
+        level = 1 if counts["MA"] else 0
+    return {
+        "level": level,
+        "label": RETINOPATHY_LEVELS[level],
+        "lesion_burden": burden,
+        "referable_likely": bool(burden >= REFERABLE_BURDEN),
+        "note": "research indicator from the lesion masks of one photograph, not a grade: new vessels, "
+        "venous beading and IRMA are not seen",
+    }
+
+
+_NEAR_UNIT = {
+    "disc_diameter": "",
+    "pixel_spacing": " (1 DD taken as 1.5 mm from the file's pixel size: the disc could not be measured)",
+    "assumed_field_fraction": " (1 DD assumed from the field's size: the disc could not be measured)",
+}
 
 
 def _majority_counts(labels: np.ndarray, zones: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -238,7 +356,8 @@ def _n(count: int, noun: str) -> str:
 
 def draw_grid(image: np.ndarray, landmarks: Landmarks, scale: float = 1.0, *, dd_px: float | None = None) -> np.ndarray:
     """A copy of RGB ``image`` (the photo, or a preview ``scale`` times its size) with the disc
-    outline, the fovea and the ETDRS grid (1, 3, 6 mm circles and the subfield boundaries).
+    outline, the fovea and the ETDRS grid (1, 3, 6 mm circles and the subfield boundaries; only
+    when both landmarks were found reliably).
     ``dd_px``: the unit in the photo's pixels (a :class:`ZoneMaps`'s ``dd``; default the disc's)."""
     out = image.copy()
     disc, fovea = landmarks.disc, landmarks.fovea
@@ -247,7 +366,7 @@ def draw_grid(image: np.ndarray, landmarks: Landmarks, scale: float = 1.0, *, dd
     if disc is not None:
         centre = (round(disc.x * scale), round(disc.y * scale))
         cv2.circle(out, centre, max(2, round(disc.diameter_px * scale / 2)), cyan, thickness, cv2.LINE_AA)
-    if disc is not None and fovea is not None:
+    if disc is not None and fovea is not None and landmarks.reliable:  # no grid on a doubtful landmark
         f = np.array([fovea.x, fovea.y]) * scale
         dd = (dd_px or disc.diameter_px) * scale
         for radius in ETDRS_RADII_DD:

@@ -235,10 +235,15 @@ def show_reading(found: dict) -> None:
     if found["eye"]:
         parts.append(f"{found['eye']} eye")
     st.markdown("**Landmarks:** " + "; ".join(parts) + ".")
+    for note in [*found.get("landmark_notes", []), *filter(None, [found.get("scale", {}).get("warning")])]:
+        st.warning(note[:1].upper() + note[1:] + ".", icon=":material/warning:")
     grade = found["dme_risk"]
     label = "no grade" if grade is None else f"grade {grade}"
-    st.markdown(f"**DME risk** (IDRiD's definition): **{label}** — {found['dme_reason']}.")
+    st.markdown(f"**DME risk estimate** (IDRiD's definition): **{label}** — {found['dme_reason']}.")
     st.markdown(f"**4-2-1 rule, haemorrhages:** {found['rule_421_reason']}.")
+    estimate = found.get("retinopathy_estimate")
+    if estimate:
+        st.markdown(f"**Retinopathy, research indicator:** {describe_retinopathy(estimate)}.")
     if not found["zones"]:
         return
     counts = {(z["zone"], z["lesion"]): z["count"] for z in found["zones"]}
@@ -252,6 +257,12 @@ def show_reading(found: dict) -> None:
     )
     right.markdown("Haemorrhages and microaneurysms by quadrant")
     right.table(quadrants)
+
+
+def describe_retinopathy(estimate: dict) -> str:
+    """The lesion-based retinopathy indicator in words (``findings["retinopathy_estimate"]``)."""
+    flag = "referable retinopathy likely" if estimate["referable_likely"] else "below the referable cut-off"
+    return f"{estimate['label']}; lesion burden {estimate['lesion_burden']:g} ({flag}); {estimate['note']}"
 
 
 def zone_label(zone: str) -> str:

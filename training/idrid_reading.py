@@ -1,0 +1,443 @@
+"""The reading measured against IDRiD's graders (README, "Reading the photo").
+
+    python -m training.idrid_reading landmarks --idrid IDRIDROOT --out DIR [--figures docs/images]
+    python -m training.idrid_reading grading --idrid IDRIDROOT --model weights --out DIR
+
+``IDRIDROOT`` is the official release's folder (``A. Segmentation``, ``B. Disease Grading``,
+``C. Localization``).
+
+``landmarks``: the optic disc and fovea found by image analysis (:mod:`hydralanet.landmarks`,
+no lesion model) on all of part C's photos (413 training, 103 test), against the graders'
+centres: distance in pixels of the 4288 x 2848 photo and in disc diameters (DD). IDRiD gives
+no disc size with the centres, so 1 DD is the median equivalent diameter of the optic-disc
+masks of part A (81 photos of the same camera). Writes ``DIR/landmarks.csv`` (one row a photo),
+``DIR/landmarks.json`` and ``DIR/landmarks.md`` (per split: found, mean and median distance,
+share within 0.5 DD), and to ``--figures`` a histogram of the distances and a contact sheet of
+the ten test photos with the largest fovea or disc distance.
+
+``grading``: part B's test photos (103) through the model and the reading: the DME risk grade
+against the graders' (accuracy, confusion matrix, quadratic kappa), a retinopathy estimate from
+the lesions (what one photo supports) against the graders' grade 0-4, and the AUC of a
+lesion-burden score for referable retinopathy (grade >= 2), with sensitivity and specificity at
+a cut-off chosen on training photos (``--train-photos``: how many of the 413, spread evenly).
+Writes ``DIR/grading.csv``, ``DIR/grading.json`` and ``DIR/grading.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hydralanet.io import read_image, write_atomic
+
+from .datasets.idrid import IDRID_GRADING, parse_idrid_reading
+
+# IDRiD grading challenge (sub-challenge 2), test set: the best teams' joint accuracy (DR grade
+# and DME risk both right on a photo). Porwal et al., "IDRiD: Diabetic Retinopathy -
+# Segmentation and Grading Challenge", Medical Image Analysis 59:101561, 2020, Table 9.
+CHALLENGE_JOINT_ACCURACY = {"LzyUNCC": 0.6311, "VRT": 0.5534, "Mammoth": 0.5146}
+
+SPLITS = ("train", "test")
+TOLERANCE_DD = 0.5
+SEGMENTATION_OD = "A. Segmentation/2. All Segmentation Groundtruths"
+
+
+def idrid_disc_diameter(root: Path) -> float:
+    """Median equivalent diameter (px) of the optic-disc masks of IDRiD part A."""
+    files = sorted((root / SEGMENTATION_OD).glob("*/5. Optic Disc/*"))
+    if not files:
+        raise SystemExit(f"{root / SEGMENTATION_OD}: no '*/5. Optic Disc/*' masks (needed for the disc diameter)")
+    sizes = []
+    for path in files:
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if mask is None:
+            raise SystemExit(f"{path}: not a readable mask")
+        mask = (mask[..., 0] if mask.ndim == 3 else mask) > 0
+        sizes.append(2 * np.sqrt(mask.sum() / np.pi))
+    return float(np.median(sizes))
+
+
+def measure_landmarks(records, dd_px: float, progress: bool = True) -> list[dict[str, Any]]:
+    """One row per record: found centres, confidences, distances to the graders' (px and DD)."""
+    from hydralanet.landmarks import find_landmarks
+
+    rows = []
+    start = time.perf_counter()
+    for i, record in enumerate(records):
+        image = read_image(record.image)
+        found = find_landmarks(image)
+        row: dict[str, Any] = {"image": record.image.stem, "split": record.official_split, "eye": found.eye}
+        for key, got in (("disc", found.disc), ("fovea", found.fovea)):
+            tx, ty = record.labels.get(f"{key}_x"), record.labels.get(f"{key}_y")
+            row[f"{key}_true_x"], row[f"{key}_true_y"] = tx, ty
+            row[f"{key}_x"] = got.x if got else None
+            row[f"{key}_y"] = got.y if got else None
+            row[f"{key}_confidence"] = got.confidence if got else None
+            error = float(np.hypot(got.x - tx, got.y - ty)) if got is not None and tx is not None else None
+            row[f"{key}_error_px"] = None if error is None else round(error, 1)
+            row[f"{key}_error_dd"] = None if error is None else round(error / dd_px, 3)
+        row["disc_diameter_px"] = found.disc.diameter_px if found.disc else None
+        rows.append(row)
+        if progress and (i + 1) % 25 == 0:
+            rate = (time.perf_counter() - start) / (i + 1)
+            print(f"{i + 1}/{len(records)} photos, {rate:.2f} s each", file=sys.stderr, flush=True)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Found, mean / median / 90th-percentile distance and share within 0.5 DD (a landmark not
+    found counts as outside the tolerance, and is left out of the means), and how many were
+    found below the confidence floor (reported as "not found reliably")."""
+    from hydralanet.landmarks import RELIABLE_DISC_CONFIDENCE, RELIABLE_FOVEA_CONFIDENCE
+
+    floor = RELIABLE_DISC_CONFIDENCE if key == "disc" else RELIABLE_FOVEA_CONFIDENCE
+    errors = np.array([r[f"{key}_error_px"] for r in rows if r[f"{key}_error_px"] is not None], dtype=float)
+    dd = np.array([r[f"{key}_error_dd"] for r in rows if r[f"{key}_error_dd"] is not None], dtype=float)
+    n = len(rows)
+    return {
+        "photos": n,
+        "found": int(errors.size),
+        "mean_px": round(float(errors.mean()), 1) if errors.size else None,
+        "median_px": round(float(np.median(errors)), 1) if errors.size else None,
+        "p90_px": round(float(np.percentile(errors, 90)), 1) if errors.size else None,
+        "mean_dd": round(float(dd.mean()), 3) if dd.size else None,
+        f"within_{TOLERANCE_DD}_dd": round(float((dd <= TOLERANCE_DD).sum()) / n, 4) if n else None,
+        "below_floor": sum(1 for r in rows if r[f"{key}_confidence"] is not None and r[f"{key}_confidence"] < floor),
+    }
+
+
+def landmark_report(rows: list[dict[str, Any]], dd_px: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"dd_px": round(dd_px, 1), "tolerance_dd": TOLERANCE_DD}
+    for split in SPLITS:
+        subset = [r for r in rows if r["split"] == split]
+        if subset:
+            out[split] = {key: summarise(subset, key) for key in ("disc", "fovea")}
+    return out
+
+
+def landmark_markdown(report: dict[str, Any]) -> list[str]:
+    lines = [
+        f"1 DD = {report['dd_px']} px (median optic-disc mask of IDRiD part A)",
+        "",
+        "| photos | landmark | found | mean distance | median | 90th percentile | within 0.5 DD | below the floor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for split in SPLITS:
+        for key, name in (("disc", "optic disc"), ("fovea", "fovea")):
+            s = report.get(split, {}).get(key)
+            if not s:
+                continue
+            lines.append(
+                f"| {split} ({s['photos']}) | {name} | {s['found']} | {s['mean_px']} px ({s['mean_dd']} DD) | "
+                f"{s['median_px']} px | {s['p90_px']} px | {100 * s[f'within_{TOLERANCE_DD}_dd']:.1f} % | "
+                f"{s.get('below_floor', '')} |"
+            )
+    return lines
+
+
+def histogram(rows: list[dict[str, Any]], dd_px: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=False)
+    bins = np.linspace(0, 2.0, 41)
+    for ax, key, name in zip(axes, ("disc", "fovea"), ("optic disc centre", "fovea")):
+        for split, colour in zip(SPLITS, ("#7f7f7f", "#d62728")):
+            dd = [
+                min(r[f"{key}_error_dd"], 2.0) for r in rows if r["split"] == split and r[f"{key}_error_dd"] is not None
+            ]
+            ax.hist(dd, bins=bins, alpha=0.6, color=colour, label=f"{split} ({len(dd)})", density=True)
+        ax.axvline(TOLERANCE_DD, color="k", lw=1, ls="--")
+        ax.set_xlabel(f"distance to the graders' mark (DD; 1 DD = {dd_px:.0f} px; 2+ in the last bin)")
+        ax.set_title(f"IDRiD part C: {name}")
+        ax.legend()
+    axes[0].set_ylabel("share of photos (density)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def contact_sheet(rows: list[dict[str, Any]], records, dd_px: float, path: Path, n: int = 10) -> list[str]:
+    """The ``n`` test photos with the largest distance (fovea or disc, in DD; not found first):
+    graders' marks in green, found in red (circle: disc, cross: fovea), 0.5 DD circles."""
+    by_name = {r.image.stem: r for r in records}
+
+    def worst(r: dict[str, Any]) -> float:
+        errs = [r[f"{k}_error_dd"] if r[f"{k}_error_dd"] is not None else 99.0 for k in ("disc", "fovea")]
+        return max(errs)
+
+    test = sorted((r for r in rows if r["split"] == "test"), key=worst, reverse=True)[:n]
+    tiles = []
+    for r in test:
+        image = read_image(by_name[r["image"]].image)
+        k = 400 / image.shape[1]
+        small = np.ascontiguousarray(cv2.resize(image, (400, round(image.shape[0] * k)), interpolation=cv2.INTER_AREA))
+        for key, marker in (("disc", "circle"), ("fovea", "cross")):
+            for colour, (x, y) in (
+                ((0, 255, 0), (r[f"{key}_true_x"], r[f"{key}_true_y"])),
+                ((255, 40, 40), (r[f"{key}_x"], r[f"{key}_y"])),
+            ):
+                if x is None:
+                    continue
+                c = (round(x * k), round(y * k))
+                if marker == "circle":
+                    cv2.circle(small, c, 4, colour, -1, cv2.LINE_AA)
+                else:
+                    cv2.drawMarker(small, c, colour, cv2.MARKER_CROSS, 14, 2, cv2.LINE_AA)
+                if colour == (0, 255, 0):
+                    cv2.circle(small, c, round(TOLERANCE_DD * dd_px * k), colour, 1, cv2.LINE_AA)
+
+        label = f"{r['image']}  disc {_fmt(r['disc_error_dd'])}  fovea {_fmt(r['fovea_error_dd'])}"
+        cv2.rectangle(small, (0, 0), (400, 18), (0, 0, 0), -1)
+        cv2.putText(small, label, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(small)
+    if not tiles:
+        return []
+    h = max(t.shape[0] for t in tiles)
+    tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
+    while len(tiles) % 5:
+        tiles.append(np.zeros_like(tiles[0]))
+    sheet = np.concatenate([np.concatenate(tiles[i : i + 5], axis=1) for i in range(0, len(tiles), 5)], axis=0)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    write_atomic(path, data.tobytes())
+    return [r["image"] for r in test]
+
+
+def _fmt(value: float | None) -> str:
+    return "not found" if value is None else f"{value:.2f} DD"
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_landmarks(args: argparse.Namespace) -> int:
+    root = Path(args.idrid)
+    records = [r for r in parse_idrid_reading(root) if r.official_split in args.split]
+    records.sort(key=lambda r: (r.official_split, r.image.stem))
+    if args.limit:
+        records = records[: args.limit]
+    dd_px = idrid_disc_diameter(root)
+    start = time.perf_counter()
+    rows = measure_landmarks(records, dd_px)
+    seconds = time.perf_counter() - start
+    out = Path(args.out)
+    write_csv(out / "landmarks.csv", rows)
+    report = landmark_report(rows, dd_px)
+    report["seconds_per_photo"] = round(seconds / max(1, len(rows)), 2)
+    figures = Path(args.figures) if args.figures else out
+    figures.mkdir(parents=True, exist_ok=True)
+    histogram(rows, dd_px, figures / "idrid_landmark_errors.png")
+    report["worst_test_photos"] = contact_sheet(rows, records, dd_px, figures / "idrid_landmarks_worst10.jpg")
+    write_atomic(out / "landmarks.json", json.dumps(report, indent=2).encode())
+    lines = landmark_markdown(report)
+    write_atomic(out / "landmarks.md", ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+    print(f"{report['seconds_per_photo']} s a photo; worst test photos: {', '.join(report['worst_test_photos'])}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.idrid_reading", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    lm = sub.add_parser("landmarks", help="optic disc and fovea against IDRiD part C")
+    lm.add_argument("--idrid", required=True, help="the IDRiD release's folder (A., B., C. ...)")
+    lm.add_argument("--out", required=True)
+    lm.add_argument("--figures", help="where the histogram and contact sheet go (default: --out)")
+    lm.add_argument("--split", nargs="+", choices=SPLITS, default=list(SPLITS))
+    lm.add_argument("--limit", type=int, default=0, help="only the first N photos (a quick look)")
+    gr = sub.add_parser("grading", help="DME risk and referable retinopathy against IDRiD part B")
+    gr.add_argument("--idrid", required=True)
+    gr.add_argument("--model", default="weights")
+    gr.add_argument("--out", required=True)
+    gr.add_argument("--train-photos", type=int, default=103, help="training photos to choose the cut-off on")
+    gr.add_argument("--device", default="auto")
+    gr.add_argument("--limit", type=int, default=0, help="only the first N photos of each split (a quick look)")
+    args = parser.parse_args(argv)
+    if args.command == "landmarks":
+        return run_landmarks(args)
+    return run_grading(args)
+
+
+def grading_records(root: Path, split: str) -> list[dict[str, Any]]:
+    """Part B's photos of one split with their graders' retinopathy grade and DME risk."""
+    base = root / IDRID_GRADING
+    folder, word = {"train": ("a. Training Set", "Training"), "test": ("b. Testing Set", "Testing")}[split]
+    labels = sorted((base / "2. Groundtruths").glob(f"*Disease Grading_{word} Labels.csv"))
+    if not labels:
+        raise SystemExit(f"{base / '2. Groundtruths'}: no '*Disease Grading_{word} Labels.csv'")
+    out = []
+    with labels[0].open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [" ".join(h.lower().split()) for h in next(reader, [])]
+        for values in reader:
+            row = dict(zip(header, (v.strip() for v in values)))
+            name = row.get("image name", "")
+            if not name:
+                continue
+            image = base / "1. Original Images" / folder / f"{name}.jpg"
+            if not image.exists():
+                raise SystemExit(f"{labels[0]}: {name} has no photo {image}")
+            try:
+                dr, dme = int(row["retinopathy grade"]), int(row["risk of macular edema"])
+            except (KeyError, ValueError):
+                raise SystemExit(f"{labels[0]}: {name}: grades {row} are not numbers") from None
+            out.append({"image": image, "split": split, "dr_true": dr, "dme_true": dme})
+    return out
+
+
+def read_graded(loaded, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each photo through the model (default thresholds) and the reading."""
+    from hydralanet import predict
+    from hydralanet.reading import findings, read_photo
+
+    rows = []
+    start = time.perf_counter()
+    for i, record in enumerate(records):
+        prediction = predict(loaded, read_image(record["image"]))
+        photo = read_photo(prediction.image, prediction.fov, probabilities=prediction.probabilities)
+        found = findings(photo, prediction.masks())
+        estimate = found["retinopathy_estimate"]
+        rows.append(
+            {
+                "image": record["image"].stem,
+                "split": record["split"],
+                "dr_true": record["dr_true"],
+                "dme_true": record["dme_true"],
+                "dme_read": found["dme_risk"],
+                "retinopathy_level": estimate["level"],
+                "lesion_burden": estimate["lesion_burden"],
+                "quality": found["quality"]["verdict"],
+                "landmarks_reliable": photo.landmarks.reliable,
+            }
+        )
+        if (i + 1) % 10 == 0:
+            rate = (time.perf_counter() - start) / (i + 1)
+            print(f"{i + 1}/{len(records)} photos, {rate:.1f} s each", file=sys.stderr, flush=True)
+    return rows
+
+
+def choose_cutoff(rows: list[dict[str, Any]]) -> float:
+    """The lesion burden that maximises Youden's J (sensitivity + specificity - 1) for grade >= 2."""
+    from sklearn.metrics import roc_curve
+
+    truth = np.array([r["dr_true"] >= 2 for r in rows])
+    fpr, tpr, thresholds = roc_curve(truth, [r["lesion_burden"] for r in rows])
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], 1e9))
+
+
+def grading_report(test: list[dict[str, Any]], cutoff: float, train_photos: int) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, roc_auc_score
+
+    graded = [r for r in test if r["dme_read"] is not None]
+    dme_true = [r["dme_true"] for r in test]
+    dme_read = [3 if r["dme_read"] is None else r["dme_read"] for r in test]  # 3: no grade (counted wrong)
+    referable = np.array([r["dr_true"] >= 2 for r in test])
+    burden = np.array([r["lesion_burden"] for r in test])
+    flagged = burden >= cutoff
+    return {
+        "photos": len(test),
+        "dme": {
+            "accuracy": round(float(accuracy_score(dme_true, dme_read)), 4),
+            "graded": len(graded),
+            "quadratic_kappa_on_graded": round(
+                float(
+                    cohen_kappa_score(
+                        [r["dme_true"] for r in graded], [r["dme_read"] for r in graded], weights="quadratic"
+                    )
+                ),
+                4,
+            ),
+            "confusion": {
+                "rows": "graders' DME risk 0, 1, 2",
+                "columns": "read 0, 1, 2, no grade",
+                "matrix": confusion_matrix(dme_true, dme_read, labels=[0, 1, 2, 3])[:3].tolist(),
+            },
+        },
+        "retinopathy": {
+            "confusion": {
+                "rows": "graders' retinopathy grade 0-4",
+                "columns": "estimate 0 no lesion, 1 MA only, 2 beyond MA, 3 4-2-1 haemorrhages met",
+                "matrix": confusion_matrix(
+                    [r["dr_true"] for r in test], [r["retinopathy_level"] for r in test], labels=[0, 1, 2, 3, 4]
+                )[:, :4].tolist(),
+            },
+            "referable_auc": round(float(roc_auc_score(referable, burden)), 4),
+            "cutoff": cutoff,
+            "cutoff_chosen_on": f"{train_photos} IDRiD grading training photos (Youden's J)",
+            "sensitivity": round(float(flagged[referable].mean()), 4),
+            "specificity": round(float((~flagged[~referable]).mean()), 4),
+            "referable": int(referable.sum()),
+        },
+        "challenge_joint_accuracy": CHALLENGE_JOINT_ACCURACY,
+        "joint_accuracy_note": "the challenge ranked DR grade (0-4) and DME risk both right; "
+        "the lesion estimate never says 4, so only the DME accuracy is comparable in kind",
+    }
+
+
+def grading_markdown(report: dict[str, Any]) -> list[str]:
+    dme, dr = report["dme"], report["retinopathy"]
+    lines = [
+        f"DME risk on {report['photos']} test photos: accuracy {dme['accuracy']:.3f} "
+        f"(graded {dme['graded']}; quadratic kappa on those {dme['quadratic_kappa_on_graded']:.3f})",
+        "",
+        "| graders \\ read | 0 | 1 | 2 | no grade |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {g} | " + " | ".join(map(str, row)) + " |" for g, row in enumerate(dme["confusion"]["matrix"])]
+    lines += [
+        "",
+        f"Referable retinopathy (grade >= 2, {dr['referable']} photos): lesion-burden AUC {dr['referable_auc']:.3f}; "
+        f"at burden >= {dr['cutoff']:g} ({dr['cutoff_chosen_on']}): sensitivity {dr['sensitivity']:.3f}, "
+        f"specificity {dr['specificity']:.3f}",
+        "",
+        "| graders' grade \\ estimate | no lesion | MA only | beyond MA | 4-2-1 haemorrhages |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {g} | " + " | ".join(map(str, row)) + " |" for g, row in enumerate(dr["confusion"]["matrix"])]
+    return lines
+
+
+def run_grading(args: argparse.Namespace) -> int:
+    from hydralanet import load_model
+
+    root, out = Path(args.idrid), Path(args.out)
+    loaded = load_model(args.model, device=args.device)
+    train = grading_records(root, "train")
+    if args.train_photos and args.train_photos < len(train):
+        step = len(train) / args.train_photos
+        train = [train[int(i * step)] for i in range(args.train_photos)]
+    test = grading_records(root, "test")
+    if args.limit:
+        train, test = train[: args.limit], test[: args.limit]
+    rows = read_graded(loaded, train) + read_graded(loaded, test)
+    write_csv(out / "grading.csv", rows)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    cutoff = choose_cutoff(train_rows)
+    report = grading_report([r for r in rows if r["split"] == "test"], cutoff, len(train_rows))
+    report["train"] = grading_report(train_rows, cutoff, len(train_rows))
+    report["model"] = args.model
+    write_atomic(out / "grading.json", json.dumps(report, indent=2).encode())
+    lines = grading_markdown(report)
+    write_atomic(out / "grading.md", ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(argv=None))
