@@ -12,6 +12,30 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+# The test files that take longest, longest first: they start first, so the two worker
+# processes (pyproject.toml's addopts) finish together; the rest follow in their usual order.
+LONGEST_FIRST = (
+    "test_fast.py",
+    "test_train.py",
+    "test_pipeline.py",
+    "test_page.py",
+    "test_calibration.py",
+    "test_browser.py",
+    "test_app.py",
+    "test_original.py",
+    "test_packaging.py",
+    "test_bundle.py",
+    "test_reading.py",
+    "test_dicom.py",
+    "test_structure.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests keep their order
+
+
 @pytest.fixture(autouse=True)
 def _restore_main_module():
     """Streamlit's script runner (AppTest) installs the app as ``sys.modules["__main__"]`` and

@@ -235,6 +235,68 @@ def test_unusable_configured_model_warns_and_falls_back_to_bundled(
     assert len(statistics(app)) == 4
 
 
+# Each class's probability, the same over the whole photo, between two stops of its slider.
+GRADED = {"EX": 0.205, "HE": 0.405, "MA": 0.605, "SE": 0.805}
+
+
+@pytest.fixture(scope="module")
+def graded_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint with each class's last layer set to a constant: probability GRADED[c]."""
+    from hydralanet import load_model, save_checkpoint
+
+    loaded = load_model(tiny_checkpoint, device="cpu")
+    with torch.no_grad():
+        for c, p in GRADED.items():
+            last = loaded.model.head.branches[c][-1]
+            last.weight.zero_()
+            last.bias.fill_(float(np.log(p / (1 - p))))
+    return save_checkpoint(loaded.model, tmp_path_factory.mktemp("graded") / "graded", loaded.config)
+
+
+def test_each_slider_sets_its_own_class_threshold_one_stop_either_side(
+    graded_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose four classes have four different probabilities: each slider, moved alone to
+    the stop below its class's probability, marks the whole field of view for that class only;
+    one stop higher marks nothing. A slider wired to another class, or off by one stop, fails."""
+    from hydralanet.config import threshold_stops
+
+    monkeypatch.setenv("HYDRALANET_MODEL", str(graded_checkpoint))
+    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    click(app.run(), "Try a sample")
+    stops = threshold_stops(0.35)
+    below = {c: max(s for s in stops if s < p) for c, p in GRADED.items()}
+    above = {c: min(s for s in stops if s > p) for c, p in GRADED.items()}
+    assert below == {"EX": 0.2, "HE": 0.4, "MA": 0.6, "SE": 0.8} and above == {
+        "EX": 0.21,
+        "HE": 0.41,
+        "MA": 0.61,
+        "SE": 0.81,
+    }
+
+    def found() -> dict[str, float]:
+        assert_clean(app)
+        return {c: row["% of FOV"] for c, row in statistics(app).items()}
+
+    for c in CLASSES:  # every slider above every class's probability: nothing found
+        app.select_slider(key=f"threshold_{c}").set_value(0.95).run()
+    assert found() == dict.fromkeys(CLASSES, 0.0)
+    for c in CLASSES:
+        app.select_slider(key=f"threshold_{c}").set_value(below[c]).run()
+        assert found() == {k: 100.0 if k == c else 0.0 for k in CLASSES}, c
+        assert statistics(app)[c]["threshold"] == pytest.approx(below[c])
+        app.select_slider(key=f"threshold_{c}").set_value(above[c]).run()
+        assert found() == dict.fromkeys(CLASSES, 0.0), c
+        app.select_slider(key=f"threshold_{c}").set_value(0.95).run()
+    for c in CLASSES:  # all four at once, then each raised one stop in turn
+        app.select_slider(key=f"threshold_{c}").set_value(below[c]).run()
+    assert found() == dict.fromkeys(CLASSES, 100.0)
+    for i, c in enumerate(CLASSES):
+        app.select_slider(key=f"threshold_{c}").set_value(above[c]).run()
+        assert found() == {k: 0.0 if j <= i else 100.0 for j, k in enumerate(CLASSES)}, c
+    assert app.session_state["model_runs"] == 1  # the sliders never re-run the model
+
+
 def test_sidebar_loads_another_model_and_resets_its_thresholds(
     app: AppTest, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -328,6 +390,46 @@ def test_dicom_upload_gives_one_entry_per_frame_and_a_pdf_report(app: AppTest, m
     app.selectbox(key="image_choice").set_value("pair_f1.dcm").run()  # still offered for the next photo
     assert [d for d in app.get("download_button") if d.label == "Report (PDF)"]
     assert app.session_state["model_runs"] == 2  # one per frame
+
+
+def test_dicom_identifiers_stay_off_the_page_and_out_of_every_download(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every identifying header field planted (tests/deidentification.py) is searched for, in
+    every form it could be printed in, on the page and in each download (PDF text included)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    from training.dicom_check import make_dicom
+
+    from .deidentification import PLANTED, leaks, planted_in_file, readable
+
+    files: dict[str, object] = {}  # file name -> its data, or the callable a click runs
+    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
+
+    def keep(self, data, mimetype, coordinates, file_name=None, **kwargs):
+        files[file_name] = data
+        return add(self, data, mimetype, coordinates, file_name, **kwargs)
+
+    def keep_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        files[file_name] = data_callable
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", keep)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", keep_deferred)
+    data = make_dicom(synthetic_fundus(200), "rle", ImageLaterality="L", **PLANTED)
+    held = planted_in_file(data)
+    assert held.keys() >= PLANTED.keys()
+    app.run()
+    app.file_uploader(key="uploads").set_value([("visit.dcm", data, "application/dicom")]).run()
+    assert_clean(app)
+    assert app.session_state["model_runs"] == 1
+    downloads = {n: f() if callable(f) else f for n, f in files.items() if n}
+    assert {"visit.pdf", "visit_summary.csv", "visit_summary.json", "visit_masks.zip"} <= downloads.keys()
+    texts = {n: readable(n, d if isinstance(d, bytes) else str(d).encode()) for n, d in downloads.items()}
+    texts["page"] = "\n".join(str(getattr(node, "proto", "")) for node in app._tree)
+    assert "Identifiers withheld" in " ".join(texts["visit.pdf"].split())  # the PDF's text is read
+    assert "Original (200 x 200)" in texts["page"] and "visit.dcm" in texts["visit_summary.csv"]
+    assert leaks(texts, held) == []
 
 
 def test_upload_replies_survive_the_start_of_a_script_run() -> None:

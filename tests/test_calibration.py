@@ -167,3 +167,37 @@ def test_calibrate_command_writes_calibration_thresholds_and_card(tiny, tmp_path
 def test_calibrate_refuses_what_is_not_a_checkpoint_folder(tmp_path, tiny, capsys):
     assert calibrate_main(["--model", str(tmp_path), "--manifest", str(tiny / "manifest.csv")]) == 2
     assert "not a checkpoint folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tile", [None, 128], ids=["whole", "tiled"])
+def test_cli_probability_files_are_the_calibrated_ones(tiny, tmp_path, retina, tile):
+    """predict's 16-bit probability files hold predict(calibrated=True)'s maps of a calibrated
+    checkpoint, whole or in tiles, not the raw sigmoid."""
+    import shutil
+
+    import cv2
+
+    from hydralanet.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    config["calibration"] = {"EX": [0.5, -1.0], "HE": [2.0, 0.5], "MA": [0.3, 0.0], "SE": [1.0, 3.0]}
+    (model / "config.json").write_text(json.dumps(config))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    image = cv2.resize(retina, (200, 200), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(photos / "eye.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    args = ["predict", str(photos), "--out", str(tmp_path / "out"), "--model", str(model), "--device", "cpu"]
+    args += ["--precision", "fp32", "--workers", "0", "--save-probabilities", "--no-reading"]
+    assert main(args + (["--tile", str(tile)] if tile else [])) == 0
+    loaded = load_model(model, device="cpu")
+    calibrated = predict(loaded, read_image(photos / "eye.png"), precision="fp32", tile=tile)
+    raw = predict(loaded, read_image(photos / "eye.png"), precision="fp32", tile=tile, calibrated=False)
+    assert calibrated.settings["calibrated"] and calibrated.settings["tile"] == tile
+    for i, c in enumerate(CLASSES):
+        written = cv2.imread(str(tmp_path / "out" / "eye" / f"prob_{c}.png"), cv2.IMREAD_UNCHANGED)
+        assert written.dtype == np.uint16
+        expected = np.round(calibrated.probabilities[i] * 65535.0)
+        assert np.abs(written.astype(np.float64) - expected).max() <= 1, c  # rounding only
+        assert np.abs(written / 65535.0 - raw.probabilities[i]).max() > 0.01, c  # not the raw sigmoid

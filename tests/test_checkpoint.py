@@ -162,17 +162,33 @@ def test_thresholds_are_shown_with_the_digits_they_need():
 
 def test_fast_path_is_built_once_when_threads_ask_together(monkeypatch):
     import threading
-    import time
 
     import hydralanet.checkpoint as checkpoint
 
     loaded = load_model(device="cpu")
     built = []
     real = checkpoint.optimize_for_inference
+    arrived = threading.Semaphore(0)
+
+    class CountingLock:
+        """The model's lock, noting each thread that reaches it."""
+
+        def __init__(self, lock) -> None:
+            self.lock = lock
+
+        def __enter__(self):
+            arrived.release()
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            return self.lock.__exit__(*exc)
+
+    loaded._lock = CountingLock(loaded._lock)
 
     def slow_build(*args, **kwargs):
         built.append(1)
-        time.sleep(0.2)  # a build takes a while: a second thread arrives meanwhile
+        for _ in range(4):  # the build ends only when all four threads have asked for it
+            assert arrived.acquire(timeout=60)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(checkpoint, "optimize_for_inference", slow_build)

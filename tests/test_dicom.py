@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,9 +14,11 @@ import pytest
 from PIL import Image
 
 from hydralanet.cli import main
-from hydralanet.dicom import read_facts
+from hydralanet.dicom import IDENTIFIER_KEYWORDS, read_facts
 from hydralanet.io import ImageError, photo_sources, read_image
 from training.dicom_check import dice, dicom_from_jpeg, make_dicom
+
+from .deidentification import PLANTED, folder_texts, leaks, planted_in_file
 
 IDENTIFIERS = {
     "PatientName": "Doe^Jane",
@@ -138,30 +138,30 @@ def test_bad_dicom_is_a_one_line_error_naming_the_file(photo, make, message):
     assert text.startswith("scan.dcm: ") and message in text.lower() and "\n" not in text
 
 
-def _output_texts(folder: Path) -> dict[Path, bytes]:
-    """Every output file's bytes, and for PDFs (compressed) their extracted text as well."""
-    out = {}
-    for path in folder.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            if path.suffix == ".pdf":
-                data += subprocess.run(["pdftotext", str(path), "-"], capture_output=True, check=True).stdout
-            out[path] = data
-    return out
-
-
 def test_cli_keeps_identifiers_out_of_every_output_unless_asked(photo, tmp_path, tiny_checkpoint, capsys):
+    """Every identifying field planted (PLANTED: the basic de-identification profile's) and
+    searched for in every form it could be printed in, in every file the CLI writes (PDF text
+    and metadata included) and on its console; with --keep-identifiers, exactly the listed
+    identifiers are written, in findings and reports, and nothing else of the header."""
     inputs = tmp_path / "in"
     inputs.mkdir()
-    header = dict(ImageLaterality="L", PixelSpacing=[0.01, 0.01], **IDENTIFIERS)
-    (inputs / "visit.dcm").write_bytes(make_dicom(photo, "jpeg", **header))
-    (inputs / "pair.dcm").write_bytes(make_dicom([photo, photo[::-1].copy()], "j2k_lossless", **header))
+    header = dict(ImageLaterality="L", PixelSpacing=[0.01, 0.01], **PLANTED)
+    files = {
+        "visit.dcm": make_dicom(photo, "jpeg", **header),
+        "pair.dcm": make_dicom([photo, photo[::-1].copy()], "j2k_lossless", **header),
+    }
+    for name, data in files.items():
+        (inputs / name).write_bytes(data)
     (inputs / "broken.dcm").write_bytes(_without_pixels(photo))
+    held = {name: planted_in_file(data) for name, data in files.items()}  # the pair's UIDs differ (compressed)
+    assert held["visit.dcm"].keys() >= PLANTED.keys()  # every planted field is in the files, as planted
+    values = {f"{k} of {name}": v for name, header in held.items() for k, v in header.items()}
     args = [str(inputs), "--model", str(tiny_checkpoint), "--device", "cpu", "--report", "--report-combined"]
 
     out = tmp_path / "plain"
     assert main(["predict", *args, "--out", str(out)]) == 1  # broken.dcm failed, the others did not
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    console = capsys.readouterr()
+    errors = [line for line in console.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "broken.dcm" in errors[0] and "no pixel data" in errors[0]
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != ".shards") == [
         "pair_f1",
@@ -169,11 +169,10 @@ def test_cli_keeps_identifiers_out_of_every_output_unless_asked(photo, tmp_path,
         "visit",
     ]
     assert (out / "visit" / "visit.pdf").is_file() and (out / "pair_f2" / "pair_f2.pdf").is_file()
-    texts = _output_texts(out)
-    assert len(texts) > 20 and out / "report.pdf" in texts
-    for path, data in texts.items():
-        for value in IDENTIFIERS.values():
-            assert value.encode() not in data, f"{value} leaked into {path}"
+    texts = {**folder_texts(out), "console": console.out + console.err}
+    assert len(texts) > 20 and "report.pdf" in texts and "summary.csv" in texts
+    assert "Identifiers withheld" in " ".join(texts["visit/visit.pdf"].split())  # the PDF's text is read
+    assert leaks(texts, values) == []
     found = json.loads((out / "visit" / "findings.json").read_text())
     assert found["eye"] == "left" and found["eye_source"] == "header"
     assert found["dicom"]["laterality_source"] == "ImageLaterality" and "identifiers" not in found["dicom"]
@@ -181,10 +180,17 @@ def test_cli_keeps_identifiers_out_of_every_output_unless_asked(photo, tmp_path,
 
     kept = tmp_path / "kept"
     assert main(["predict", *args, "--out", str(kept), "--keep-identifiers"]) == 1
-    found = json.loads((kept / "visit" / "findings.json").read_text())
-    assert found["dicom"]["identifiers"]["PatientID"] == "PID-7731-XQ"
-    report_text = _output_texts(kept)[kept / "visit" / "visit.pdf"]
-    assert b"PID-7731-XQ" in report_text and b"Doe^Jane" in report_text
+    listed = {name: {k: v for k, v in held[name].items() if k in IDENTIFIER_KEYWORDS} for name in files}
+    assert len(listed["visit.dcm"]) == len(IDENTIFIER_KEYWORDS) - 1  # all the code reads but PatientSex (not planted)
+    for folder, name in (("visit", "visit.dcm"), ("pair_f1", "pair.dcm"), ("pair_f2", "pair.dcm")):
+        assert json.loads((kept / folder / "findings.json").read_text())["dicom"]["identifiers"] == listed[name]
+    texts = folder_texts(kept)
+    for where in ("visit/visit.pdf", "report.pdf"):
+        pdf = "".join(texts[where].split())
+        assert [k for k, v in listed["visit.dcm"].items() if "".join(v.split()) not in pdf] == [], where
+    shown = {v for header in listed.values() for v in header.values()}  # (the file meta repeats a UID)
+    unlisted = {k: v for k, v in values.items() if k.split()[0] not in IDENTIFIER_KEYWORDS and v not in shown}
+    assert len(unlisted) >= 16 and leaks(texts, unlisted) == []
 
 
 def test_jpeg_dicom_of_the_sample_gives_the_masks_of_the_jpeg(retina):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,11 +80,41 @@ def _closed_port() -> int:
 
 
 def test_unreachable_hub_fails_fast_and_falls_back(hub, monkeypatch):
+    import huggingface_hub
+
+    downloads, snapshot_download = [], huggingface_hub.snapshot_download
+
+    def no_download(*args, **kwargs):  # the cache lookup (local_files_only) goes through
+        if not kwargs.get("local_files_only"):
+            downloads.append(args)
+            raise AssertionError("a download from an unreachable Hub")
+        return snapshot_download(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
-    started = time.monotonic()
     with pytest.raises(HubError, match="Hub unreachable .*no cached copy"):
         load_model(REPO)
-    assert time.monotonic() - started < 10  # not the client's ~23 s of retries
+    assert downloads == []  # not the client's download path, which retries for ~23 s
+    # A server that drops every connection: one request, no retries.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        connections = []
+
+        def drop_all() -> None:
+            while True:
+                try:
+                    connection, _ = server.accept()
+                except OSError:  # closed: the test is over
+                    return
+                connections.append(1)
+                connection.close()
+
+        threading.Thread(target=drop_all, daemon=True).start()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        with pytest.raises(HubError, match="Hub unreachable .*no cached copy"):
+            load_model(REPO)
+    assert len(connections) == 1 and downloads == []
     loaded, warning = load_model_or_bundled(REPO, device="cpu")
     assert loaded.identity["source"] == "bundled"
     assert warning.startswith(f"Hub repo {REPO}: Hub unreachable") and "bundled" in warning

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -124,10 +123,12 @@ def test_resume_skips_complete_photos_and_redoes_incomplete_ones(small_photos, t
     args = [str(small_photos), "--out", str(out), "--workers", "0", "--no-reading"]
     assert _predict(*args, model=tiny_checkpoint) == 0
     first = _outputs(out)
-    stamp = {p: (out / p / "EX.png").stat().st_mtime_ns for p in ("p00", "p01", "p02")}
+    stamp = {}
+    for p in ("p00", "p01", "p02"):  # a time long past: a file rewritten now cannot carry it
+        os.utime(out / p / "EX.png", ns=(10**18, 10**18))
+        stamp[p] = (out / p / "EX.png").stat().st_mtime_ns
     (out / "p01" / "record.json").unlink()  # killed before its record: incomplete
     (out / "p02" / "overlay.png").unlink()  # a file lost: incomplete
-    time.sleep(0.01)
     capsys.readouterr()
     assert _predict(*args, "--resume", model=tiny_checkpoint) == 0
     assert "6 of 6 images segmented (4 already done)" in capsys.readouterr().err
@@ -142,6 +143,26 @@ def test_resume_skips_complete_photos_and_redoes_incomplete_ones(small_photos, t
     assert {r["threshold"] for r in csv.DictReader((out / "summary.csv").open()) if r["lesion"] == "EX"} == {"0.2"}
 
 
+# ``python -c KILLED_AFTER_RECORDS OUT N ARGS...``: the command line ``ARGS`` SIGKILLs its whole
+# process group (itself and its workers) as soon as a worker has written the N-th record.json in
+# OUT: a kill on an event, wherever the run stands then, however fast or slow the machine.
+KILLED_AFTER_RECORDS = """
+import os, signal, sys
+from pathlib import Path
+import hydralanet.pipeline as pipeline
+from hydralanet.cli import main
+out, n = Path(sys.argv[1]), int(sys.argv[2])
+write = pipeline.write_photo_outputs
+def write_then_die(*args, **kwargs):
+    record = write(*args, **kwargs)
+    if len(list(out.glob("*/record.json"))) >= n:
+        os.killpg(0, signal.SIGKILL)
+    return record
+pipeline.write_photo_outputs = write_then_die
+sys.exit(main(sys.argv[3:]))
+"""
+
+
 def test_sigkill_then_resume_gives_the_uninterrupted_outputs(small_photos, tmp_path, tiny_checkpoint):
     """A real run killed with SIGKILL after a few photos, then resumed: the same files and
     summary as a run that was never interrupted, each photo once."""
@@ -153,16 +174,12 @@ def test_sigkill_then_resume_gives_the_uninterrupted_outputs(small_photos, tmp_p
     reference = tmp_path / "reference"
     assert _predict(str(photos), "--out", str(reference), "--workers", "0", model=tiny_checkpoint) == 0
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "hydralanet", "predict", str(photos), "--out", str(out), "--workers", "2"]
-    command += ["--model", str(tiny_checkpoint), "--device", "cpu"]
-    proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while len(list(out.glob("*/record.json"))) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    command = [sys.executable, "-c", KILLED_AFTER_RECORDS, str(out), "3", "predict", str(photos), "--out", str(out)]
+    command += ["--workers", "2", "--model", str(tiny_checkpoint), "--device", "cpu"]
+    proc = subprocess.run(command, cwd=REPO, stderr=subprocess.DEVNULL, start_new_session=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
     done_at_kill = len(list(out.glob("*/record.json")))
-    assert 3 <= done_at_kill < 10, done_at_kill
+    assert done_at_kill in (3, 4), done_at_kill  # the 3rd; the other worker may have finished one more
     assert not (out / "summary.csv").exists()  # it died before any merge
     assert _predict(str(photos), "--out", str(out), "--resume", model=tiny_checkpoint) == 0
     assert _outputs(out) == _outputs(reference)

@@ -5,9 +5,9 @@ organised")."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -120,18 +120,78 @@ def test_layers_point_one_way() -> None:
             assert not {m for m in imports if m.startswith(("training", "app"))}, module
 
 
+# Imports each module named in argv in a child forked from this interpreter, which holds the
+# third-party libraries the project imports (torch, cv2, streamlit, ...) but no project module:
+# each child starts as a fresh interpreter would, minus the libraries' start-up cost. Prints
+# {module: last line of its error} as JSON.
+IMPORT_EACH_ALONE = """
+import importlib, json, os, sys, traceback
+for name in json.loads(sys.argv[1]):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+project = [m for m in sys.modules if m.split(".")[0] in ("app", "tools", "hydralanet", "training", "webapp")]
+assert not project, project
+failures = {}
+for module in sys.argv[2:]:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            importlib.import_module(module)
+            os._exit(0)
+        except BaseException:
+            os.write(write, traceback.format_exc().strip().splitlines()[-1].encode())
+            os._exit(1)
+    os.close(write)
+    with os.fdopen(read) as error:
+        message = error.read()
+    if os.waitpid(pid, 0)[1] != 0:
+        failures[module] = message or "died"
+print(json.dumps(failures))
+"""
+
+
+def third_party_imports(paths: list[Path]) -> set[str]:
+    """Top-level names of the libraries the files import (anywhere in them), standard library included."""
+    names = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names.add(node.module.split(".")[0])
+    return names - {"app", "tools", *PACKAGES}
+
+
 def test_every_module_imports_alone_in_a_fresh_interpreter() -> None:
     modules = [m for m in sorted(import_graph()) if m not in ("app",) and not m.endswith("__main__")]
+    libraries = sorted(third_party_imports(source_files()))
+    assert {"torch", "cv2", "streamlit"} <= set(libraries)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH_ALONE, json.dumps(libraries), *modules],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
 
-    def try_import(module: str) -> tuple[str, str]:
-        done = subprocess.run(
-            [sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True, timeout=300
-        )
-        return module, "" if done.returncode == 0 else done.stderr.strip().splitlines()[-1]
 
-    with ThreadPoolExecutor(4) as pool:
-        failures = {m: err for m, err in pool.map(try_import, modules) if err}
-    assert failures == {}
+def test_the_import_check_sees_a_module_that_needs_another_imported_first(tmp_path: Path) -> None:
+    """A module that works only when a project module was imported before it fails the check."""
+    package = tmp_path / "hydralanet"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "first.py").write_text("import sys\nsys.modules[__name__].ready = True\n")
+    (package / "second.py").write_text("import sys\nassert 'hydralanet.first' in sys.modules, 'first missing'\n")
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH_ALONE, "[]", "hydralanet.first", "hydralanet.second", "hydralanet.nope"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    failures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert failures.keys() == {"hydralanet.second", "hydralanet.nope"}
+    assert failures["hydralanet.second"] == "AssertionError: first missing"
 
 
 @pytest.mark.parametrize("path", source_files(), ids=lambda p: str(p.relative_to(ROOT)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,30 @@ def manifest(tmp_path_factory) -> Path:
     return root / "manifest.csv"
 
 
+# ``python -c KILLED_IN_EPOCH_2 ARGS...``: ``python -m training.train ARGS`` that SIGKILLs itself
+# (no handler, no cleanup) on an event: epoch 2's second batch, after epoch 1's checkpoint and one
+# optimizer step of epoch 2, however fast or slow the machine.
+KILLED_IN_EPOCH_2 = """
+import os, signal, sys
+import training.train as train
+end_epoch, loss = train._end_epoch, train.supervised_loss
+batches = []
+def ended(run, epoch, *args):
+    stop = end_epoch(run, epoch, *args)
+    if epoch == 0:
+        batches.append(0)
+    return stop
+def loss_or_die(*args, **kwargs):
+    if batches:
+        batches[0] += 1
+        if batches[0] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return loss(*args, **kwargs)
+train._end_epoch, train.supervised_loss = ended, loss_or_die
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
 @pytest.fixture(scope="module")
 def runs(manifest, tmp_path_factory) -> dict[str, Path]:
     """Run A trains 2 epochs uninterrupted; run B is SIGKILLed during epoch 2 and resumed.
@@ -62,13 +87,10 @@ def runs(manifest, tmp_path_factory) -> dict[str, Path]:
     a, b = base / "a", base / "b"
     proc_a = subprocess.Popen(_train_command(manifest, a), cwd=ROOT, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    proc_b = subprocess.Popen(_train_command(manifest, b), cwd=ROOT, env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    for line in proc_b.stdout:
-        if line.startswith("epoch 1/2 done"):
-            proc_b.kill()  # SIGKILL: no handler, no cleanup, mid-way through epoch 2
-            break
-    proc_b.wait(timeout=60)
+    killed_b = [sys.executable, "-c", KILLED_IN_EPOCH_2, *_train_command(manifest, b)[3:]]
+    proc_b = subprocess.Popen(killed_b, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    assert proc_b.wait(timeout=300) == -signal.SIGKILL
     killed_state = json.loads((b / "last" / "training_state.json").read_text())
     out_a, _ = proc_a.communicate(timeout=300)
     assert proc_a.returncode == 0, out_a
@@ -306,19 +328,19 @@ def test_frozen_batchnorm_keeps_statistics_and_affine():
 
 
 def test_deep_supervision_adds_small_weighted_aux_terms():
-    from training.losses import DualLoss
-
+    """Known numbers: a stand-in loss that is the mean logit, logits of constant 1, 2, 3 and 4
+    (main, then the three auxiliary heads) and weights 0.5, 0.25, 0.125:
+    1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 4 = 3.25; without deep supervision, the main term, 1."""
     cfg = load_config("cpu-small", ["model.deep_supervision=true", "aux_weights=0.5,0.25,0.125"])
-    loss_fn = DualLoss()
-    g = torch.Generator().manual_seed(0)
-    masks = (torch.rand(2, 4, 32, 32, generator=g) > 0.9).float()
-    valid = torch.ones(2, 1, 32, 32)
-    logits, *aux = (torch.randn(2, 4, 32, 32, generator=g) for _ in range(4))
-    expected = loss_fn(logits, masks, valid) + sum(
-        w * loss_fn(a, masks, valid) for w, a in zip((0.5, 0.25, 0.125), aux)
-    )
-    assert torch.allclose(train_module.supervised_loss((logits, aux), masks, valid, loss_fn, cfg), expected)
-    assert torch.equal(train_module.supervised_loss(logits, masks, valid, loss_fn, cfg), loss_fn(logits, masks, valid))
+    masks, valid = torch.zeros(2, 4, 8, 8), torch.ones(2, 1, 8, 8)
+    logits, *aux = (torch.full((2, 4, 8, 8), float(v)) for v in (1, 2, 3, 4))
+
+    def mean_logit(x, m, v):
+        assert m is masks and v is valid
+        return x.mean()
+
+    assert train_module.supervised_loss((logits, aux), masks, valid, mean_logit, cfg).item() == 3.25
+    assert train_module.supervised_loss(logits, masks, valid, mean_logit, cfg).item() == 1.0
 
 
 def test_training_state_round_trip(tmp_path):
