@@ -16,7 +16,7 @@ from hydralanet.landmarks import Fovea, Landmarks, OpticDisc, find_landmarks
 from hydralanet.preprocessing import fov_mask
 from hydralanet.quality import Quality
 from hydralanet.reading import PhotoReading, findings
-from hydralanet.zones import ETDRS_RADII_DD, ETDRS_ZONES, QUADRANTS, draw_grid, read_zones, zone_maps
+from hydralanet.zones import ETDRS_ZONES, QUADRANTS, draw_grid, read_zones, zone_maps
 
 FIXTURES = Path(__file__).parent / "fixtures" / "idrid_landmarks"
 SHAPE = (760, 900)
@@ -59,6 +59,7 @@ def _sector(degrees: float) -> str:
 
 
 FULL = np.ones(SHAPE, bool)
+RINGS_DD = (1 / 3, 1.0, 2.0)  # ETDRS circles of 1, 3 and 6 mm at 1 DD = 1.5 mm
 
 # 40 and 50 degrees off the axis: on a 30-degree axis these fall in other sectors of the image's
 # own axes, so a grid drawn on the image axes puts them elsewhere.
@@ -68,7 +69,7 @@ ANGLES = (-40.0, 50.0, 140.0, 230.0, 320.0)
 @pytest.mark.parametrize("ring", range(3))
 def test_points_either_side_of_each_ring_on_a_tilted_axis(ring):
     maps = zone_maps(SHAPE, FULL, _tilted())
-    radius = ETDRS_RADII_DD[ring]
+    radius = RINGS_DD[ring]  # written out: taken from the module, a wrong radius would move the test too
     names = ("centre", "inner", "outer", "outside")
     for angle in ANGLES:
         for factor, inside in ((0.95, True), (1.05, False)):

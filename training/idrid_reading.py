@@ -300,12 +300,12 @@ def grading_records(root: Path, split: str) -> list[dict[str, Any]]:
     return out
 
 
-def read_graded(loaded, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each photo through the model (default thresholds) and the reading."""
+def read_graded(loaded, records: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """Each photo through the model (default thresholds) and the reading, appended to ``rows``;
+    ``path`` (CSV) is rewritten after each photo, so an interrupted run keeps what it read."""
     from hydralanet import predict
     from hydralanet.reading import findings, read_photo
 
-    rows = []
     start = time.perf_counter()
     for i, record in enumerate(records):
         prediction = predict(loaded, read_image(record["image"]))
@@ -325,6 +325,7 @@ def read_graded(loaded, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "landmarks_reliable": photo.landmarks.reliable,
             }
         )
+        write_csv(path, rows)
         if (i + 1) % 10 == 0:
             rate = (time.perf_counter() - start) / (i + 1)
             print(f"{i + 1}/{len(records)} photos, {rate:.1f} s each", file=sys.stderr, flush=True)
@@ -425,8 +426,9 @@ def run_grading(args: argparse.Namespace) -> int:
     test = grading_records(root, "test")
     if args.limit:
         train, test = train[: args.limit], test[: args.limit]
-    rows = read_graded(loaded, train) + read_graded(loaded, test)
-    write_csv(out / "grading.csv", rows)
+    rows: list[dict[str, Any]] = []
+    read_graded(loaded, test, rows, out / "grading.csv")  # the test photos first: the scores need only them
+    read_graded(loaded, train, rows, out / "grading.csv")
     train_rows = [r for r in rows if r["split"] == "train"]
     cutoff = choose_cutoff(train_rows)
     report = grading_report([r for r in rows if r["split"] == "test"], cutoff, len(train_rows))
