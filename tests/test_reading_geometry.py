@@ -268,3 +268,16 @@ def test_retinopathy_estimate_from_the_lesions():
     assert (estimate["level"], estimate["lesion_burden"]) == (2, 4.0)
     assert estimate["referable_likely"] is (REFERABLE_BURDEN <= 4.0)
     assert read_zones(masks, None).retinopathy["lesion_burden"] == 4.0  # no landmarks: still counted
+
+
+def test_a_disc_too_large_to_measure_is_flagged_as_assumed():
+    """A bright blob at 0.36 of the field (above the measurable 0.3): whatever is taken for the
+    disc, its size is the assumed fraction of the field, and the landmarks say so."""
+    image = np.zeros((640, 640, 3), np.uint8)
+    cv2.circle(image, (320, 320), 300, (170, 70, 30), -1)
+    cv2.circle(image, (200, 320), 108, (250, 200, 150), -1)
+    image = cv2.GaussianBlur(image, (0, 0), 2)
+    found = find_landmarks(image)
+    assert found.disc is not None
+    assert found.disc.diameter_source == "assumed"
+    assert any("could not be measured" in n for n in found.notes)
