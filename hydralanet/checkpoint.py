@@ -58,11 +58,26 @@ class LoadedModel:
     def device(self) -> torch.device:
         return module_device(self.model)
 
+    @property
+    def runtime(self) -> str:
+        """``torch``, or ``ONNX Runtime`` for a folder ``python -m hydralanet export`` wrote."""
+        return self.identity.get("runtime", "torch")
+
+    def resolve_precision(self, precision: str) -> str:
+        """:func:`hydralanet.fast.resolve_precision` for this model: an ONNX graph runs in fp32
+        (``auto`` gives fp32; ``bf16``/``fp16`` are refused with a one-line reason)."""
+        if self.runtime == "torch":
+            return resolve_precision(precision, self.device)
+        if precision in ("auto", "fp32"):
+            return "fp32"
+        resolve_precision(precision, self.device)  # unknown names: the usual message
+        raise ValueError(f"precision={precision!r}: {self.runtime} runs this model in fp32; use auto or fp32")
+
     def inference_model(self, precision: str = "auto") -> nn.Module:
         """The module to run at ``precision``: ``model`` itself for ``fp32`` (the exact path),
         else the fast path (:mod:`hydralanet.fast`), built on first use and kept for the life of
         this object (its weights are a copy taken then)."""
-        if precision == "fp32":
+        if precision == "fp32" or self.runtime != "torch":
             return self.model
         key = (resolve_precision(precision, self.device), self.compile)
         with self._lock:
@@ -91,6 +106,8 @@ def load_model(
     """
     found = locate(source, allow_pickle=allow_pickle)
     label = found.label
+    if found.weights.suffix.lower() == ".onnx":
+        return _load_onnx(found, source)
     state = read_state(found.weights, label, allow_pickle=allow_pickle, config_missing=found.config is None)
     sha256 = sha256_file(found.weights)
     original = is_original_layout(state)
@@ -125,6 +142,32 @@ def load_model(
         "converted_from": ORIGINAL_LAYOUT if original else config.provenance.get("converted_from"),
     }
     return LoadedModel(model=model, config=config, identity=identity)
+
+
+def _load_onnx(found, source: str | os.PathLike | None) -> LoadedModel:
+    """A folder ``python -m hydralanet export`` wrote: its graph in ONNX Runtime, on the CPU."""
+    from .onnx_model import OnnxNetwork
+
+    if found.config is None:
+        raise CheckpointError(
+            f"{found.label}: {CONFIG_NAME} is missing beside {found.file} (python -m hydralanet export writes both)"
+        )
+    config = read_config(found.config, found.label)
+    if not found.weights.is_file():
+        raise CheckpointError(f"{found.label}: {found.file} is missing")
+    network = OnnxNetwork(found.weights, label=found.label)
+    exported = config.provenance.get("exported", {})
+    identity = {
+        "name": config.name,
+        "source": "bundled" if source in (None, "") else str(source),
+        "revision": found.revision,
+        "file": found.file,
+        "sha256": sha256_file(found.weights),
+        "parameters": exported.get("parameters", 0),
+        "converted_from": config.provenance.get("converted_from"),
+        "runtime": "ONNX Runtime",
+    }
+    return LoadedModel(model=network, config=config, identity=identity)
 
 
 def load_model_or_bundled(source: str | os.PathLike | None, **kwargs: Any) -> tuple[LoadedModel, str | None]:

@@ -11,6 +11,8 @@ from pathlib import Path, PurePosixPath
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+# The weights of a folder written by ``python -m hydralanet export --format onnx`` (run with ONNX Runtime).
+ONNX_NAME = "model.onnx"
 CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 # Pickled PyTorch files: read only on explicit opt-in, and then with weights_only=True.
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")

@@ -90,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--to original to a best_model.pt the original HydraLA-Net code loads with strict=True.",
     )
     _add_convert_arguments(c)
+    e = sub.add_parser(
+        "export",
+        help="write a model's network as ONNX, for ONNX Runtime, OpenVINO, TensorRT or code in other languages",
+        description="Export MODEL's network to DIR/model.onnx (opset 17, any batch, any square side that is a multiple "
+        "of 32) with its config.json (preprocessing, thresholds, calibration) and a card saying how to run it. "
+        "load_model and `predict --model DIR` run the folder with ONNX Runtime (pip install 'hydralanet[onnx]').",
+    )
+    e.add_argument(
+        "model", metavar="MODEL", nargs="?", default=None, help=f"{SOURCE_HELP} (default: the bundled model)"
+    )
+    e.add_argument("--format", choices=("onnx",), default="onnx", help="what to write (default onnx)")
+    e.add_argument("--out", required=True, type=Path, help="folder to write")
+    e.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     return parser
 
 
@@ -225,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         return predict_command(args)
     if args.command == "convert":
         return convert_command(args)
+    if args.command == "export":
+        return export_command(args)
     return 2  # pragma: no cover - argparse enforces the sub-command
 
 
@@ -277,6 +292,24 @@ def convert_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .onnx_model import export_onnx
+
+    print("exporting (tracing the network and checking the graph against PyTorch)...", file=sys.stderr)
+    try:
+        out, gap, loaded = export_onnx(args.model, args.out, allow_pickle=args.allow_pickle)
+    except (CheckpointError, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    side = loaded.config.preprocessing.input_size
+    print(
+        f"wrote {out} (ONNX) from {describe_model(loaded)}; largest probability difference from PyTorch on a random "
+        f"{side} px batch: {gap:.1e}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def describe_model(loaded) -> str:
     """One line: name, source, the file used, and whether it was converted."""
     identity = loaded.identity
@@ -287,4 +320,6 @@ def describe_model(loaded) -> str:
         parts.append(f"file {identity['file']}")
     if identity.get("converted_from"):
         parts.append(f"converted from {identity['converted_from']}")
+    if identity.get("runtime", "torch") != "torch":
+        parts.append(f"run by {identity['runtime']}")
     return f"{identity['name']} ({', '.join(parts)})"

@@ -216,8 +216,8 @@ def predict_square_batch(
     if prepared is None:
         prepared = [prepare_photo(loaded.config.preprocessing, image, **overrides) for image in images]
     calibration = loaded.config.calibration if calibrated else None
+    precision = loaded.resolve_precision(precision)
     model = loaded.inference_model(precision)
-    precision = resolve_precision(precision, loaded.device)
     config = photo_config(loaded.config.preprocessing, images[0], clahe=clahe, crop=crop)
     settings = {
         "clahe": config.clahe,

@@ -144,7 +144,6 @@ def run_predict(args: argparse.Namespace, describe_model: Any) -> int:
     """``python -m hydralanet predict``: returns the exit code (0, 1: some photos failed, 2:
     bad arguments or model)."""
     from .checkpoint import CheckpointError, load_model
-    from .fast import resolve_precision
 
     if not 0.0 <= args.opacity <= 1.0:
         return _fail(f"--opacity must be in [0, 1], got {args.opacity}")
@@ -158,7 +157,7 @@ def run_predict(args: argparse.Namespace, describe_model: Any) -> int:
         device = f"cuda:{ranks.local_rank}" if torch.cuda.is_available() else "cpu"
     try:
         loaded = load_model(args.model, device=device, allow_pickle=args.allow_pickle)
-        precision = resolve_precision(args.precision, loaded.device)  # an impossible pair fails before any writing
+        precision = loaded.resolve_precision(args.precision)  # an impossible pair fails before any writing
         paths = photo_sources(expand_inputs(args.paths, args.list, exclude=args.out))
     except (CheckpointError, ValueError) as exc:
         return _fail(str(exc))

@@ -9,7 +9,6 @@ from pathlib import Path
 import streamlit as st
 
 from hydralanet import LoadedModel, SquarePrediction, lesion_statistics, render_overlay
-from hydralanet.fast import resolve_precision
 from hydralanet.io import encode_png
 from hydralanet.pdf_report import ReportPhoto, report_pdf
 from hydralanet.reading import PhotoReading, findings
@@ -25,7 +24,7 @@ def _record(loaded: LoadedModel, settings: dict) -> dict:
         preprocessing,
         settings["thresholds"],
         tta=settings["tta"],
-        precision=resolve_precision(settings["precision"], loaded.device),
+        precision=loaded.resolve_precision(settings["precision"]),
     )
 
 

@@ -49,7 +49,8 @@ def model_panel(loaded: LoadedModel) -> None:
         f"Network: {config.model.encoder} encoder, {identity['parameters'] / 1e6:.1f} million parameters",
         f"Reads: the {CROP_LABELS.get(pre.crop, pre.crop)} at {pre.input_size} px, {clahe_label(pre.clahe)}",
         f"Weights file: {identity.get('file') or 'not recorded'}, fingerprint {identity['sha256'][:12]}",
-        f"Runs on: {'the CPU' if str(loaded.device) == 'cpu' else str(loaded.device).upper()}",
+        f"Runs on: {'the CPU' if str(loaded.device) == 'cpu' else str(loaded.device).upper()}"
+        + (f", with {loaded.runtime} (exported to ONNX)" if loaded.runtime != "torch" else ""),
     ]
     st.caption("  \n".join(lines))
     if identity.get("converted_from"):
