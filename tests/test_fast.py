@@ -311,9 +311,22 @@ def test_cli_tile_flag(tiny_checkpoint, small_photo, tmp_path):
 # --------------------------------------------------------------------------- benchmark
 
 
-def test_benchmark_quick_json(tiny_checkpoint, small_photo, tmp_path, capsys):
+def test_benchmark_quick_json(tiny_checkpoint, small_photo, tmp_path, capsys, monkeypatch):
+    """The report's figures from known timings: the matmul peaks (fp32 200 then 300 GFLOP/s,
+    bf16 400 then 500; the best is kept) and each path's runs (baseline 0.5, 0.4, 0.3 s; fast
+    0.1, 0.3, 0.2 s: medians 0.4 and 0.2, a speedup of 2). Each path still runs once."""
     import cv2
 
+    peaks = iter([200.0, 400.0, 300.0, 500.0])  # float32, bfloat16 at the start, then again at the end
+    monkeypatch.setattr(benchmark, "matmul_peak", lambda dtype, sizes, repeats: next(peaks))
+    runs = {"baseline": [0.5, 0.4, 0.3], "fast": [0.1, 0.3, 0.2]}
+
+    def known_medians(paths, repeats):
+        for fn in paths.values():
+            fn()
+        return {name: runs[name] for name in paths}
+
+    monkeypatch.setattr(benchmark, "interleaved_medians", known_medians)
     out, photo = tmp_path / "bench.json", tmp_path / "photo.png"
     cv2.imwrite(str(photo), cv2.cvtColor(small_photo, cv2.COLOR_RGB2BGR))
     assert (
@@ -336,13 +349,16 @@ def test_benchmark_quick_json(tiny_checkpoint, small_photo, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["image"] == ["retina", str(photo)]
     assert set(report["models"]) == {"published", "checkpoint"}
-    assert report["peak_bf16_gflops"] > 1 and report["peak_fp32_gflops"] > 1
+    assert report["peak_bf16_gflops"] == 500.0 and report["peak_fp32_gflops"] == 300.0
+    assert report["peak_fp32_runs"] == [200, 300]
     for r in report["models"].values():
-        assert r["baseline_s"] > 0 and r["fast_s"] > 0
-        assert r["speedup"] == pytest.approx(r["baseline_s"] / r["fast_s"])
-        assert r["peak_bf16_gflops"] == report["peak_bf16_gflops"]
-        assert r["bound_ratio"] == pytest.approx(r["fast_s"] / (r["gflop"] / r["peak_bf16_gflops"]))
-        assert r["bound_ratio"] > 0.5  # nothing runs twice as fast as the measured peak
+        assert (r["baseline_s"], r["fast_s"], r["speedup"]) == (0.4, 0.2, 2.0)
+        assert r["baseline_runs_s"] == runs["baseline"] and r["fast_runs_s"] == runs["fast"]
+        assert r["peak_bf16_gflops"] == 500.0
+        assert r["fast_gflops"] == pytest.approx(5 * r["gflop"]) and r["baseline_gflops"] == pytest.approx(
+            2.5 * r["gflop"]
+        )
+        assert r["bound_s"] == pytest.approx(r["gflop"] / 500) and r["bound_ratio"] == pytest.approx(100 / r["gflop"])
         assert 0.0 <= r["dice_min"] <= 1.0 and 0.0 <= r["dice_min_matched"] <= 1.0
         agreement = r["agreement"]
         assert set(agreement["per_image"]) == {"retina", str(photo)}

@@ -193,3 +193,19 @@ def test_tta_is_the_mean_of_the_three_views_with_their_flips_undone():
     assert torch.allclose(tta, by_hand, atol=1e-6)
     wrong = (plain(batch) + plain(batch.flip(-1)) + plain(batch.flip(-2))) / 3  # views left flipped
     assert (tta - wrong).abs().max() > 0.1
+
+
+def test_thresholds_outside_zero_to_one_are_refused():
+    from hydralanet.config import DEFAULT_THRESHOLD, validate_thresholds
+
+    for bad in (-0.01, 1.01, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"threshold for EX must be in \[0, 1\]"):
+            validate_thresholds({"EX": bad})
+    with pytest.raises(ValueError, match="unknown lesion 'XX'"):
+        validate_thresholds({"XX": 0.5})
+    assert validate_thresholds({"EX": 1.0, "HE": 0.0}) == {
+        "EX": 1.0,
+        "HE": 0.0,
+        "MA": DEFAULT_THRESHOLD,
+        "SE": DEFAULT_THRESHOLD,
+    }

@@ -234,25 +234,39 @@ def run_one(mutation: Mutation, files: list[str], timeout: int) -> dict:
     return {"mutation": mutation, "result": result, "seconds": seconds, "summary": tail[0]}
 
 
-def report(rows: list[dict]) -> str:
-    killed = sum(r["result"] == "killed" for r in rows)
-    survived = [r for r in rows if r["result"] == "survived"]
+def table_row(r: dict) -> str:
+    m = r["mutation"]
+    tests = ", ".join(f"`{t.removeprefix('tests/')}`" for t in m.tests)
+    note = m.note if r["result"] == "survived" else ""
+    return f"| {m.name} | `{m.file}` | {m.what} | {tests} | {r['result']} | {r['seconds']:.0f} | {note} |"
+
+
+def earlier_rows(path: Path) -> dict[str, str]:
+    """The table rows of an earlier report, by mutant name (for ``--update``)."""
+    if not path.exists():
+        return {}
+    lines = path.read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| mutant ")]
+    return {line.split(" | ")[0].removeprefix("| "): line for line in rows}
+
+
+def report(rows: dict[str, str]) -> str:
+    """The Markdown report from table rows by mutant name, in the list's order."""
+    table = [rows[m.name] for m in MUTATIONS if m.name in rows]
+    results = [line.split(" | ")[4] for line in table]
+    killed, survived = results.count("killed"), results.count("survived")
     lines = [
         "# Mutation check",
         "",
         "Written by `python tools/mutants.py` (see its docstring): each row is one deliberate bug in a",
         "core module and whether the tests named with it failed (*killed*) or passed (*survived*).",
         "",
-        f"**{killed} of {len(rows)} killed ({100 * killed / max(1, len(rows)):.0f} %), {len(survived)} survived.**",
+        f"**{killed} of {len(table)} killed ({100 * killed / max(1, len(table)):.0f} %), {survived} survived.**",
         "",
         "| mutant | file | the bug | tests run | result | s | notes |",
         "|---|---|---|---|---|---|---|",
+        *table,
     ]
-    for r in rows:
-        m = r["mutation"]
-        tests = ", ".join(f"`{t.removeprefix('tests/')}`" for t in m.tests)
-        note = m.note if r["result"] == "survived" else ""
-        lines.append(f"| {m.name} | `{m.file}` | {m.what} | {tests} | {r['result']} | {r['seconds']:.0f} | {note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at a time (default 1)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per test (pytest-timeout)")
     parser.add_argument("--out", type=Path, default=REPORT, help=f"the report (default {REPORT.relative_to(ROOT)})")
+    parser.add_argument("--update", action="store_true", help="keep the report's rows of the mutants not run now")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
     unknown = set(args.only or ()) - {m.name for m in MUTATIONS}
@@ -289,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in pool.map(lambda m: run_one(m, files, args.timeout), chosen):
             rows.append(row)
             print(f"{row['mutation'].name}: {row['result']} ({row['seconds']:.0f} s) {row['summary']}", flush=True)
-    write_atomically(args.out, report(rows))
+    table = earlier_rows(args.out) if args.update else {}
+    table.update({r["mutation"].name: table_row(r) for r in rows})
+    write_atomically(args.out, report(table))
     killed = sum(r["result"] == "killed" for r in rows)
     print(f"{killed} of {len(rows)} killed; report: {args.out}", file=sys.stderr)
     return 0
