@@ -167,23 +167,41 @@ def find_landmarks(
     disc, fovea = _disc_and_fovea(bright, closed, vessels, core, diameter, inside)
     if fovea is not None and fovea[2] < MIN_FOVEA_CONFIDENCE:
         fovea = None
-    image_eye = None if disc is None or fovea is None else ("left" if disc[0] < fovea[0] else "right")
     if header is not None and disc is not None:
-        # A known eye puts the fovea on the temporal side of the disc: right of it in a left eye.
-        fovea = _find_fovea(closed, vessels, core, disc, diameter, {"left": 1, "right": -1}[header])
-        if fovea is not None and fovea[2] < MIN_FOVEA_CONFIDENCE:
-            fovea = None
-        if image_eye is not None and image_eye != header:
-            notes.append(
-                f"the file says {header} eye but the image's disc and fovea say {image_eye} eye: check the file; "
-                f"the fovea was searched on the {header} eye's temporal side"
-                + ("" if fovea is not None else " and not found there")
-            )
-
+        fovea = _fovea_on_the_header_side(closed, vessels, core, disc, fovea, diameter, header, notes)
     if disc is not None and fovea is not None and DISC_NASAL_SHIFT_DD:
         away = np.array([disc[0] - fovea[0], disc[1] - fovea[1]])
         away = away / max(float(np.hypot(*away)), 1e-6) * DISC_NASAL_SHIFT_DD * disc[2]
         disc = (disc[0] + away[0], disc[1] + away[1], *disc[2:])
+    disc_out, fovea_out = _in_the_photo(disc, fovea, geometry, scale, notes)
+    if header:
+        eye, source = header, "header"
+    elif disc_out and fovea_out:
+        eye, source = ("left" if disc_out.x < fovea_out.x else "right"), "image"
+    else:
+        eye, source = None, None
+    return Landmarks(disc_out, fovea_out, eye, source, diameter * scale, tuple(notes))
+
+
+def _fovea_on_the_header_side(closed, vessels, core, disc, fovea, diameter, header: str, notes: list[str]):
+    """The fovea searched on the temporal side of the disc for the file's eye (right of the
+    disc in a left eye); a note when the image's own disc and fovea (``fovea``) say otherwise."""
+    image_eye = None if fovea is None else ("left" if disc[0] < fovea[0] else "right")
+    found = _find_fovea(closed, vessels, core, disc, diameter, {"left": 1, "right": -1}[header])
+    if found is not None and found[2] < MIN_FOVEA_CONFIDENCE:
+        found = None
+    if image_eye is not None and image_eye != header:
+        notes.append(
+            f"the file says {header} eye but the image's disc and fovea say {image_eye} eye: check the file; "
+            f"the fovea was searched on the {header} eye's temporal side"
+            + ("" if found is not None else " and not found there")
+        )
+    return found
+
+
+def _in_the_photo(disc, fovea, geometry, scale: float, notes: list[str]) -> tuple[OpticDisc | None, Fovea | None]:
+    """The work-pixel disc and fovea as :class:`OpticDisc` / :class:`Fovea` in the photo's
+    pixels, with a note for an assumed disc size and for each landmark below its floor."""
 
     def to_original(x: float, y: float) -> tuple[float, float]:
         y0, _, x0, _ = geometry.box
@@ -206,13 +224,7 @@ def find_landmarks(
         fovea_out = Fovea(round(x, 1), round(y, 1), round(fovea[2], 3))
         if not fovea_out.reliable:
             notes.append(f"fovea not found reliably (confidence {fovea_out.confidence:.2f})")
-    if header:
-        eye, source = header, "header"
-    elif disc_out and fovea_out:
-        eye, source = ("left" if disc_out.x < fovea_out.x else "right"), "image"
-    else:
-        eye, source = None, None
-    return Landmarks(disc_out, fovea_out, eye, source, diameter * scale, tuple(notes))
+    return disc_out, fovea_out
 
 
 def _disc_and_fovea(bright, closed, vessels, core, diameter, inside):
