@@ -70,6 +70,14 @@ def test_monochrome2_is_gray_in_three_channels(photo):
     assert all(np.array_equal(image[..., k], gray) for k in range(3))
 
 
+def test_monochrome1_is_inverted_gray_in_three_channels(photo):
+    """MONOCHROME1 stores 0 as white: the photo comes out as the negative of the stored values."""
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    image = read_image(make_dicom(gray, photometric="MONOCHROME1"), name="redfree.dcm")
+    assert image.shape == photo.shape
+    assert all(np.array_equal(image[..., k], 255 - gray) for k in range(3))
+
+
 def test_multi_frame_file_is_one_photo_per_frame(photo, tmp_path):
     frames = [photo, photo[:, ::-1].copy(), (photo // 2).astype(np.uint8)]
     path = tmp_path / "stereo.dcm"
