@@ -78,6 +78,21 @@ def test_monochrome1_is_inverted_gray_in_three_channels(photo):
     assert all(np.array_equal(image[..., k], 255 - gray) for k in range(3))
 
 
+def test_twelve_bits_stored_are_scaled_to_eight(photo):
+    """A 12-bit gray photo (0 .. 4095) comes out as 0 .. 255: v * 255 / 4095, rounded."""
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    stored = gray.astype(np.uint16) * 16 + 7  # 7 .. 4087
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(gray)))
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelData = stored.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    image = read_image(buf.getvalue(), name="deep.dcm")
+    expected = np.round(stored * (255.0 / 4095.0)).astype(np.uint8)
+    assert all(np.array_equal(image[..., k], expected) for k in range(3))
+    assert np.abs(image[..., 0].astype(int) - gray).max() <= 1
+
+
 def test_multi_frame_file_is_one_photo_per_frame(photo, tmp_path):
     frames = [photo, photo[:, ::-1].copy(), (photo // 2).astype(np.uint8)]
     path = tmp_path / "stereo.dcm"
