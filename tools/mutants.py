@@ -102,7 +102,7 @@ MUTATIONS = [
       "full-resolution masks use the next class's threshold"),
     M("threshold-range-open", "hydralanet/config.py",
       "if not 0.0 <= value <= 1.0:", "if not 0.0 <= value <= 1.5:",
-      ["tests/test_cli.py", "tests/test_inference.py"], "a threshold above 1 is accepted"),
+      ["tests/test_inference.py", "tests/test_cli.py"], "a threshold above 1 is accepted"),
     M("threshold-stops-drop-exact", "hydralanet/config.py",
       "return sorted(set(THRESHOLD_GRID) | {float(v) for v in exact})", "return sorted(set(THRESHOLD_GRID))",
       ["tests/test_app.py"], "the slider cannot show the model's own threshold"),
