@@ -294,7 +294,7 @@ RETINOPATHY_LEVELS = (
 # Lesion burden (see retinopathy_estimate) at or above which a photo is flagged "referable
 # retinopathy likely" (grade 2 or more). Chosen on IDRiD's grading training photos only, by
 # Youden's J (python -m training.idrid_reading grading; README, "Reading the photo").
-REFERABLE_BURDEN = 6.0
+REFERABLE_BURDEN = 61.0
 
 
 def retinopathy_estimate(masks: np.ndarray, rule_421: bool | None) -> dict[str, Any]:
