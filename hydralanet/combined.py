@@ -32,6 +32,7 @@ from .zones import ZoneMaps, zone_units
 
 def reading_from_findings(found: dict[str, Any], mm_per_px: float | None) -> PhotoReading:
     """The parts of a :class:`PhotoReading` the report draws, from its ``findings.json``."""
+
     def fields(value: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in value.items() if k != "reliable"}  # a property, written for readers
 
