@@ -294,7 +294,7 @@ def convert_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
-    from .onnx_model import export_onnx
+    from .export import export_onnx
 
     print("exporting (tracing the network and checking the graph against PyTorch)...", file=sys.stderr)
     try:
