@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import average_precision_score
 
 from hydralanet import HydraLANet, load_model, predict, read_image, save_checkpoint
 from hydralanet.config import CLASSES, CheckpointConfig, PreprocessConfig
@@ -85,10 +86,14 @@ def test_evaluate_matches_counting_by_hand_at_original_resolution(setup):
     assert main(["--model", str(setup["model"]), "--manifest", str(setup["manifest"]), "--out", str(out)]) == 0
     loaded = load_model(setup["model"], device="cpu")
     tp, fp, fn = (np.zeros(4) for _ in range(3))
+    scores, labels = [], []
     for row in (r for r in read_manifest(setup["manifest"]) if r["split"] == "test"):
         image = read_image(row["image"])
-        pred = predict(loaded, image, precision="fp32").masks(loaded.config.thresholds)
+        prediction = predict(loaded, image, precision="fp32")
+        pred = prediction.masks(loaded.config.thresholds)
         truth = np.stack([read_mask(row[c], image.shape[:2]) for c in CLASSES])
+        scores.append(prediction.probabilities.reshape(4, -1))
+        labels.append(truth.reshape(4, -1))
         assert pred.shape == truth.shape == (4, *image.shape[:2])  # original resolution
         tp += (pred & truth).sum((1, 2))
         fp += (pred & ~truth).sum((1, 2))
@@ -102,6 +107,15 @@ def test_evaluate_matches_counting_by_hand_at_original_resolution(setup):
         assert reported[c]["iou"] == pytest.approx(tp[i] / (tp[i] + fp[i] + fn[i]), abs=1e-12)
         if tp[i] + fn[i]:
             assert reported[c]["recall"] == pytest.approx(tp[i] / (tp[i] + fn[i]), abs=1e-12)
+    # AUPR: scikit-learn's exact average precision over the same pixels; the report's comes from
+    # 65,536 logit-spaced bins, so it may differ where two probabilities share a bin.
+    scores, labels = np.concatenate(scores, axis=1), np.concatenate(labels, axis=1)
+    checked = 0
+    for i, c in enumerate(CLASSES):
+        if labels[i].any():
+            assert reported[c]["aupr"] == pytest.approx(average_precision_score(labels[i], scores[i]), abs=2e-3), c
+            checked += 1
+    assert checked >= 2
 
 
 def test_evaluate_errors_are_one_line(setup, tmp_path, capsys):
