@@ -181,6 +181,28 @@ MUTATIONS = [
       '_Entry(f"{original}.conv1", f"{ours}.gate.1"),\n            _Entry(f"{original}.conv2", f"{ours}.gate.3"),',
       '_Entry(f"{original}.conv1", f"{ours}.gate.3"),\n            _Entry(f"{original}.conv2", f"{ours}.gate.1"),',
       ["tests/test_original.py"], "two convolutions of a gate exchanged (same shapes would load silently)"),
+    # ---- the reading: zones about the fovea, the DME rule, the fovea itself
+    M("near-radius-doubled", "hydralanet/zones.py",
+      "near[:] = np.sqrt(a * a + b * b) <= near_dd",
+      "near[:] = np.sqrt(a * a + b * b) <= 2 * near_dd",
+      ["tests/test_reading_geometry.py", "tests/test_reading.py"], '"within 1 DD" of the fovea is 2 DD'),
+    M("etdrs-rings-moved", "hydralanet/zones.py",
+      "ETDRS_RADII_DD = (1 / 3, 1.0, 2.0)",
+      "ETDRS_RADII_DD = (1 / 3, 0.7, 2.8)",
+      ["tests/test_reading_geometry.py", "tests/test_reading.py"], "the ETDRS rings at 0.7 and 2.8 DD"),
+    M("dme-counts-every-lesion", "hydralanet/zones.py",
+      'ex_total = sum(r["count"] for r in reading.zones if r["lesion"] == "EX" and r["zone"] in ETDRS_ZONES)',
+      'ex_total = sum(r["count"] for r in reading.zones if r["zone"] in ETDRS_ZONES)',
+      ["tests/test_reading_geometry.py", "tests/test_reading.py"], "the DME grade counts every lesion kind"),
+    M("zones-on-image-axes", "hydralanet/zones.py",
+      "a = xs * np.float32(nasal[0]) + ys * np.float32(nasal[1])  # nasal coordinate\n"
+      "    b = xs * np.float32(superior[0]) + ys * np.float32(superior[1])  # superior coordinate",
+      "a = xs + 0 * ys  # nasal coordinate\n    b = -ys + 0 * xs  # superior coordinate",
+      ["tests/test_reading_geometry.py", "tests/test_reading.py"], "zones on the image axes, not the disc-fovea axis"),
+    M("fovea-at-field-centre", "hydralanet/landmarks.py",
+      "disc, fovea = best[1][:5], best[2]",
+      "disc, fovea = best[1][:5], (None if best[2] is None else (core.shape[1] / 2, core.shape[0] / 2, best[2][2]))",
+      ["tests/test_reading_geometry.py", "tests/test_reading.py"], "the fovea put at the centre of the field"),
 ]  # fmt: skip
 
 
