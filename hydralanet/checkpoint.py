@@ -131,17 +131,24 @@ def load_model(
         check_own_layout(model, state, config, label)
     model.load_state_dict(state, strict=True)
     model.eval().to(resolve_device(device))
-    identity = {
+    # Loaded from the original layout now, or a folder `convert` wrote from it earlier.
+    converted = ORIGINAL_LAYOUT if original else config.provenance.get("converted_from")
+    identity = _identity(config, source, found, sha256, count_parameters(model), converted)
+    return LoadedModel(model=model, config=config, identity=identity)
+
+
+def _identity(config: CheckpointConfig, source, found, sha256: str, parameters: int, converted_from, **more) -> dict:
+    """What a loaded model is (:attr:`LoadedModel.identity`)."""
+    return {
         "name": config.name,
         "source": "bundled" if source in (None, "") else str(source),
         "revision": found.revision,
         "file": found.file,
         "sha256": sha256,
-        "parameters": count_parameters(model),
-        # Loaded from the original layout now, or a folder `convert` wrote from it earlier.
-        "converted_from": ORIGINAL_LAYOUT if original else config.provenance.get("converted_from"),
+        "parameters": parameters,
+        "converted_from": converted_from,
+        **more,
     }
-    return LoadedModel(model=model, config=config, identity=identity)
 
 
 def _load_onnx(found, source: str | os.PathLike | None) -> LoadedModel:
@@ -157,16 +164,15 @@ def _load_onnx(found, source: str | os.PathLike | None) -> LoadedModel:
         raise CheckpointError(f"{found.label}: {found.file} is missing")
     network = OnnxNetwork(found.weights, label=found.label)
     exported = config.provenance.get("exported", {})
-    identity = {
-        "name": config.name,
-        "source": "bundled" if source in (None, "") else str(source),
-        "revision": found.revision,
-        "file": found.file,
-        "sha256": sha256_file(found.weights),
-        "parameters": exported.get("parameters", 0),
-        "converted_from": config.provenance.get("converted_from"),
-        "runtime": "ONNX Runtime",
-    }
+    identity = _identity(
+        config,
+        source,
+        found,
+        sha256_file(found.weights),
+        exported.get("parameters", 0),
+        config.provenance.get("converted_from"),
+        runtime="ONNX Runtime",
+    )
     return LoadedModel(model=network, config=config, identity=identity)
 
 

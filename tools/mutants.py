@@ -48,6 +48,7 @@ class Mutation:
 
 
 M = Mutation
+READING_TESTS = ["tests/test_reading_geometry.py", "tests/test_reading.py"]
 MUTATIONS = [
     # ---- calibration: the CLI, the command that fits it, prediction
     M("runner-uncalibrated", "hydralanet/runner.py",
@@ -185,24 +186,24 @@ MUTATIONS = [
     M("near-radius-doubled", "hydralanet/zones.py",
       "near[:] = np.sqrt(a * a + b * b) <= near_dd",
       "near[:] = np.sqrt(a * a + b * b) <= 2 * near_dd",
-      ["tests/test_reading_geometry.py", "tests/test_reading.py"], '"within 1 DD" of the fovea is 2 DD'),
+      READING_TESTS, '"within 1 DD" of the fovea is 2 DD'),
     M("etdrs-rings-moved", "hydralanet/zones.py",
       "ETDRS_RADII_DD = (1 / 3, 1.0, 2.0)",
       "ETDRS_RADII_DD = (1 / 3, 0.7, 2.8)",
-      ["tests/test_reading_geometry.py", "tests/test_reading.py"], "the ETDRS rings at 0.7 and 2.8 DD"),
+      READING_TESTS, "the ETDRS rings at 0.7 and 2.8 DD"),
     M("dme-counts-every-lesion", "hydralanet/zones.py",
       'ex_total = sum(r["count"] for r in reading.zones if r["lesion"] == "EX" and r["zone"] in ETDRS_ZONES)',
       'ex_total = sum(r["count"] for r in reading.zones if r["zone"] in ETDRS_ZONES)',
-      ["tests/test_reading_geometry.py", "tests/test_reading.py"], "the DME grade counts every lesion kind"),
+      READING_TESTS, "the DME grade counts every lesion kind"),
     M("zones-on-image-axes", "hydralanet/zones.py",
       "a = xs * np.float32(nasal[0]) + ys * np.float32(nasal[1])  # nasal coordinate\n"
       "    b = xs * np.float32(superior[0]) + ys * np.float32(superior[1])  # superior coordinate",
       "a = xs + 0 * ys  # nasal coordinate\n    b = -ys + 0 * xs  # superior coordinate",
-      ["tests/test_reading_geometry.py", "tests/test_reading.py"], "zones on the image axes, not the disc-fovea axis"),
+      READING_TESTS, "zones on the image axes, not the disc-fovea axis"),
     M("fovea-at-field-centre", "hydralanet/landmarks.py",
       "disc, fovea = best[1][:5], best[2]",
       "disc, fovea = best[1][:5], (None if best[2] is None else (core.shape[1] / 2, core.shape[0] / 2, best[2][2]))",
-      ["tests/test_reading_geometry.py", "tests/test_reading.py"], "the fovea put at the centre of the field"),
+      READING_TESTS, "the fovea put at the centre of the field"),
 ]  # fmt: skip
 
 
