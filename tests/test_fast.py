@@ -327,6 +327,15 @@ def test_benchmark_quick_json(tiny_checkpoint, small_photo, tmp_path, capsys, mo
         return {name: runs[name] for name in paths}
 
     monkeypatch.setattr(benchmark, "interleaved_medians", known_medians)
+    # Peak memory comes from child interpreters (measured for real in the next test): here each
+    # call is recorded and answered with figures that name it.
+    memory_calls = []
+
+    def known_memory(spec, path, photo=None):
+        memory_calls.append((spec["kind"], path, photo))
+        return {"runtime_mib": 1.0, "model_mib": 2.0, "peak_mib": 3.0 + len(memory_calls)}
+
+    monkeypatch.setattr(benchmark, "peak_memory", known_memory)
     out, photo = tmp_path / "bench.json", tmp_path / "photo.png"
     cv2.imwrite(str(photo), cv2.cvtColor(small_photo, cv2.COLOR_RGB2BGR))
     assert (
@@ -367,12 +376,28 @@ def test_benchmark_quick_json(tiny_checkpoint, small_photo, tmp_path, capsys, mo
         for c in ("EX", "HE", "MA", "SE"):
             if agreement["mask_pixels"][c] == 0:
                 assert agreement["dice"][c] == 1.0
-        for key in ("memory_baseline", "memory_fast"):
-            assert 0 < r[key]["runtime_mib"] <= r[key]["model_mib"] <= r[key]["peak_mib"]
-        assert r["tiled"]["tiles_run"] >= 1 and r["tiled"]["memory"]["peak_mib"] > 0
+        assert r["tiled"]["tiles_run"] >= 1
+    # Each model: the baseline and fast paths on the model's square, then the fast path on the
+    # tiled photo; each figure lands where its call belongs.
+    kinds = [spec_kind for spec_kind, _, _ in memory_calls]
+    assert memory_calls == [
+        (k, p, s) for k in dict.fromkeys(kinds) for p, s in (("baseline", None), ("fast", None), ("fast", (400, 300)))
+    ]
+    for i, r in enumerate(report["models"][m] for m in ("published", "checkpoint")):
+        assert (r["memory_baseline"]["peak_mib"], r["memory_fast"]["peak_mib"]) == (4.0 + 3 * i, 5.0 + 3 * i)
+        assert r["tiled"]["memory"]["peak_mib"] == 6.0 + 3 * i
     # The FLOPs are those of the configured architecture at the configured size.
     published = report["models"]["published"]
     model = HydraLANet(encoder="resnet18", decoder_channels=16).eval()
     assert published["gflop"] == pytest.approx(benchmark.count_gflop(model, torch.zeros(1, 3, 128, 128)))
     printed = capsys.readouterr().out
     assert "fast / bound" in printed and "coverage-matched" in printed
+
+
+@pytest.mark.parametrize("path, photo", [("baseline", None), ("fast", (400, 300))])
+def test_peak_memory_in_a_fresh_interpreter(tiny_checkpoint, path, photo):
+    """The child interpreter builds the model, runs one image (the square, or a photo in tiles)
+    and reports its own resident memory: the interpreter, then the model, then the peak."""
+    figures = benchmark.peak_memory({"kind": "checkpoint", "source": str(tiny_checkpoint)}, path, photo)
+    assert 0 < figures["runtime_mib"] < figures["model_mib"] <= figures["peak_mib"]
+    assert figures["runtime_mib"] > 100  # torch alone is over 100 MiB of a fresh interpreter
