@@ -13,6 +13,7 @@ from sklearn.metrics import average_precision_score
 
 from hydralanet import HydraLANet, load_model, predict, read_image, save_checkpoint
 from hydralanet.config import CLASSES, CheckpointConfig, PreprocessConfig
+from training.calibration import ECE_BINS
 from training.data import read_mask
 from training.evaluate import main
 from training.prepare import main as prepare_main
@@ -116,6 +117,18 @@ def test_evaluate_matches_counting_by_hand_at_original_resolution(setup):
             assert reported[c]["aupr"] == pytest.approx(average_precision_score(labels[i], scores[i]), abs=2e-3), c
             checked += 1
     assert checked >= 2
+    # Calibration error: equal-width probability bins over the same pixels, each bin's share of
+    # the pixels times |fraction of lesion pixels - mean probability|.
+    ece = json.loads((out / "metrics.json").read_text())["calibration_error"]
+    for i, c in enumerate(CLASSES):
+        which = np.minimum((scores[i] * ECE_BINS).astype(int), ECE_BINS - 1)
+        count = np.bincount(which, minlength=ECE_BINS)
+        hits = np.bincount(which, weights=labels[i], minlength=ECE_BINS)
+        mass = np.bincount(which, weights=scores[i], minlength=ECE_BINS)
+        used = count > 0
+        by_hand = np.sum(np.abs(hits[used] - mass[used])) / count.sum()
+        assert by_hand > 0.01, c  # an uncalibrated random model: far from zero, so the check can fail
+        assert ece[c] == pytest.approx(by_hand, abs=5e-5), c  # 65,536 logit bins: within 2e-5 here
 
 
 def test_evaluate_errors_are_one_line(setup, tmp_path, capsys):
