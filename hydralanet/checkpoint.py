@@ -60,23 +60,35 @@ class LoadedModel:
 
     @property
     def runtime(self) -> str:
-        """``torch``, or ``ONNX Runtime`` for a folder ``python -m hydralanet export`` wrote."""
+        """``torch``, or ``ONNX Runtime`` / ``OpenVINO`` for a folder ``python -m hydralanet export`` wrote."""
         return self.identity.get("runtime", "torch")
 
     def resolve_precision(self, precision: str) -> str:
-        """:func:`hydralanet.fast.resolve_precision` for this model: an ONNX graph runs in fp32
-        (``auto`` gives fp32; ``bf16``/``fp16`` are refused with a one-line reason)."""
+        """:func:`hydralanet.fast.resolve_precision` for this model. An ONNX graph runs in fp32
+        (``auto`` gives fp32); an OpenVINO model in fp32 or, where the CPU has it, bf16 (``auto``
+        picks bf16 there). Other precisions are refused with a one-line reason."""
         if self.runtime == "torch":
             return resolve_precision(precision, self.device)
-        if precision in ("auto", "fp32"):
+        bf16 = False
+        if self.runtime == "OpenVINO":
+            from .openvino_model import openvino_has_bf16
+
+            bf16 = openvino_has_bf16()
+        if precision == "fp32" or precision == "auto" and not bf16:
             return "fp32"
+        if precision in ("auto", "bf16") and bf16:
+            return "bf16"
         resolve_precision(precision, self.device)  # unknown names: the usual message
-        raise ValueError(f"precision={precision!r}: {self.runtime} runs this model in fp32; use auto or fp32")
+        allowed = "fp32 or bf16" if bf16 else "fp32"
+        raise ValueError(f"precision={precision!r}: {self.runtime} runs this model in {allowed} here; use auto or fp32")
 
     def inference_model(self, precision: str = "auto") -> nn.Module:
         """The module to run at ``precision``: ``model`` itself for ``fp32`` (the exact path),
         else the fast path (:mod:`hydralanet.fast`), built on first use and kept for the life of
-        this object (its weights are a copy taken then)."""
+        this object (its weights are a copy taken then). An OpenVINO model is compiled for the
+        precision instead."""
+        if self.runtime == "OpenVINO":
+            return self.model.at(self.resolve_precision(precision))
         if precision == "fp32" or self.runtime != "torch":
             return self.model
         key = (resolve_precision(precision, self.device), self.compile)
@@ -106,8 +118,8 @@ def load_model(
     """
     found = locate(source, allow_pickle=allow_pickle)
     label = found.label
-    if found.weights.suffix.lower() == ".onnx":
-        return _load_onnx(found, source)
+    if found.weights.suffix.lower() in (".onnx", ".xml"):
+        return _load_exported(found, source)
     state = read_state(found.weights, label, allow_pickle=allow_pickle, config_missing=found.config is None)
     sha256 = sha256_file(found.weights)
     original = is_original_layout(state)
@@ -151,10 +163,17 @@ def _identity(config: CheckpointConfig, source, found, sha256: str, parameters: 
     }
 
 
-def _load_onnx(found, source: str | os.PathLike | None) -> LoadedModel:
-    """A folder ``python -m hydralanet export`` wrote: its graph in ONNX Runtime, on the CPU."""
-    from .onnx_model import OnnxNetwork
+def _load_exported(found, source: str | os.PathLike | None) -> LoadedModel:
+    """A folder ``python -m hydralanet export`` wrote: its graph in ONNX Runtime (``model.onnx``)
+    or OpenVINO (``model.xml``), on the CPU."""
+    if found.weights.suffix.lower() == ".xml":
+        from .openvino_model import OpenVinoNetwork as Network
 
+        runtime = "OpenVINO"
+    else:
+        from .onnx_model import OnnxNetwork as Network
+
+        runtime = "ONNX Runtime"
     if found.config is None:
         raise CheckpointError(
             f"{found.label}: {CONFIG_NAME} is missing beside {found.file} (python -m hydralanet export writes both)"
@@ -162,7 +181,7 @@ def _load_onnx(found, source: str | os.PathLike | None) -> LoadedModel:
     config = read_config(found.config, found.label)
     if not found.weights.is_file():
         raise CheckpointError(f"{found.label}: {found.file} is missing")
-    network = OnnxNetwork(found.weights, label=found.label)
+    network = Network(found.weights, label=found.label)
     exported = config.provenance.get("exported", {})
     identity = _identity(
         config,
@@ -171,7 +190,7 @@ def _load_onnx(found, source: str | os.PathLike | None) -> LoadedModel:
         sha256_file(found.weights),
         exported.get("parameters", 0),
         config.provenance.get("converted_from"),
-        runtime="ONNX Runtime",
+        runtime=runtime,
     )
     return LoadedModel(model=network, config=config, identity=identity)
 

@@ -13,6 +13,8 @@ WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 # The weights of a folder written by ``python -m hydralanet export --format onnx`` (run with ONNX Runtime).
 ONNX_NAME = "model.onnx"
+# ... and by ``--format openvino``: OpenVINO IR, the graph and its weights (run with OpenVINO).
+OPENVINO_NAME, OPENVINO_WEIGHTS = "model.xml", "model.bin"
 CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 # Pickled PyTorch files: read only on explicit opt-in, and then with weights_only=True.
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")

@@ -92,15 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert_arguments(c)
     e = sub.add_parser(
         "export",
-        help="write a model's network as ONNX, for ONNX Runtime, OpenVINO, TensorRT or code in other languages",
-        description="Export MODEL's network to DIR/model.onnx (opset 17, any batch, any square side that is a multiple "
-        "of 32) with its config.json (preprocessing, thresholds, calibration) and a card saying how to run it. "
-        "load_model and `predict --model DIR` run the folder with ONNX Runtime (pip install 'hydralanet[onnx]').",
+        help="write a model's network as ONNX or OpenVINO IR, for ONNX Runtime, OpenVINO, TensorRT or other languages",
+        description="Export MODEL's network to DIR/model.onnx (opset 17) or, with --format openvino, DIR/model.xml + "
+        "model.bin (OpenVINO IR), for any batch and any square side that is a multiple of 32, with its config.json "
+        "(preprocessing, thresholds, calibration) and a card saying how to run it. load_model and "
+        "`predict --model DIR` run the folder with ONNX Runtime (pip install 'hydralanet[onnx]') or OpenVINO "
+        "(pip install 'hydralanet[openvino]'; bf16 where the CPU has it).",
     )
     e.add_argument(
         "model", metavar="MODEL", nargs="?", default=None, help=f"{SOURCE_HELP} (default: the bundled model)"
     )
-    e.add_argument("--format", choices=("onnx",), default="onnx", help="what to write (default onnx)")
+    e.add_argument("--format", choices=("onnx", "openvino"), default="onnx", help="what to write (default onnx)")
     e.add_argument("--out", required=True, type=Path, help="folder to write")
     e.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     return parser
@@ -294,16 +296,17 @@ def convert_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
-    from .export import export_onnx
+    from .export import FORMATS, export_model
 
     print("exporting (tracing the network and checking the graph against PyTorch)...", file=sys.stderr)
     try:
-        out, gap, loaded = export_onnx(args.model, args.out, allow_pickle=args.allow_pickle)
+        out, gap, loaded = export_model(args.model, args.out, fmt=args.format, allow_pickle=args.allow_pickle)
     except (CheckpointError, ValueError, OSError) as exc:
         return _fail(str(exc))
     side = loaded.config.preprocessing.input_size
     print(
-        f"wrote {out} (ONNX) from {describe_model(loaded)}; largest probability difference from PyTorch on a random "
+        f"wrote {out} ({FORMATS[args.format][1]}) from {describe_model(loaded)}; largest probability difference from "
+        f"PyTorch on a random "
         f"{side} px batch: {gap:.1e}",
         file=sys.stderr,
     )

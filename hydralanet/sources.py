@@ -11,6 +11,7 @@ from .checkpoint_format import (
     CANDIDATES_TEXT,
     CONFIG_NAME,
     ONNX_NAME,
+    OPENVINO_NAME,
     WEIGHTS_NAME,
     CheckpointError,
     folder_files,
@@ -68,8 +69,9 @@ def locate(source: str | os.PathLike | None, *, allow_pickle: bool) -> Located:
 def in_folder(folder: Path, label: str, *, chosen: str | None = None, hint: str) -> Located:
     """A checkpoint folder (config.json + model.safetensors), or the one weights file in it."""
     if chosen is None and (folder / CONFIG_NAME).exists():
-        if not (folder / WEIGHTS_NAME).exists() and (folder / ONNX_NAME).exists():
-            return Located(folder / ONNX_NAME, folder / CONFIG_NAME, label, file=ONNX_NAME)
+        for exported in (ONNX_NAME, OPENVINO_NAME):  # folders python -m hydralanet export wrote
+            if not (folder / WEIGHTS_NAME).exists() and (folder / exported).exists():
+                return Located(folder / exported, folder / CONFIG_NAME, label, file=exported)
         return Located(folder / WEIGHTS_NAME, folder / CONFIG_NAME, label)
     if chosen is None:
         candidates = weight_candidates(folder_files(folder))

@@ -33,10 +33,10 @@ def test_pyproject_pins_are_the_requirements_pins() -> None:
     extras = project["optional-dependencies"]
     runtime = _pins((ROOT / "requirements.txt").read_text().splitlines())
     dev = _pins((ROOT / "requirements-dev.txt").read_text().splitlines())
-    declared = _pins(project["dependencies"] + extras["app"] + extras["train"] + extras["onnx"])
+    declared = _pins(project["dependencies"] + extras["app"] + extras["train"] + extras["onnx"] + extras["openvino"])
     declared.update(_pins([d for d in extras["dev"] if "==" in d]))
     assert declared == {**runtime, **dev}
-    assert extras["dev"][0] == "hydralanet[app,train,onnx]"
+    assert extras["dev"][0] == "hydralanet[app,train,onnx,openvino]"
 
 
 def test_installed_package_runs_predict_away_from_the_repository(tmp_path: Path, retina) -> None:

@@ -19,6 +19,8 @@ PRECISIONS = {"fast": "auto", "exact (fp32)": "fp32"}
 CROP_LABELS = {"fov": "whole field of view", "centre_square": "centre square (original code)"}
 CLAHE_LABELS = {"green": "CLAHE on the green channel", "lab": "CLAHE on lightness", "casp": "CLAHE on every channel"}
 
+EXPORTED = {"ONNX Runtime": "exported to ONNX", "OpenVINO": "exported to OpenVINO IR"}
+
 
 def reset_controls(loaded: LoadedModel) -> None:
     """Thresholds and CLAHE follow the checkpoint's defaults, whenever the model changes."""
@@ -50,7 +52,9 @@ def model_panel(loaded: LoadedModel) -> None:
         f"Reads: the {CROP_LABELS.get(pre.crop, pre.crop)} at {pre.input_size} px, {clahe_label(pre.clahe)}",
         f"Weights file: {identity.get('file') or 'not recorded'}, fingerprint {identity['sha256'][:12]}",
         f"Runs on: {'the CPU' if str(loaded.device) == 'cpu' else str(loaded.device).upper()}"
-        + (f", with {loaded.runtime} (exported to ONNX)" if loaded.runtime != "torch" else ""),
+        + (
+            f", with {loaded.runtime} ({EXPORTED.get(loaded.runtime, 'exported')})" if loaded.runtime != "torch" else ""
+        ),
     ]
     st.caption("  \n".join(lines))
     if identity.get("converted_from"):
