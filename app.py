@@ -8,7 +8,10 @@ dict such as the original code's ``best_model.pt`` (read with ``weights_only=Tru
 The page is thin: every computation is a ``hydralanet`` call; its parts are in ``webapp/``
 (``serve``: what the server shares between visitors; ``sidebar``; ``results``; ``downloads``).
 The network runs once per (image, preprocessing setting); thresholds, visibility, opacity and
-zoom only re-render cached probabilities (DESIGN §8).
+zoom only re-render cached probabilities (DESIGN §8). The page draws, counts and reads on the
+model's grid (``hydralanet.working``: about 2 Mpixel where a camera's photo has 12), shows the
+overlay as soon as the model answers and the reading once it is made; the downloads are made
+at the photo's full resolution when clicked.
 """
 
 from __future__ import annotations
@@ -30,19 +33,18 @@ from hydralanet import (
     ImageError,
     LoadedModel,
     SquarePrediction,
-    lesion_statistics,
     predict_square,
     read_image,
     render_overlay,
 )
 from hydralanet.io import IMAGE_EXTENSIONS, check_image, encode_png
-from hydralanet.overlay import downscale_for_display
 from hydralanet.pdf_report import describe_training_data
 from hydralanet.preprocessing import BlankImageError
 
 if TYPE_CHECKING:
     from hydralanet.dicom import DicomFacts
-from hydralanet.reading import LESION_EXCLUSION_P, PhotoReading, findings, read_photo
+from hydralanet.reading import LESION_EXCLUSION_P, PhotoReading, findings, read_photo, read_working
+from hydralanet.working import WorkingPhoto, working_photo
 from hydralanet.zones import draw_grid
 from webapp.downloads import show_downloads, show_report
 from webapp.overview import PhotoRow, photo_row, show_overview
@@ -55,6 +57,7 @@ from webapp.results import (
     show_statistics,
     show_views,
     show_zoom,
+    waiting_for_reading,
     zoom_targets,
 )
 from webapp.serve import (
@@ -172,8 +175,21 @@ def prediction_key(loaded: LoadedModel, data: bytes, settings: dict) -> tuple:
     )
 
 
-def compute_prediction(loaded: LoadedModel, image: np.ndarray, settings: dict) -> SquarePrediction:
-    return predict_square(
+@dataclasses.dataclass(frozen=True)
+class Segmented:
+    """What the session keeps of one model run: the prediction (full resolution on demand, for
+    the downloads) and the same on the page's working grid."""
+
+    prediction: SquarePrediction
+    work: WorkingPhoto
+
+    @property
+    def nbytes(self) -> int:
+        return self.prediction.nbytes + self.work.nbytes
+
+
+def compute_prediction(loaded: LoadedModel, image: np.ndarray, settings: dict) -> Segmented:
+    prediction = predict_square(
         loaded,
         image,
         clahe=settings["clahe"],
@@ -181,11 +197,24 @@ def compute_prediction(loaded: LoadedModel, image: np.ndarray, settings: dict) -
         precision=settings["precision"],
         crop=settings["crop"],
     )
+    return Segmented(prediction, working_photo(prediction))
+
+
+def compute_page_reading(segmented: Segmented, facts=None) -> PhotoReading:
+    """The reading the page shows: on the working grid (:func:`hydralanet.reading.read_working`)."""
+    prediction = segmented.prediction
+    return read_working(
+        segmented.work,
+        prediction.image,
+        prediction.fov,
+        laterality=facts.laterality if facts else None,  # a DICOM header's eye and pixel size
+        mm_per_px=facts.mm_per_px if facts else None,
+    )
 
 
 def compute_reading(prediction: SquarePrediction, facts=None) -> PhotoReading:
-    """The reading as the session keeps it: zone maps packed one byte a pixel (12 MB, not 37,
-    for a 12-Mpixel photo; unpacked exactly when a threshold moves)."""
+    """The full-resolution reading the downloads use, as the session keeps it: zone maps packed
+    one byte a pixel (12 MB, not 37, for a 12-Mpixel photo; unpacked exactly when read)."""
     lesions = prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0)
     reading = read_photo(
         prediction.image,
@@ -208,12 +237,13 @@ def result_getter(loaded: LoadedModel, name: str, data: bytes, settings: dict, f
     cache, key = session_cache(), prediction_key(loaded, data, settings)
 
     def get() -> tuple[SquarePrediction, PhotoReading]:
-        prediction = cache.get(key)
-        if prediction is None:
+        segmented = cache.get(key)
+        if segmented is None:
             with model_gate().slot():
                 image = read_image(data, name=name, frame=settings.get("frame"))
-                prediction = compute_prediction(loaded, image, settings)
-            cache.put(key, prediction, prediction.nbytes)
+                segmented = compute_prediction(loaded, image, settings)
+            cache.put(key, segmented, segmented.nbytes)
+        prediction = segmented.prediction
         reading = cache.get(("reading", key))
         if reading is None:
             with model_gate().slot():
@@ -224,21 +254,20 @@ def result_getter(loaded: LoadedModel, name: str, data: bytes, settings: dict, f
     return get
 
 
-def photo_reading(key: tuple, prediction: SquarePrediction, facts=None) -> PhotoReading:
-    """Disc, fovea, quality and zone maps of the photo: once per prediction, kept beside it in
-    the session (thresholds only re-read the zones)."""
+def photo_reading(key: tuple, segmented: Segmented, facts=None, waiting=None) -> PhotoReading:
+    """Disc, fovea, quality and zone maps of the photo on the working grid: once per
+    prediction, kept beside it in the session (thresholds only re-read the zones). ``waiting``:
+    an ``st.empty`` to say what is being done in (default: a new one)."""
     cache = session_cache()
-    reading = cache.get(("reading", key))
+    reading = cache.get(("page reading", key))
     if reading is None:
-        # Up to ~400 MB of full-resolution maps for a 12-Mpixel photo: one at a time, with the model's jobs.
-        waiting = st.empty()
-        with (
-            model_gate().slot(on_wait=queued_notice(waiting, "the reading")),
-            st.spinner("Finding the optic disc and the fovea…"),
-        ):
-            waiting.empty()
-            reading = compute_reading(prediction, facts)
-        cache.put(("reading", key), reading, reading_bytes(reading))
+        # A heavy job (the landmark search and the quality checks): in turn with the model's jobs.
+        waiting = waiting or st.empty()
+        with model_gate().slot(on_wait=queued_notice(waiting, "the reading")):
+            waiting_for_reading(waiting)
+            reading = compute_page_reading(segmented, facts)
+        waiting.empty()
+        cache.put(("page reading", key), reading, reading_bytes(reading))
     return reading
 
 
@@ -246,7 +275,7 @@ class PhotoError(Exception):
     """A photo that cannot be read: its one-line message for the page."""
 
 
-def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict, waiting=None) -> SquarePrediction:
+def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict, waiting=None) -> Segmented:
     """The model's output for this image and preprocessing, from the session cache when
     possible. Bad input raises :class:`PhotoError` with a one-line message. Segmentations wait
     their turn in the process (:func:`model_gate`), and the page says so while they wait (in
@@ -349,16 +378,16 @@ def show_chosen(loaded: LoadedModel, name: str, data: bytes, settings: dict, sho
     if st.session_state.get("shown") != shown:
         slot.info(f"Reading {name}…", icon=":material/hourglass_top:")
     st.session_state.shown = shown
+    settings = frame_settings(settings, name)
     try:
-        result = read_one(loaded, name, data, settings)
+        segmented = segment(loaded, name, data, settings)
     except PhotoError as exc:
         slot.error(str(exc), icon=":material/error:")
         return PhotoRow(name, problem=str(exc))
-    # Everything below is cheap: thresholds, opacity and visibility never re-run the model. It
-    # works at full resolution (masks, statistics, previews: ~0.2 GB for a 12-Mpixel photo), so
-    # a page draws while it holds one of the process's redraw slots.
+    # Everything below is cheap: thresholds, opacity and visibility never re-run the model, and
+    # the page draws on the working grid (a few MB), in one of the process's redraw slots.
     with slot.container(), render_gate().slot():
-        return draw_results(loaded, name, data, frame_settings(settings, name), *result)
+        return draw_results(loaded, name, data, settings, segmented, upload_facts(data))
 
 
 def read_the_others(
@@ -372,8 +401,8 @@ def read_the_others(
             continue
         progress.caption(f"Reading {name} for the overview…")
         try:
-            prediction, photo, _ = read_one(loaded, name, data, settings, progress)
-            rows[name] = overview_row(name, prediction, photo, settings)
+            segmented, photo = read_one(loaded, name, data, settings, progress)
+            rows[name] = overview_row(name, segmented, photo, settings)
         except PhotoError as exc:
             rows[name] = PhotoRow(name, problem=str(exc))
         changed()
@@ -392,55 +421,56 @@ def row_key(loaded: LoadedModel, data: bytes, settings: dict, name: str) -> tupl
 
 def read_one(
     loaded: LoadedModel, name: str, data: bytes, settings: dict, waiting=None
-) -> tuple[SquarePrediction, PhotoReading, DicomFacts | None]:
-    """The prediction and the reading of one photo (from the session cache when possible)."""
+) -> tuple[Segmented, PhotoReading]:
+    """The prediction and the page's reading of one photo (from the session cache when possible)."""
     settings = frame_settings(settings, name)
-    prediction = segment(loaded, name, data, settings, waiting)
-    facts = upload_facts(data)
-    photo = photo_reading(prediction_key(loaded, data, settings), prediction, facts)
-    return prediction, photo, facts
+    segmented = segment(loaded, name, data, settings, waiting)
+    photo = photo_reading(prediction_key(loaded, data, settings), segmented, upload_facts(data), waiting)
+    return segmented, photo
 
 
-def overview_row(name: str, prediction: SquarePrediction, photo: PhotoReading, settings: dict) -> PhotoRow:
-    masks = prediction.masks(settings["thresholds"])
-    rows = lesion_statistics(masks, prediction.fov, settings["thresholds"])
-    return photo_row(name, prediction.image.shape, rows, findings(photo, masks))
+def overview_row(name: str, segmented: Segmented, photo: PhotoReading, settings: dict) -> PhotoRow:
+    work = segmented.work
+    masks = work.masks(settings["thresholds"])
+    rows = work.statistics(masks, settings["thresholds"])
+    return photo_row(name, work.photo_shape, rows, findings(photo, masks))
 
 
 def draw_results(
-    loaded: LoadedModel,
-    name: str,
-    data: bytes,
-    settings: dict,
-    prediction: SquarePrediction,
-    photo: PhotoReading,
-    facts: DicomFacts | None,
+    loaded: LoadedModel, name: str, data: bytes, settings: dict, segmented: Segmented, facts: DicomFacts | None
 ) -> PhotoRow:
     """The results of one photo at the current thresholds: views, statistics, reading, zoom,
-    each lesion on its own, downloads and the report; returns its overview row."""
-    masks = prediction.masks(settings["thresholds"])
-    rows = lesion_statistics(masks, prediction.fov, settings["thresholds"])
+    each lesion on its own, downloads and the report; returns its overview row. The overlay
+    and the statistics are drawn first; the reading (disc, fovea, grid, DME risk) fills in once
+    it is made (at once when the session has it)."""
+    prediction, work = segmented.prediction, segmented.work
+    masks = work.masks(settings["thresholds"])
+    rows = work.statistics(masks, settings["thresholds"])
+    small = work.preview(prediction.image, PREVIEW_SIDE)
+    overlay = render_overlay(
+        small, work.to_preview(masks, PREVIEW_SIDE), opacity=settings["opacity"], visible=settings["visible"]
+    )
+    quality, views, legend = st.empty(), show_views(prediction, work, overlay), st.empty()
+    show_statistics(rows, work)
+    key = prediction_key(loaded, data, settings)
+    photo = photo_reading(key, segmented, facts, st.empty())
     found = findings(photo, masks)
-    small, small_masks = downscale_for_display(prediction.image, masks, PREVIEW_SIDE)
-    overlay = render_overlay(small, small_masks, opacity=settings["opacity"], visible=settings["visible"])
     if settings["show_grid"]:
-        dd = photo.maps.dd if photo.maps else None
-        overlay = draw_grid(overlay, photo.landmarks, scale=small.shape[1] / prediction.image.shape[1], dd_px=dd)
-    show_quality(found)
-    show_views(prediction, small, overlay)
-    show_legend(settings["visible"], settings["show_grid"] and photo.landmarks.disc is not None)
-    show_statistics(rows)
+        scale = small.shape[1] / prediction.image.shape[1]
+        overlay = draw_grid(overlay, photo.landmarks, scale=scale, dd_px=photo.grid_unit_px)
+        views.image(encode_png(overlay), caption="Lesion overlay", width="stretch", output_format="PNG")
+    with quality.container():
+        show_quality(found)
+    with legend.container():
+        show_legend(settings["visible"], settings["show_grid"] and photo.landmarks.disc is not None)
     show_reading(found)
     shown = masks & np.array([settings["visible"][c] for c in CLASSES])[:, None, None]
-    photo_id = f"{name} {prediction_key(loaded, data, settings)[0]}"
-    show_zoom(
-        weakref.ref(prediction), np.packbits(masks, axis=-1), overlay, settings, zoom_targets(found, shown), photo_id
-    )
-    show_masks(prediction, masks, rows)
+    show_zoom(weakref.ref(prediction), overlay, settings, zoom_targets(found, shown, work), f"{name} {key[0]}")
+    show_masks(work, masks, rows)
     get = result_getter(loaded, name, data, settings, facts)
-    show_downloads(name, get, prediction.image.shape[:2], int(prediction.fov.sum()), rows, loaded, settings, found)
+    show_downloads(name, get, loaded, settings)
     show_report(name, get, facts, loaded, settings)
-    return photo_row(name, prediction.image.shape, rows, found)
+    return photo_row(name, work.photo_shape, rows, found)
 
 
 main()

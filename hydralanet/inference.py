@@ -51,8 +51,9 @@ class SquarePrediction:
     caches per session: 17 MB at S = 1024 where a 4288 x 2848 photo's full-resolution maps
     take 195 MB. Full resolution comes on demand, with exactly the numbers of
     :class:`Prediction` (:meth:`full`, :meth:`masks`). The FOV mask is kept packed 8 pixels a
-    byte (``fov_bits``; :attr:`fov` unpacks it); other fields as :class:`Prediction`. Make one
-    with :meth:`make`."""
+    byte (``fov_bits``; :attr:`fov` unpacks it); ``photo_square``: the photo on the model's
+    square before CLAHE (``S x S x 3`` uint8, None where not kept; the web app's working
+    image); other fields as :class:`Prediction`. Make one with :meth:`make`."""
 
     square: np.ndarray
     fov_bits: np.ndarray
@@ -60,10 +61,11 @@ class SquarePrediction:
     enhanced: np.ndarray
     geometry: FovGeometry
     settings: dict[str, Any] = field(default_factory=dict)
+    photo_square: np.ndarray | None = None
 
     @classmethod
-    def make(cls, square, fov, image, enhanced, geometry, settings) -> SquarePrediction:
-        return cls(square, np.packbits(fov), image, enhanced, geometry, settings)
+    def make(cls, square, fov, image, enhanced, geometry, settings, photo_square=None) -> SquarePrediction:
+        return cls(square, np.packbits(fov), image, enhanced, geometry, settings, photo_square)
 
     @property
     def fov(self) -> np.ndarray:
@@ -73,7 +75,8 @@ class SquarePrediction:
 
     @property
     def nbytes(self) -> int:
-        return self.square.nbytes + self.fov_bits.nbytes + self.image.nbytes + self.enhanced.nbytes
+        kept = (self.square, self.fov_bits, self.image, self.enhanced, self.photo_square)
+        return sum(a.nbytes for a in kept if a is not None)
 
     def probabilities(self) -> np.ndarray:
         """``4 x H x W`` float32 at the photo's pixels, 0 outside the FOV (as ``Prediction``)."""
@@ -92,6 +95,16 @@ class SquarePrediction:
         """``4 x H x W`` bool, equal to ``full().masks(thresholds)``, one class at a time: the
         float map of one class inside the crop box is all that is held at full resolution."""
         return square_masks(self.square, self.geometry, self.fov, thresholds)
+
+    def masks_in(self, thresholds: dict[str, float] | None, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+        """``masks(thresholds)[:, top:bottom, left:right]`` (``4 x h x w`` bool) without the rest of
+        the photo: what a zoomed view draws. Probabilities agree with :meth:`masks`'s to ~1e-6
+        (:meth:`FovGeometry.region`), so only a pixel that close to its threshold can differ."""
+        thresholds = validate_thresholds(thresholds)
+        cut = np.asarray([thresholds[c] for c in CLASSES], dtype=np.float32)[:, None, None]
+        h, w = self.image.shape[:2]
+        rows = np.unpackbits(self.fov_bits, count=h * w).reshape(h, w)[top:bottom, left:right].view(bool)
+        return (self.geometry.region(self.square, top, bottom, left, right) >= cut) & rows[None]
 
 
 def square_masks(
@@ -245,7 +258,7 @@ def predict_square_batch(
             "calibrated": calibration is not None,
         }
         photo_settings.update(more)
-        out.append(SquarePrediction.make(probs, p.fov, image, p.enhanced, p.geometry, photo_settings))
+        out.append(SquarePrediction.make(probs, p.fov, image, p.enhanced, p.geometry, photo_settings, p.square))
     return out
 
 
@@ -271,10 +284,13 @@ def threshold_masks(
 
 
 def lesion_statistics(
-    masks: np.ndarray, fov: np.ndarray, thresholds: dict[str, float] | None = None
+    masks: np.ndarray, fov: np.ndarray, thresholds: dict[str, float] | None = None, *, pixel_area: float = 1.0
 ) -> list[dict[str, Any]]:
     """One row per lesion class: ``lesion, threshold, pixels, coverage_pct`` (% of the FOV),
-    ``count`` (8-connected lesions) and ``largest_px`` (area of the largest one)."""
+    ``count`` (8-connected lesions) and ``largest_px`` (area of the largest one).
+    ``pixel_area``: the area of one mask pixel in the photo's pixels, when the masks are on a
+    coarser grid than the photo (the web app's working resolution): ``pixels`` and
+    ``largest_px`` are then in the photo's pixels, rounded."""
     thresholds = validate_thresholds(thresholds)
     fov_pixels = max(int(np.count_nonzero(fov)), 1)
     rows = []
@@ -289,10 +305,10 @@ def lesion_statistics(
             {
                 "lesion": c,
                 "threshold": float(format_threshold(thresholds[c])),  # 0.999995 must not read as 1.0
-                "pixels": pixels,
+                "pixels": round(pixels * pixel_area),
                 "coverage_pct": round(100.0 * pixels / fov_pixels, 4),
                 "count": count,
-                "largest_px": largest,
+                "largest_px": round(largest * pixel_area),
             }
         )
     return rows

@@ -14,27 +14,43 @@ Research indicators from the lesion masks, never a diagnosis.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
+from .landmarks import WORK_SIDE as LANDMARK_SIDE
 from .landmarks import Landmarks, find_landmarks
+from .preprocessing import FovGeometry, fov_geometry
 from .quality import Quality, assess_quality
-from .zones import DD_MM, ZONE_COLUMNS, ZoneMaps, read_zones, zone_maps, zone_units
+from .zones import DD_MM, ZONE_COLUMNS, PackedZoneMaps, ZoneMaps, read_zones, zone_maps, zone_units
 
-__all__ = ["PhotoReading", "ZONE_COLUMNS", "findings", "read_photo"]
+if TYPE_CHECKING:
+    from .working import WorkingPhoto
+
+__all__ = ["PhotoReading", "ZONE_COLUMNS", "findings", "read_photo", "read_working"]
 
 
 @dataclass
 class PhotoReading:
     """What does not depend on thresholds: ``landmarks``, ``quality``, ``maps`` (None without
-    a disc and a fovea)."""
+    a disc and a fovea). Landmarks are in the photo's pixels; ``maps`` are on the grid of the
+    masks they are read with: the photo's own, or (``map_scale`` photo pixels per map pixel)
+    the web app's working grid (:func:`read_working`)."""
 
     landmarks: Landmarks
     quality: Quality
-    maps: ZoneMaps | None
+    maps: ZoneMaps | PackedZoneMaps | None
     mm_per_px: float | None = None  # the file's pixel size, when it gave one
+    map_scale: float = 1.0
+
+    @property
+    def grid_unit_px(self) -> float | None:
+        """The ETDRS grid's unit (1 DD = 1.5 mm) in the photo's pixels, None without maps."""
+        return None if self.maps is None else self.maps.dd * self.map_scale
 
     def scale(self) -> dict[str, Any]:
         """Which scale the zones use: ``source`` ``pixel_spacing`` (the file's pixel size),
@@ -90,11 +106,103 @@ def read_photo(
     return PhotoReading(landmarks, assess_quality(image, fov), maps, mm_per_px)
 
 
+def read_working(
+    work: WorkingPhoto,
+    photo: np.ndarray,
+    photo_fov: np.ndarray,
+    *,
+    laterality: str | None = None,
+    mm_per_px: float | None = None,
+) -> PhotoReading:
+    """:func:`read_photo` for the web app's working grid (:class:`hydralanet.working.WorkingPhoto`):
+    zone maps on the working grid (read them with ``work.masks``), landmarks in the photo's
+    pixels. The landmark search and the quality checks are given what they would make of the
+    full-resolution photo (``photo``, ``photo_fov``) themselves — the field of view's square at
+    their own sizes — so they find what :func:`read_photo` finds; only the lesions painted over
+    first (:data:`LESION_EXCLUSION_P`) come from the working grid. ``mm_per_px``: the photo's
+    pixel size, when the file says."""
+    search = fov_geometry(photo_fov, LANDMARK_SIDE)
+    inside = search.to_square(photo_fov.view(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+    lesions = (work.probabilities.max(axis=0) >= LESION_EXCLUSION_P) & work.fov
+    found = find_landmarks(
+        search.to_square(photo), inside, laterality=laterality, lesions=_regrid(lesions, work.geometry, search)
+    )
+    landmarks = moved_landmarks(found, search, None)
+    on_grid = moved_landmarks(landmarks, None, work.geometry)
+    grid_mm = mm_per_px * work.scale if mm_per_px else None
+    maps = zone_maps(work.image.shape[:2], work.fov, on_grid, mm_per_px=grid_mm)
+    return PhotoReading(landmarks, assess_quality(photo, photo_fov), maps, mm_per_px, work.scale)
+
+
+def moved_landmarks(landmarks: Landmarks, source: FovGeometry | None, target: FovGeometry | None) -> Landmarks:
+    """Landmarks found on the square of ``source`` (None: on the photo) in the pixels of the
+    square of ``target`` (None: the photo), with their sizes and the sizes the notes quote.
+    Square pixel ``x`` is photo pixel ``x * side / size`` past the padding, as
+    :mod:`hydralanet.landmarks` maps its own square."""
+
+    def scale(g: FovGeometry | None) -> float:
+        return 1.0 if g is None else g.side / g.size
+
+    def origin(g: FovGeometry | None) -> tuple[float, float]:
+        return (0.0, 0.0) if g is None else (g.box[2] - g.pad_left, g.box[0] - g.pad_top)
+
+    factor = scale(source) / scale(target)
+    (sx, sy), (tx, ty) = origin(source), origin(target)
+
+    def move(x: float, y: float) -> tuple[float, float]:
+        return (x * scale(source) + sx - tx) / scale(target), (y * scale(source) + sy - ty) / scale(target)
+
+    disc, fovea = landmarks.disc, landmarks.fovea
+    if disc is not None:
+        x, y = move(disc.x, disc.y)
+        disc = dataclasses.replace(disc, x=round(x, 1), y=round(y, 1), diameter_px=round(disc.diameter_px * factor, 1))
+    if fovea is not None:
+        x, y = move(fovea.x, fovea.y)
+        fovea = dataclasses.replace(fovea, x=round(x, 1), y=round(y, 1))
+    notes = tuple(
+        re.sub(r"\((\d+(?:\.\d+)?) px\)", lambda m: f"({float(m[1]) * factor:.0f} px)", note)
+        for note in landmarks.notes
+    )
+    return dataclasses.replace(
+        landmarks, disc=disc, fovea=fovea, fov_diameter_px=landmarks.fov_diameter_px * factor, notes=notes
+    )
+
+
+def _regrid(mask: np.ndarray, source: FovGeometry, target: FovGeometry) -> np.ndarray:
+    """A bool mask on the square of ``source`` on the square of ``target`` (both squares of the
+    same photo): a target pixel is set when the mask is set near it (any source pixel of a shrink
+    over the same region; bilinear > 0 otherwise)."""
+    size = (target.size, target.size)
+    if (source.box, source.side, source.pad_top, source.pad_left) == (
+        target.box,
+        target.side,
+        target.pad_top,
+        target.pad_left,
+    ):
+        shrink = cv2.INTER_AREA if target.size < source.size else cv2.INTER_NEAREST
+        return cv2.resize(mask.astype(np.float32), size, interpolation=shrink) > 0
+    # target pixel -> photo -> source pixel, for warpAffine's inverse map
+    a = (target.side / target.size) / (source.side / source.size)
+    shift = np.array(
+        [
+            target.box[2] - target.pad_left - source.box[2] + source.pad_left,
+            target.box[0] - target.pad_top - source.box[0] + source.pad_top,
+        ]
+    ) / (source.side / source.size)
+    matrix = np.array([[a, 0.0, shift[0]], [0.0, a, shift[1]]])
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(mask.astype(np.float32), matrix, size, flags=flags) > 0
+
+
 def findings(photo: PhotoReading, masks: np.ndarray) -> dict[str, Any]:
-    """``findings.json`` for bool masks ``4 x H x W`` (EX, HE, MA, SE): landmarks, eye, quality,
-    DME risk with its reason, the 4-2-1 haemorrhage criterion, zone rows and quadrant counts.
-    Coordinates in pixels of the photo as read (EXIF applied)."""
+    """``findings.json`` for bool masks ``4 x H x W`` (EX, HE, MA, SE) on the grid of
+    ``photo.maps``: landmarks, eye, quality, DME risk with its reason, the 4-2-1 haemorrhage
+    criterion, zone rows and quadrant counts. Coordinates in pixels of the photo as read (EXIF
+    applied); zone pixels in the photo's pixels (scaled from a working grid's, rounded)."""
     reading = read_zones(masks, photo.maps)
+    if photo.map_scale != 1.0:
+        area = photo.map_scale**2
+        reading.zones = [{**row, "pixels": round(row["pixels"] * area)} for row in reading.zones]
     landmarks = photo.landmarks
     if photo.maps is None:
         missing = [

@@ -230,12 +230,15 @@ def read_zones(masks: np.ndarray, maps: ZoneMaps | PackedZoneMaps | None) -> Rea
     quadrant_area = np.bincount(quadrant[quadrant >= 0], minlength=len(QUADRANTS))
     near_area = int(near_map.sum())
     near_lesions: dict[str, int] = {}
+    lesions: dict[str, tuple[int, np.ndarray]] = {}  # per class: components + 1, each lesion pixel's label
     for c, mask in zip(CLASSES, masks):
+        # Lesion pixels only, by their flat index: masks are sparse, the maps are the whole photo.
         n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-        on = labels > 0
-        lab = labels[on]
+        where = np.flatnonzero(mask)
+        lab = labels.reshape(-1)[where]
+        lesions[c] = (n, lab)
         for names, index, area in ((ETDRS_ZONES, etdrs, etdrs_area), (QUADRANTS, quadrant, quadrant_area)):
-            zone = index[on]
+            zone = index.reshape(-1)[where]
             valid = zone >= 0
             pixels = np.bincount(zone[valid], minlength=len(names))
             counts = _majority_counts(lab[valid], zone[valid], n, len(names))
@@ -243,9 +246,9 @@ def read_zones(masks: np.ndarray, maps: ZoneMaps | PackedZoneMaps | None) -> Rea
                 reading.zones.append(_row(c, name, int(counts[k]), int(pixels[k]), int(area[k])))
             if names is QUADRANTS:
                 reading.quadrant_counts[c] = {name: int(counts[k]) for k, name in enumerate(names)}
-        near = np.unique(labels[near_map & on])
-        near_lesions[c] = int(near.size)
-        reading.zones.append(_row(c, "within_1dd", near_lesions[c], int((near_map & on).sum()), near_area))
+        near = lab[near_map.reshape(-1)[where]]
+        near_lesions[c] = int(np.unique(near).size)
+        reading.zones.append(_row(c, "within_1dd", near_lesions[c], int(near.size), near_area))
     reading.quadrant_counts["HE+MA"] = {
         q: reading.quadrant_counts["HE"][q] + reading.quadrant_counts["MA"][q] for q in QUADRANTS
     }
@@ -264,7 +267,7 @@ def read_zones(masks: np.ndarray, maps: ZoneMaps | PackedZoneMaps | None) -> Rea
     he = reading.quadrant_counts["HE"]
     reading.rule_421_haemorrhages = all(he[q] > RULE_421_HAEMORRHAGES for q in QUADRANTS)
     disc_area = np.pi / 4 * maps.near_dd**2
-    sizes = np.bincount(cv2.connectedComponents(masks[CLASSES.index("HE")].astype(np.uint8), connectivity=8)[1].ravel())
+    sizes = np.bincount(lesions["HE"][1], minlength=lesions["HE"][0])
     reading.rule_421_large_haemorrhages = int((sizes[1:] > MERGED_HE_DISC_AREA * disc_area).sum())
     reading.rule_421_reason = (
         f"haemorrhages per quadrant about the fovea (not the standard fields about the disc): {', '.join(f'{q} {he[q]}' for q in QUADRANTS)}; "
@@ -281,7 +284,8 @@ def read_zones(masks: np.ndarray, maps: ZoneMaps | PackedZoneMaps | None) -> Rea
             else ""
         )
     )
-    reading.retinopathy = retinopathy_estimate(masks, reading.rule_421_haemorrhages)
+    counts = {c: n - 1 for c, (n, _) in lesions.items()}
+    reading.retinopathy = retinopathy_estimate(masks, reading.rule_421_haemorrhages, counts)
     return reading
 
 
@@ -297,15 +301,19 @@ RETINOPATHY_LEVELS = (
 REFERABLE_BURDEN = 61.0
 
 
-def retinopathy_estimate(masks: np.ndarray, rule_421: bool | None) -> dict[str, Any]:
+def retinopathy_estimate(
+    masks: np.ndarray, rule_421: bool | None, counts: dict[str, int] | None = None
+) -> dict[str, Any]:
     """What one photo's lesion masks (bool ``4 x H x W``) support about retinopathy, given the
     4-2-1 haemorrhage criterion (None: not assessed): a level (index into
     :data:`RETINOPATHY_LEVELS`, comparable to the graders' 0-3; new vessels, venous beading and
     IRMA are not seen by the lesion model, so proliferative retinopathy (4) is never estimated),
     and the lesion burden (haemorrhages + hard + soft exudates + half the microaneurysms, as
     counted lesions) with a research flag for referable retinopathy (burden >=
-    :data:`REFERABLE_BURDEN`)."""
-    counts = {c: cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1 for c, m in zip(CLASSES, masks)}
+    :data:`REFERABLE_BURDEN`). ``counts``: the lesions of each kind in ``masks``, when already
+    counted (8-connected)."""
+    if counts is None:
+        counts = {c: cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1 for c, m in zip(CLASSES, masks)}
     beyond = counts["HE"] + counts["EX"] + counts["SE"]
     burden = beyond + 0.5 * counts["MA"]
     if rule_421:

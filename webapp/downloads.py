@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from hydralanet import LoadedModel, SquarePrediction, lesion_statistics, render_overlay
@@ -28,38 +29,41 @@ def _record(loaded: LoadedModel, settings: dict) -> dict:
     )
 
 
-def show_downloads(
-    name: str,
-    result: Result,
-    shape: tuple[int, int],
-    fov_pixels: int,
-    rows: list[dict],
-    loaded: LoadedModel,
-    settings: dict,
-    found: dict,
-) -> None:
-    """The download buttons. Full-resolution files are built when clicked, from ``result``:
-    the page keeps no full-resolution arrays for them."""
+def show_downloads(name: str, result: Result, loaded: LoadedModel, settings: dict) -> None:
+    """The download buttons. Every file is built when clicked, from ``result``, at the photo's
+    full resolution (the page itself counts on a coarser grid): the page keeps no
+    full-resolution arrays for them."""
     st.subheader("Downloads")
     stem = Path(name).stem
     record = _record(loaded, settings)
-    csv_rows = [{"image": name, **row, **record_columns(record)} for row in rows]
-    h, w = shape
-    summary = {
-        **record,
-        "image": {"name": name, "width": w, "height": h, "fov_pixels": fov_pixels},
-        "results": [{"image": name, **row} for row in rows],
-        "findings": found,
-    }
     thresholds, opacity, visible = settings["thresholds"], settings["opacity"], settings["visible"]
+
+    def full() -> tuple[SquarePrediction, np.ndarray, list[dict], PhotoReading]:
+        prediction, reading = result()
+        masks = prediction.masks(thresholds)
+        return prediction, masks, lesion_statistics(masks, prediction.fov, thresholds), reading
 
     def overlay_png() -> bytes:
         prediction, _ = result()
         masks = prediction.masks(thresholds)
         return encode_png(render_overlay(prediction.image, masks, opacity=opacity, visible=visible))
 
-    # Full-resolution PNGs take a while to encode: built only when the button is clicked.
-    buttons = [  # label, data (or a function making it), file name suffix, MIME type, icon
+    def csv_text() -> str:
+        rows = full()[2]
+        return summary_csv([{"image": name, **row, **record_columns(record)} for row in rows])
+
+    def json_text() -> str:
+        prediction, masks, rows, reading = full()
+        h, w = prediction.image.shape[:2]
+        summary = {
+            **record,
+            "image": {"name": name, "width": w, "height": h, "fov_pixels": int(np.count_nonzero(prediction.fov))},
+            "results": [{"image": name, **row} for row in rows],
+            "findings": findings(reading, masks),
+        }
+        return json.dumps(summary, indent=2) + "\n"
+
+    buttons = [  # label, function making the file, file name suffix, MIME type, icon
         ("Overlay (PNG)", overlay_png, "overlay.png", "image/png", "image"),
         (
             "Masks (ZIP)",
@@ -68,8 +72,8 @@ def show_downloads(
             "application/zip",
             "folder_zip",
         ),
-        ("Summary (CSV)", summary_csv(csv_rows), "summary.csv", "text/csv", "table"),
-        ("Summary (JSON)", json.dumps(summary, indent=2) + "\n", "summary.json", "application/json", "data_object"),
+        ("Summary (CSV)", csv_text, "summary.csv", "text/csv", "table"),
+        ("Summary (JSON)", json_text, "summary.json", "application/json", "data_object"),
     ]
     for col, (label, data, suffix, mime, icon) in zip(st.columns(len(buttons)), buttons):
         col.download_button(
@@ -82,8 +86,8 @@ def show_downloads(
             width="stretch",
         )
     st.caption(
-        f"Masks: 0/255 PNGs at the original {w} x {h}, one per lesion. "
-        "Summaries record the model, preprocessing and thresholds."
+        "Made at the photo's full resolution when clicked: the overlay, the masks (0/255 PNGs, one per "
+        "lesion), and the summaries, which record the model, preprocessing and thresholds."
     )
 
 

@@ -18,27 +18,38 @@ from hydralanet import (
 from hydralanet.config import CLASS_NAMES, format_threshold
 from hydralanet.io import encode_png
 from hydralanet.overlay import downscale_for_display
+from hydralanet.working import WorkingPhoto
 from hydralanet.zones import ETDRS_ZONES, QUADRANTS
 
 GRID_CYAN = (0, 229, 255)  # hydralanet.zones.draw_grid: the disc circle and the fovea cross
-PREVIEW_SIDE = 720  # images are shown at most this large; downloads and statistics stay full size
+PREVIEW_SIDE = 720  # images are shown at most this large; downloads stay full size
 ZOOM_SIDES = (1024, 512, 256, 128, 64)  # photo px across the zoomed view; 64: 5 screen px each on a phone
 ZOOM_RENDER = 768  # px the region is drawn at (nearest neighbour): sharp in a view up to this wide
 ZOOM_HELP = "Fewer pixels across: more magnified. At 64 px each photo pixel is a square of 5 or more screen pixels."
 
 
-def show_views(prediction: SquarePrediction, small: np.ndarray, overlay: np.ndarray) -> None:
+def show_views(prediction: SquarePrediction, work: WorkingPhoto, overlay: np.ndarray):
+    """The original, the model's input and the overlay side by side; returns the overlay's place
+    (an ``st.empty``: the grid is drawn on it once the reading is made). The first two are
+    encoded once per photo (``work.kept``)."""
     clahe = prediction.settings["clahe"]
     h, w = prediction.image.shape[:2]
     cols = st.columns(3)
-    cols[0].image(small, caption=f"Original ({w} x {h})", width="stretch")
+    original = work.kept("original png", lambda: encode_png(work.preview(prediction.image, PREVIEW_SIDE)))
+    cols[0].image(original, caption=f"Original ({w} x {h})", width="stretch", output_format="PNG")
     view = f"CLAHE {clahe}" if clahe != "off" else "no CLAHE"
-    cols[1].image(
-        downscale_for_display(prediction.enhanced, None, PREVIEW_SIDE)[0],
-        caption=f"Model input: field of view, {view}",
-        width="stretch",
+    model_input = work.kept(
+        "input png", lambda: encode_png(downscale_for_display(prediction.enhanced, None, PREVIEW_SIDE)[0])
     )
-    cols[2].image(encode_png(overlay), caption="Lesion overlay", width="stretch", output_format="PNG")
+    cols[1].image(model_input, caption=f"Model input: field of view, {view}", width="stretch", output_format="PNG")
+    slot = cols[2].empty()
+    slot.image(encode_png(overlay), caption="Lesion overlay", width="stretch", output_format="PNG")
+    return slot
+
+
+def waiting_for_reading(slot) -> None:
+    """What ``slot`` (an ``st.empty``) says while the reading of a photo is made."""
+    slot.info("Finding the optic disc and the fovea…", icon=":material/hourglass_top:")
 
 
 def show_legend(visible: dict[str, bool], grid: bool) -> None:
@@ -71,10 +82,11 @@ def _swatch(style: str) -> str:
     )
 
 
-def zoom_targets(found: dict, masks: np.ndarray, count: int = 8) -> list[tuple[str, int, int]]:
+def zoom_targets(found: dict, masks: np.ndarray, work: WorkingPhoto, count: int = 8) -> list[tuple[str, int, int]]:
     """Where the zoom can be centred, ``(label, x, y)`` in photo pixels: the fovea, the
-    ``count`` largest lesions of the kinds shown (``masks``: bool ``4 x H x W``), the optic disc
-    and the photo's centre, each when there is one; the zoom starts on the first."""
+    ``count`` largest lesions of the kinds shown (``masks``: bool ``4 x N x N`` on ``work``'s
+    grid; areas in photo pixels), the optic disc and the photo's centre, each when there is one;
+    the zoom starts on the first."""
     targets = []
     if found["fovea"]:
         targets.append(("the fovea", round(found["fovea"]["x"]), round(found["fovea"]["y"])))
@@ -85,21 +97,22 @@ def zoom_targets(found: dict, masks: np.ndarray, count: int = 8) -> list[tuple[s
         n, _, stats, centres = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
         lesions += [(int(stats[k, cv2.CC_STAT_AREA]), c, centres[k]) for k in range(1, n)]
     lesions.sort(key=lambda lesion: -lesion[0])
+    g, scale = work.geometry, work.scale
     for rank, (area, c, (x, y)) in enumerate(lesions[:count], 1):
-        targets.append((f"lesion {rank}: {CLASS_NAMES[c]}, {area:,} px", round(x), round(y)))
+        # pixel centres: working pixel x covers photo pixels x * scale .. (x + 1) * scale
+        x, y = (x + 0.5) * scale - 0.5 + g.box[2] - g.pad_left, (y + 0.5) * scale - 0.5 + g.box[0] - g.pad_top
+        targets.append((f"lesion {rank}: {CLASS_NAMES[c]}, {round(area * work.pixel_area):,} px", round(x), round(y)))
     if found["optic_disc"]:
         targets.append(("the optic disc", round(found["optic_disc"]["x"]), round(found["optic_disc"]["y"])))
-    h, w = masks.shape[1:]
+    h, w = work.photo_shape
     return [*targets, ("the centre of the photo", w // 2, h // 2)]
 
 
 @st.fragment  # moving the zoom reruns only this part of the page
-def show_zoom(
-    prediction_ref, packed: np.ndarray, overlay: np.ndarray, settings: dict, targets: list, photo: str
-) -> None:
+def show_zoom(prediction_ref, overlay: np.ndarray, settings: dict, targets: list, photo: str) -> None:
     """``prediction_ref``: a weak reference (the fragment keeps its arguments while the page is
-    open: it must not keep the photo alive once the memory budget let it go); ``packed``: the
-    masks packed 8 pixels a byte along x (``np.packbits(masks, axis=-1)``); ``targets``:
+    open: it must not keep the photo alive once the memory budget let it go); the region shown
+    is thresholded at the photo's own pixels (``SquarePrediction.masks_in``); ``targets``:
     :func:`zoom_targets`; ``photo``: what identifies the photo (the zoom starts afresh on another)."""
     st.subheader("Zoom")
     prediction = prediction_ref()
@@ -124,10 +137,9 @@ def show_zoom(
     cy = controls[3].number_input("y (px)", 0, h - 1, key="zoom_y", step=max(1, side // 4))
     x0 = int(np.clip(round(cx - side / 2), 0, w - side))
     y0 = int(np.clip(round(cy - side / 2), 0, h - side))
-    bits = np.unpackbits(packed[:, y0 : y0 + side, x0 // 8 : (x0 + side + 7) // 8], axis=-1).astype(bool)
     crop = render_overlay(
         image[y0 : y0 + side, x0 : x0 + side],
-        bits[:, :, x0 % 8 : x0 % 8 + side],
+        prediction.masks_in(settings["thresholds"], y0, y0 + side, x0, x0 + side),
         opacity=settings["opacity"],
         visible=settings["visible"],
         outline=False,
@@ -148,7 +160,7 @@ def _centre_on(targets: list) -> None:
     st.session_state.zoom_x, st.session_state.zoom_y = x, y
 
 
-def show_statistics(rows: list[dict]) -> None:
+def show_statistics(rows: list[dict], work: WorkingPhoto) -> None:
     st.subheader("Statistics")
     table = pd.DataFrame(
         {
@@ -168,7 +180,16 @@ def show_statistics(rows: list[dict]) -> None:
         ),
         hide_index=True,
     )
-    left.caption("% of FOV: share of the field of view. Lesions: connected regions (8-connected).")
+    n = work.geometry.size
+    left.caption(
+        "% of FOV: share of the field of view. Lesions: connected regions (8-connected). "
+        + (
+            f"Counted on the field of view at {n} x {n} px, pixels in the photo's pixels (each counted "
+            f"{work.pixel_area:.3g}): close to, not exactly, the full-resolution figures of the downloads."
+            if work.scale > 1
+            else ""
+        )
+    )
     chart_data = pd.DataFrame(
         {
             "lesion": list(CLASSES),
@@ -272,10 +293,10 @@ def zone_label(zone: str) -> str:
     )
 
 
-def show_masks(prediction: SquarePrediction, masks: np.ndarray, rows: list[dict]) -> None:
+def show_masks(work: WorkingPhoto, masks: np.ndarray, rows: list[dict]) -> None:
+    """``masks``: bool ``4 x N x N`` on ``work``'s grid; ``rows``: their statistics."""
     st.subheader("Each lesion on its own")
-    layers = np.concatenate([masks, prediction.fov[None]])  # one resize pass for the masks and the FOV
-    _, small = downscale_for_display(prediction.image, layers, PREVIEW_SIDE // 2)
+    small = work.to_preview(np.concatenate([masks, work.fov[None]]), PREVIEW_SIDE // 2)  # one pass, FOV too
     fov = small[-1]
     for col, c, mask, row in zip(st.columns(4), CLASSES, small, rows):
         view = np.zeros(mask.shape + (3,), np.uint8)

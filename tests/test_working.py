@@ -1,0 +1,163 @@
+"""The page's working grid (hydralanet.working) and what is read on it, against the photo's own pixels."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from hydralanet import CLASSES, lesion_statistics
+from hydralanet.inference import SquarePrediction
+from hydralanet.landmarks import Fovea, Landmarks, OpticDisc
+from hydralanet.preprocessing import FovGeometry, fov_geometry, fov_mask
+from hydralanet.reading import _regrid, findings, moved_landmarks, read_photo, read_working
+from hydralanet.working import working_photo, working_side
+
+THRESHOLDS = dict.fromkeys(CLASSES, 0.5)
+
+
+def wide_photo(h: int = 600, w: int = 900) -> np.ndarray:
+    """A round field of view in a wider frame, cut at top and bottom (as a camera's 3:2 frame)."""
+    yy, xx = np.mgrid[:h, :w]
+    image = np.zeros((h, w, 3), np.uint8)
+    image[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (0.36 * w) ** 2] = (170, 80, 40)
+    return image
+
+
+def prediction_of(image: np.ndarray, size: int, square: np.ndarray | None = None) -> SquarePrediction:
+    fov = fov_mask(image)
+    geometry = fov_geometry(fov, size)
+    if square is None:
+        rng = np.random.default_rng(1)
+        square = np.stack([cv2.GaussianBlur(rng.random((size, size), dtype=np.float32), (0, 0), 2) for _ in CLASSES])
+        square = np.clip((square - 0.5) * 6 + 0.5, 0, 1).astype(np.float32)  # blobs above and below 0.5
+    enhanced = geometry.to_square(image)
+    return SquarePrediction.make(square, fov, image, enhanced, geometry, {"clahe": "green"}, enhanced)
+
+
+def test_region_is_the_full_map_cut_out() -> None:
+    rng = np.random.default_rng(0)
+    maps = rng.random((2, 128, 128), dtype=np.float32)
+    geometry = FovGeometry((600, 900), (0, 600, 126, 774), 648, 24, 0, 128)  # cut at top and bottom: padded
+    full = geometry.to_original(maps)
+    for top, bottom, left, right in [(0, 600, 0, 900), (10, 74, 100, 164), (500, 600, 700, 900), (0, 50, 0, 120)]:
+        region = geometry.region(maps, top, bottom, left, right)
+        assert region.shape == (2, bottom - top, right - left)
+        assert np.abs(region - full[:, top:bottom, left:right]).max() < 1e-5
+    assert not geometry.region(maps, 0, 50, 0, 120).any()  # left of the crop box: 0
+
+
+def test_masks_in_a_region_are_the_full_masks_cut_out() -> None:
+    prediction = prediction_of(wide_photo(), 128)
+    full = prediction.masks(THRESHOLDS)
+    part = prediction.masks_in(THRESHOLDS, 100, 356, 300, 556)
+    assert full[:, 100:356, 300:556].any() and (~full[:, 100:356, 300:556]).any()
+    assert np.array_equal(part, full[:, 100:356, 300:556])
+
+
+@pytest.mark.parametrize(
+    ("fov_side", "model_side", "expected"),
+    [(3417, 1536, 1536), (1411, 128, 1024), (3417, 512, 1024), (648, 128, 648), (900, 1024, 900)],
+)
+def test_working_side_is_the_models_square_or_1024_never_finer_than_the_photo(fov_side, model_side, expected) -> None:
+    geometry = FovGeometry((fov_side, fov_side), (0, fov_side, 0, fov_side), fov_side, 0, 0, model_side)
+    prediction = SquarePrediction(
+        np.zeros((4, 1, 1), np.float32), np.zeros(1, np.uint8), np.zeros((1, 1, 3)), None, geometry
+    )
+    assert working_side(prediction) == expected
+
+
+def test_statistics_on_the_grid_are_in_the_photos_pixels() -> None:
+    image = wide_photo(1200, 1800)
+    prediction = prediction_of(image, 256)
+    work = working_photo(prediction, side=256)
+    assert work.geometry.size == 256 and work.scale == pytest.approx(prediction.geometry.side / 256)
+    assert work.probabilities is prediction.square and work.image is prediction.photo_square  # shared, not copied
+    assert work.fov_pixels == int(prediction.fov.sum())
+    full = {r["lesion"]: r for r in lesion_statistics(prediction.masks(THRESHOLDS), prediction.fov, THRESHOLDS)}
+    grid = {r["lesion"]: r for r in work.statistics(work.masks(THRESHOLDS), THRESHOLDS)}
+    for c in CLASSES:
+        assert full[c]["pixels"] > 10_000
+        assert grid[c]["pixels"] == pytest.approx(full[c]["pixels"], rel=0.03), c
+        assert grid[c]["coverage_pct"] == pytest.approx(full[c]["coverage_pct"], rel=0.03), c
+        assert grid[c]["largest_px"] == pytest.approx(full[c]["largest_px"], rel=0.05), c
+
+
+def test_one_working_pixel_shows_on_the_preview_where_it_lies_in_the_photo() -> None:
+    image = wide_photo(1200, 1800)
+    square = np.zeros((4, 1024, 1024), np.float32)
+    square[2, 400, 720] = 1.0  # one microaneurysm pixel on the model's grid, 4 times finer than the preview
+    prediction = prediction_of(image, 1024, square)
+    work = working_photo(prediction)
+    assert work.geometry.size == 1024 and work.preview_size(360) == (360, 240)
+    full = prediction.masks(THRESHOLDS)[2]
+    ys, xs = np.nonzero(full)
+    small = work.to_preview(work.masks(THRESHOLDS), 360)
+    assert small.shape == (4, 240, 360) and not small[[0, 1, 3]].any()
+    py, px = np.nonzero(small[2])
+    q = 360 / 1800
+    assert 1 <= len(py) <= 4  # a few preview pixels, not lost in the shrink
+    assert abs(py.mean() - ys.mean() * q) <= 1.0 and abs(px.mean() - xs.mean() * q) <= 1.0
+
+
+def test_moved_landmarks_go_through_the_photo_and_back() -> None:
+    a = FovGeometry((600, 900), (0, 600, 126, 774), 648, 24, 0, 512)
+    b = dataclasses.replace(a, size=1296 // 2)
+    found = Landmarks(
+        OpticDisc(100.0, 200.0, 60.0, 0.9, "assumed"),
+        Fovea(300.0, 210.0, 0.8),
+        "left",
+        "image",
+        400.0,
+        ("the optic disc's size could not be measured: 1 DD is assumed to be 0.11 of the field's diameter (60 px)",),
+    )
+    photo = moved_landmarks(found, a, None)
+    s = 648 / 512
+    assert (photo.disc.x, photo.disc.y) == (round(100 * s + 126, 1), round(200 * s - 24, 1))
+    assert photo.disc.diameter_px == round(60 * s, 1) and photo.fov_diameter_px == pytest.approx(400 * s)
+    assert photo.notes[0].endswith(f"({60 * s:.0f} px)")
+    back = moved_landmarks(moved_landmarks(photo, None, b), b, None)
+    assert back.fovea.x == pytest.approx(photo.fovea.x, abs=0.1) and back.disc.y == pytest.approx(photo.disc.y, abs=0.1)
+
+
+def test_regrid_puts_a_lesion_at_its_place_on_another_square() -> None:
+    source = FovGeometry((600, 900), (0, 600, 126, 774), 648, 24, 0, 324)  # 2 photo px a pixel
+    target = FovGeometry((600, 900), (0, 600, 0, 900), 900, 150, 0, 300)  # 3 photo px a pixel
+    mask = np.zeros((324, 324), bool)
+    mask[100:104, 50:54] = True  # photo rows 176..184, columns 226..234
+    moved = _regrid(mask, source, target)
+    ys, xs = np.nonzero(moved)
+    assert abs(ys.mean() - (180 + 150) / 3) <= 1.0 and abs(xs.mean() - 230 / 3) <= 1.0
+    same = _regrid(mask, source, dataclasses.replace(source, size=108))  # the same square, shrunk
+    assert np.array_equal(np.nonzero(same), [[33, 33, 34, 34], [16, 17, 16, 17]])
+
+
+def test_the_reading_on_the_grid_finds_what_the_full_reading_finds(retina: np.ndarray) -> None:
+    """The CC0 sample photo with a lesion model's made-up probabilities: disc, fovea, quality and
+    DME grade as at full resolution; zone pixels in the photo's pixels."""
+    square = np.zeros((4, 512, 512), np.float32)
+    for y, x in [(200, 300), (260, 240), (330, 150), (120, 200)]:  # a few hard exudates, one near the fovea
+        cv2.circle(square[0], (x, y), 4, 0.9, -1)
+    prediction = prediction_of(retina, 512, square)
+    full = prediction.full()
+    masks = full.masks(THRESHOLDS)
+    whole = findings(read_photo(retina, full.fov, probabilities=full.probabilities), masks)
+    work = working_photo(prediction, side=512)
+    grid = findings(read_working(work, retina, full.fov), work.masks(THRESHOLDS))
+    dd = whole["optic_disc"]["diameter_px"]
+    for name in ("optic_disc", "fovea"):
+        a, b = whole[name], grid[name]
+        assert np.hypot(a["x"] - b["x"], a["y"] - b["y"]) <= 0.02 * dd, name
+    assert grid["optic_disc"]["diameter_px"] == pytest.approx(dd, rel=0.02)
+    assert grid["dme_risk"] == whole["dme_risk"] and grid["quality"] == whole["quality"]
+    assert grid["scale"]["dd_px"] == pytest.approx(whole["scale"]["dd_px"], rel=0.02)
+
+    def zone_pixels(found: dict) -> dict:
+        return {(r["lesion"], r["zone"]): r["pixels"] for r in found["zones"]}
+
+    a, b = zone_pixels(whole), zone_pixels(grid)
+    assert a.keys() == b.keys() and sum(a.values()) > 2_000  # four exudates of ~350 photo pixels, some in two lists
+    assert {k for k, v in a.items() if v} == {k for k, v in b.items() if v}
+    assert all(b[k] == pytest.approx(v, rel=0.05) for k, v in a.items()), (a, b)
