@@ -37,6 +37,7 @@ from hydralanet import (
     read_image,
     render_overlay,
 )
+from hydralanet.inference import label_lesions
 from hydralanet.io import IMAGE_EXTENSIONS, check_image, encode_png
 from hydralanet.pdf_report import describe_training_data
 from hydralanet.preprocessing import BlankImageError
@@ -445,16 +446,15 @@ def draw_results(
     it is made (at once when the session has it)."""
     prediction, work = segmented.prediction, segmented.work
     masks = work.masks(settings["thresholds"])
-    rows = work.statistics(masks, settings["thresholds"])
-    small = work.preview(prediction.image, PREVIEW_SIDE)
-    overlay = render_overlay(
-        small, work.to_preview(masks, PREVIEW_SIDE), opacity=settings["opacity"], visible=settings["visible"]
-    )
+    labelled = label_lesions(masks)  # once, for the statistics, the zones and the zoom
+    rows = work.statistics(masks, settings["thresholds"], labelled)
+    small, small_masks = work.preview(prediction.image, PREVIEW_SIDE), work.to_preview(masks, PREVIEW_SIDE)
+    overlay = render_overlay(small, small_masks, opacity=settings["opacity"], visible=settings["visible"])
     quality, views, legend = st.empty(), show_views(prediction, work, overlay), st.empty()
     show_statistics(rows, work)
     key = prediction_key(loaded, data, settings)
     photo = photo_reading(key, segmented, facts, st.empty())
-    found = findings(photo, masks)
+    found = findings(photo, masks, labelled)
     if settings["show_grid"]:
         scale = small.shape[1] / prediction.image.shape[1]
         overlay = draw_grid(overlay, photo.landmarks, scale=scale, dd_px=photo.grid_unit_px)
@@ -464,9 +464,9 @@ def draw_results(
     with legend.container():
         show_legend(settings["visible"], settings["show_grid"] and photo.landmarks.disc is not None)
     show_reading(found)
-    shown = masks & np.array([settings["visible"][c] for c in CLASSES])[:, None, None]
-    show_zoom(weakref.ref(prediction), overlay, settings, zoom_targets(found, shown, work), f"{name} {key[0]}")
-    show_masks(work, masks, rows)
+    targets = zoom_targets(found, labelled, settings["visible"], work)
+    show_zoom(weakref.ref(prediction), overlay, settings, targets, f"{name} {key[0]}")
+    show_masks(work, small_masks, rows)
     get = result_getter(loaded, name, data, settings, facts)
     show_downloads(name, get, loaded, settings)
     show_report(name, get, facts, loaded, settings)

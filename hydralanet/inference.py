@@ -283,22 +283,39 @@ def threshold_masks(
     return masks
 
 
+Labelled = list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def label_lesions(masks: np.ndarray) -> Labelled:
+    """The 8-connected lesions of bool masks ``4 x H x W``, per class as OpenCV's
+    ``connectedComponentsWithStats`` gives them: ``(count + 1, labels, stats, centroids)``. Made
+    once per set of masks, it serves :func:`lesion_statistics`, the reading's zones and a page's
+    zoom targets."""
+    return [cv2.connectedComponentsWithStats(np.asarray(m, bool).view(np.uint8), connectivity=8) for m in masks]
+
+
 def lesion_statistics(
-    masks: np.ndarray, fov: np.ndarray, thresholds: dict[str, float] | None = None, *, pixel_area: float = 1.0
+    masks: np.ndarray,
+    fov: np.ndarray,
+    thresholds: dict[str, float] | None = None,
+    *,
+    pixel_area: float = 1.0,
+    labelled: Labelled | None = None,
 ) -> list[dict[str, Any]]:
     """One row per lesion class: ``lesion, threshold, pixels, coverage_pct`` (% of the FOV),
     ``count`` (8-connected lesions) and ``largest_px`` (area of the largest one).
     ``pixel_area``: the area of one mask pixel in the photo's pixels, when the masks are on a
     coarser grid than the photo (the web app's working resolution): ``pixels`` and
-    ``largest_px`` are then in the photo's pixels, rounded."""
+    ``largest_px`` are then in the photo's pixels, rounded. ``labelled``: :func:`label_lesions`
+    of ``masks``, when already made."""
     thresholds = validate_thresholds(thresholds)
     fov_pixels = max(int(np.count_nonzero(fov)), 1)
     rows = []
-    for c, mask in zip(CLASSES, masks):
+    for i, (c, mask) in enumerate(zip(CLASSES, masks)):
         pixels = int(np.count_nonzero(mask))
         count, largest = 0, 0
         if pixels:
-            n, _, stats, _ = cv2.connectedComponentsWithStats(np.asarray(mask, bool).view(np.uint8), connectivity=8)
+            n, _, stats, _ = labelled[i] if labelled is not None else label_lesions(mask[None])[0]
             count = n - 1
             largest = int(stats[1:, cv2.CC_STAT_AREA].max())
         rows.append(

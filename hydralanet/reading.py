@@ -194,12 +194,13 @@ def _regrid(mask: np.ndarray, source: FovGeometry, target: FovGeometry) -> np.nd
     return cv2.warpAffine(mask.astype(np.float32), matrix, size, flags=flags) > 0
 
 
-def findings(photo: PhotoReading, masks: np.ndarray) -> dict[str, Any]:
+def findings(photo: PhotoReading, masks: np.ndarray, labelled: list[tuple] | None = None) -> dict[str, Any]:
     """``findings.json`` for bool masks ``4 x H x W`` (EX, HE, MA, SE) on the grid of
     ``photo.maps``: landmarks, eye, quality, DME risk with its reason, the 4-2-1 haemorrhage
     criterion, zone rows and quadrant counts. Coordinates in pixels of the photo as read (EXIF
-    applied); zone pixels in the photo's pixels (scaled from a working grid's, rounded)."""
-    reading = read_zones(masks, photo.maps)
+    applied); zone pixels in the photo's pixels (scaled from a working grid's, rounded).
+    ``labelled``: the masks' lesions (:func:`hydralanet.inference.label_lesions`), when made."""
+    reading = read_zones(masks, photo.maps, labelled)
     if photo.map_scale != 1.0:
         area = photo.map_scale**2
         reading.zones = [{**row, "pixels": round(row["pixels"] * area)} for row in reading.zones]

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .config import CLASSES, validate_thresholds
-from .inference import SquarePrediction, lesion_statistics
+from .inference import Labelled, SquarePrediction, lesion_statistics
 from .preprocessing import FovGeometry
 
 WORKING_SIDE = 1024  # the field of view's square at least this fine (the model's, when finer)
@@ -65,9 +65,12 @@ class WorkingPhoto:
         cut = np.asarray([thresholds[c] for c in CLASSES], dtype=np.float32)[:, None, None]
         return (self.probabilities >= cut) & self.fov[None]
 
-    def statistics(self, masks: np.ndarray, thresholds: dict[str, float] | None = None) -> list[dict[str, Any]]:
-        """:func:`hydralanet.lesion_statistics` of working masks, areas in the photo's pixels."""
-        return lesion_statistics(masks, self.fov, thresholds, pixel_area=self.pixel_area)
+    def statistics(
+        self, masks: np.ndarray, thresholds: dict[str, float] | None = None, labelled: Labelled | None = None
+    ) -> list[dict[str, Any]]:
+        """:func:`hydralanet.lesion_statistics` of working masks, areas in the photo's pixels
+        (``labelled``: :func:`hydralanet.inference.label_lesions` of the masks, when made)."""
+        return lesion_statistics(masks, self.fov, thresholds, pixel_area=self.pixel_area, labelled=labelled)
 
     def preview_size(self, max_side: int) -> tuple[int, int]:
         """``(width, height)`` of the photo's preview whose longer side is at most ``max_side``

@@ -75,6 +75,7 @@ class ZoneMaps:
     scale: str = "disc_diameter"
     near_dd: float | None = None
     near_scale: str | None = None
+    _areas: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.near_dd = self.dd if self.near_dd is None else self.near_dd
@@ -83,6 +84,12 @@ class ZoneMaps:
     @property
     def nbytes(self) -> int:
         return self.etdrs.nbytes + self.quadrant.nbytes + self.near.nbytes
+
+    def areas(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Pixels per ETDRS zone, per quadrant and within 1 DD (made once: the same at every threshold)."""
+        if self._areas is None:
+            self._areas = _areas(self.etdrs, self.quadrant, self.near)
+        return self._areas
 
     def packed(self) -> PackedZoneMaps:
         code = (self.etdrs + 1).astype(np.uint8)
@@ -102,10 +109,17 @@ class PackedZoneMaps:
     scale: str = "disc_diameter"
     near_dd: float | None = None
     near_scale: str | None = None
+    _areas: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.near_dd = self.dd if self.near_dd is None else self.near_dd
         self.near_scale = self.scale if self.near_scale is None else self.near_scale
+
+    def areas(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """As :meth:`ZoneMaps.areas`."""
+        if self._areas is None:
+            self._areas = _areas(self.etdrs, self.quadrant, self.near)
+        return self._areas
 
     @property
     def etdrs(self) -> np.ndarray:
@@ -122,6 +136,14 @@ class PackedZoneMaps:
     @property
     def nbytes(self) -> int:
         return self.code.nbytes
+
+
+def _areas(etdrs: np.ndarray, quadrant: np.ndarray, near: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    return (
+        np.bincount(etdrs[etdrs >= 0], minlength=len(ETDRS_ZONES)),
+        np.bincount(quadrant[quadrant >= 0], minlength=len(QUADRANTS)),
+        int(near.sum()),
+    )
 
 
 def zone_maps(
@@ -216,9 +238,13 @@ class Reading:
         }
 
 
-def read_zones(masks: np.ndarray, maps: ZoneMaps | PackedZoneMaps | None) -> Reading:
+def read_zones(
+    masks: np.ndarray, maps: ZoneMaps | PackedZoneMaps | None, labelled: list[tuple] | None = None
+) -> Reading:
     """Zone rows (lesion, zone, count, pixels, zone_pct) for ``masks`` (bool ``4 x H x W``, EX,
-    HE, MA, SE), quadrant counts, the DME risk grade and the 4-2-1 haemorrhage criterion."""
+    HE, MA, SE), quadrant counts, the DME risk grade and the 4-2-1 haemorrhage criterion.
+    ``labelled``: each class's 8-connected lesions as ``(count + 1, labels, ...)``
+    (:func:`hydralanet.inference.label_lesions`), when already made."""
     if maps is None:
         why = "no grade: the optic disc or the fovea was not found"
         reading = Reading(dme_reason=why, rule_421_reason=why.replace("no grade", "not assessed"))
@@ -226,14 +252,15 @@ def read_zones(masks: np.ndarray, maps: ZoneMaps | PackedZoneMaps | None) -> Rea
         return reading
     reading = Reading()
     etdrs, quadrant, near_map = maps.etdrs, maps.quadrant, maps.near  # read once (packed maps unpack)
-    etdrs_area = np.bincount(etdrs[etdrs >= 0], minlength=len(ETDRS_ZONES))
-    quadrant_area = np.bincount(quadrant[quadrant >= 0], minlength=len(QUADRANTS))
-    near_area = int(near_map.sum())
+    etdrs_area, quadrant_area, near_area = maps.areas()
     near_lesions: dict[str, int] = {}
     lesions: dict[str, tuple[int, np.ndarray]] = {}  # per class: components + 1, each lesion pixel's label
-    for c, mask in zip(CLASSES, masks):
+    for i, (c, mask) in enumerate(zip(CLASSES, masks)):
         # Lesion pixels only, by their flat index: masks are sparse, the maps are the whole photo.
-        n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        if labelled is None:
+            n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        else:
+            n, labels = labelled[i][:2]
         where = np.flatnonzero(mask)
         lab = labels.reshape(-1)[where]
         lesions[c] = (n, lab)

@@ -2,11 +2,12 @@
 
 Starts the app (bundled model unless ``--model``), then for each N in ``--sessions``: opens N
 headless-chromium sessions, each uploads a photo at the same moment (``--photo``: a 4288 x 2848
-JPEG or a 1024 px PNG made from the CC0 sample photo), waits for its result, then moves the
-EX threshold slider and waits for the redraw. With ``--bad``, every other session uploads a bad
+JPEG or a 1024 px PNG made from the CC0 sample photo), waits for its result (the overlay
+shown, then the whole page with its reading), then moves the EX threshold slider and waits for
+the redraw. With ``--bad``, every other session uploads a bad
 file instead (corrupt JPEG, zero bytes, 9000 x 9000 px) and must get a one-line error while
 the others work. Reports per N: time to first result (median, p95), slider redraw (median,
-p95), errors, the server's peak RSS, and its RSS once the sessions have closed and the server
+p95; the overlay alone, which the page shows before its reading), errors, the server's peak RSS, and its RSS once the sessions have closed and the server
 has let their results go, against the baseline (the server after one warm-up session).
 
     .venv/bin/python tools/load_test.py --sessions 1,4,8,16 --photo big
@@ -147,6 +148,7 @@ async def session(browser, url: str, upload: Path, bad: bool, start: asyncio.Eve
             out["message"] = (await page.get_by_test_id("stAlertContentError").inner_text()).strip()
         else:
             await page.get_by_text("Lesion overlay", exact=True).wait_for(timeout=RESULT_TIMEOUT_S * 1000)
+            out["overlay_shown_s"] = time.perf_counter() - started
             await page.wait_for_function(REDRAWN, polling="raf", timeout=RESULT_TIMEOUT_S * 1000)
             out["first_result_s"] = time.perf_counter() - started
             out["queued_seen"] = await page.get_by_text("Queued:").count() > 0
@@ -252,6 +254,7 @@ def percentile(values: list[float], q: float) -> float | None:
 def summarise(n: int, results: list[dict], peak: int, after: int, baseline: int) -> dict:
     good = [r for r in results if not r["bad"]]
     first = [r["first_result_s"] for r in good if "first_result_s" in r]
+    overlay = [r["overlay_shown_s"] for r in good if "overlay_shown_s" in r]
     redraw = [r["redraw_s"] for r in good if "redraw_s" in r]
     problems = [r for r in results if r.get("failure") or r.get("exceptions") or r.get("errors_shown")]
     bad_ok = [r for r in results if r["bad"] and "message" in r and not r.get("exceptions")]
@@ -260,6 +263,8 @@ def summarise(n: int, results: list[dict], peak: int, after: int, baseline: int)
         "results": len(first),
         "first_result_median_s": statistics.median(first) if first else None,
         "first_result_p95_s": percentile(first, 95),
+        "overlay_shown_median_s": statistics.median(overlay) if overlay else None,
+        "overlay_shown_p95_s": percentile(overlay, 95),
         "redraw_median_s": statistics.median(redraw) if redraw else None,
         "redraw_p95_s": percentile(redraw, 95),
         "bad_uploads_answered": f"{len(bad_ok)}/{sum(r['bad'] for r in results)}",
@@ -371,7 +376,8 @@ def format_row(row: dict) -> str:
 
     return (
         f"N={row['sessions']:>2}  results {row['results']:>2}  first result median {s(row['first_result_median_s'])} s"
-        f"  p95 {s(row['first_result_p95_s'])} s  redraw median {s(row['redraw_median_s'])} s"
+        f"  p95 {s(row['first_result_p95_s'])} s  overlay median {s(row.get('overlay_shown_median_s'))} s"
+        f"  p95 {s(row.get('overlay_shown_p95_s'))} s  redraw median {s(row['redraw_median_s'])} s"
         f"  p95 {s(row['redraw_p95_s'])} s  bad answered {row['bad_uploads_answered']}  errors {row['errors']}"
         f"  peak RSS {row['peak_rss_gb']:.2f} GB  after close {row['rss_after_close_gb']:.2f} GB"
         f" (baseline {row['baseline_rss_gb']:.2f})  upload replies kept {row.get('upload_replies_kept', 0)}"

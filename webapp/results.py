@@ -82,20 +82,20 @@ def _swatch(style: str) -> str:
     )
 
 
-def zoom_targets(found: dict, masks: np.ndarray, work: WorkingPhoto, count: int = 8) -> list[tuple[str, int, int]]:
+def zoom_targets(
+    found: dict, labelled: list[tuple], visible: dict[str, bool], work: WorkingPhoto, count: int = 8
+) -> list[tuple[str, int, int]]:
     """Where the zoom can be centred, ``(label, x, y)`` in photo pixels: the fovea, the
-    ``count`` largest lesions of the kinds shown (``masks``: bool ``4 x N x N`` on ``work``'s
-    grid; areas in photo pixels), the optic disc and the photo's centre, each when there is one;
-    the zoom starts on the first."""
+    ``count`` largest lesions of the kinds shown (``labelled``: the working masks' lesions,
+    :func:`hydralanet.inference.label_lesions`; areas in photo pixels), the optic disc and the
+    photo's centre, each when there is one; the zoom starts on the first."""
     targets = []
     if found["fovea"]:
         targets.append(("the fovea", round(found["fovea"]["x"]), round(found["fovea"]["y"])))
     lesions = []
-    for c, mask in zip(CLASSES, masks):
-        if not mask.any():
-            continue
-        n, _, stats, centres = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-        lesions += [(int(stats[k, cv2.CC_STAT_AREA]), c, centres[k]) for k in range(1, n)]
+    for c, (n, _, stats, centres) in zip(CLASSES, labelled):
+        if visible[c]:
+            lesions += [(int(stats[k, cv2.CC_STAT_AREA]), c, centres[k]) for k in range(1, n)]
     lesions.sort(key=lambda lesion: -lesion[0])
     g, scale = work.geometry, work.scale
     for rank, (area, c, (x, y)) in enumerate(lesions[:count], 1):
@@ -293,11 +293,17 @@ def zone_label(zone: str) -> str:
     )
 
 
-def show_masks(work: WorkingPhoto, masks: np.ndarray, rows: list[dict]) -> None:
-    """``masks``: bool ``4 x N x N`` on ``work``'s grid; ``rows``: their statistics."""
+def show_masks(work: WorkingPhoto, shown: np.ndarray, rows: list[dict]) -> None:
+    """``shown``: the masks on the overlay's preview (bool ``4 x h x w``, ``work.to_preview``);
+    ``rows``: their statistics. Each is drawn at half that size (a pixel set where any under it is)."""
     st.subheader("Each lesion on its own")
-    small = work.to_preview(np.concatenate([masks, work.fov[None]]), PREVIEW_SIDE // 2)  # one pass, FOV too
-    fov = small[-1]
+    size = work.preview_size(PREVIEW_SIDE // 2)
+
+    def halve(layer: np.ndarray) -> np.ndarray:
+        return cv2.resize(layer.view(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA) > 0
+
+    fov = work.kept(("fov preview", size), lambda: halve(work.to_preview(work.fov[None], PREVIEW_SIDE)[0]))
+    small = [halve(layer) for layer in shown]
     for col, c, mask, row in zip(st.columns(4), CLASSES, small, rows):
         view = np.zeros(mask.shape + (3,), np.uint8)
         view[fov] = 40  # the field of view, dimly, for orientation
