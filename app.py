@@ -208,6 +208,7 @@ def compute_page_reading(segmented: Segmented, facts=None) -> PhotoReading:
         segmented.work,
         prediction.image,
         prediction.fov,
+        lesions=prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0),
         laterality=facts.laterality if facts else None,  # a DICOM header's eye and pixel size
         mm_per_px=facts.mm_per_px if facts else None,
     )

@@ -19,12 +19,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
-from .landmarks import WORK_SIDE as LANDMARK_SIDE
 from .landmarks import Landmarks, find_landmarks
-from .preprocessing import FovGeometry, fov_geometry
+from .preprocessing import FovGeometry
 from .quality import Quality, assess_quality
 from .zones import DD_MM, ZONE_COLUMNS, PackedZoneMaps, ZoneMaps, read_zones, zone_maps, zone_units
 
@@ -111,23 +109,18 @@ def read_working(
     photo: np.ndarray,
     photo_fov: np.ndarray,
     *,
+    lesions: np.ndarray | None = None,
     laterality: str | None = None,
     mm_per_px: float | None = None,
 ) -> PhotoReading:
     """:func:`read_photo` for the web app's working grid (:class:`hydralanet.working.WorkingPhoto`):
-    zone maps on the working grid (read them with ``work.masks``), landmarks in the photo's
-    pixels. The landmark search and the quality checks are given what they would make of the
-    full-resolution photo (``photo``, ``photo_fov``) themselves — the field of view's square at
-    their own sizes — so they find what :func:`read_photo` finds; only the lesions painted over
-    first (:data:`LESION_EXCLUSION_P`) come from the working grid. ``mm_per_px``: the photo's
-    pixel size, when the file says."""
-    search = fov_geometry(photo_fov, LANDMARK_SIDE)
-    inside = search.to_square(photo_fov.view(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
-    lesions = (work.probabilities.max(axis=0) >= LESION_EXCLUSION_P) & work.fov
-    found = find_landmarks(
-        search.to_square(photo), inside, laterality=laterality, lesions=_regrid(lesions, work.geometry, search)
-    )
-    landmarks = moved_landmarks(found, search, None)
+    the same landmarks and quality (found on the photo, ``photo`` with ``photo_fov``, at their own
+    sizes: :mod:`hydralanet.landmarks` and :mod:`hydralanet.quality` shrink it themselves), and
+    the zone maps on the working grid instead of the photo's (read them with ``work.masks``).
+    ``lesions``: ``H x W`` bool, what :func:`read_photo` paints over before the landmark search
+    (pixels a lesion reaches :data:`LESION_EXCLUSION_P` in). ``mm_per_px``: the photo's pixel
+    size, when the file says."""
+    landmarks = find_landmarks(photo, photo_fov, laterality=laterality, lesions=lesions)
     on_grid = moved_landmarks(landmarks, None, work.geometry)
     grid_mm = mm_per_px * work.scale if mm_per_px else None
     maps = zone_maps(work.image.shape[:2], work.fov, on_grid, mm_per_px=grid_mm)
@@ -166,32 +159,6 @@ def moved_landmarks(landmarks: Landmarks, source: FovGeometry | None, target: Fo
     return dataclasses.replace(
         landmarks, disc=disc, fovea=fovea, fov_diameter_px=landmarks.fov_diameter_px * factor, notes=notes
     )
-
-
-def _regrid(mask: np.ndarray, source: FovGeometry, target: FovGeometry) -> np.ndarray:
-    """A bool mask on the square of ``source`` on the square of ``target`` (both squares of the
-    same photo): a target pixel is set when the mask is set near it (any source pixel of a shrink
-    over the same region; bilinear > 0 otherwise)."""
-    size = (target.size, target.size)
-    if (source.box, source.side, source.pad_top, source.pad_left) == (
-        target.box,
-        target.side,
-        target.pad_top,
-        target.pad_left,
-    ):
-        shrink = cv2.INTER_AREA if target.size < source.size else cv2.INTER_NEAREST
-        return cv2.resize(mask.astype(np.float32), size, interpolation=shrink) > 0
-    # target pixel -> photo -> source pixel, for warpAffine's inverse map
-    a = (target.side / target.size) / (source.side / source.size)
-    shift = np.array(
-        [
-            target.box[2] - target.pad_left - source.box[2] + source.pad_left,
-            target.box[0] - target.pad_top - source.box[0] + source.pad_top,
-        ]
-    ) / (source.side / source.size)
-    matrix = np.array([[a, 0.0, shift[0]], [0.0, a, shift[1]]])
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    return cv2.warpAffine(mask.astype(np.float32), matrix, size, flags=flags) > 0
 
 
 def findings(photo: PhotoReading, masks: np.ndarray, labelled: list[tuple] | None = None) -> dict[str, Any]:

@@ -139,7 +139,8 @@ def new_round(loaded, data: bytes, stepped: dict) -> dict[str, float]:
     thresholds = loaded.config.thresholds
     masks, _, small, overlay = new_overlay(prediction, work, thresholds)
     clock.lap("overlay")
-    reading = read_working(work, prediction.image, prediction.fov)
+    lesions = prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0)
+    reading = read_working(work, prediction.image, prediction.fov, lesions=lesions)
     clock.lap("reading")
     new_rest(prediction, work, reading, masks, small, overlay, thresholds)
     clock.lap("draw")

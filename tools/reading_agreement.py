@@ -27,7 +27,7 @@ IDRID_TEST = ROOT / "data/idrid/B. Disease Grading/1. Original Images/b. Testing
 
 def compare(loaded, path: Path) -> dict:
     from hydralanet import CLASSES, lesion_statistics, predict_square, read_image
-    from hydralanet.reading import findings, read_photo, read_working
+    from hydralanet.reading import LESION_EXCLUSION_P, findings, read_photo, read_working
     from hydralanet.working import working_photo
 
     image = read_image(path)
@@ -43,7 +43,8 @@ def compare(loaded, path: Path) -> dict:
     started = time.perf_counter()
     work = working_photo(prediction)
     work_masks = work.masks(thresholds)
-    quick = findings(read_working(work, image, full.fov), work_masks)
+    lesions = prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0)  # as the page
+    quick = findings(read_working(work, image, full.fov, lesions=lesions), work_masks)
     work_rows = work.statistics(work_masks, thresholds)
     work_s = time.perf_counter() - started
     row = {"photo": path.name, "full_s": round(full_s, 2), "working_s": round(work_s, 2)}
