@@ -1,13 +1,17 @@
-"""Optic disc and fovea by image analysis (DESIGN §11), for any photo and any checkpoint.
+"""Optic disc and fovea (DESIGN §11), for any photo and any checkpoint.
 
-The disc is the bright blob the vessels converge on; the fovea the darkest, vessel-free spot
-about 2.5 disc diameters (DD) from it, roughly level with it. Both are found on a copy of the
-field of view resized to :data:`WORK_SIDE` px, on the green channel with the vessels closed
-over (a morphological closing removes dark structures thinner than the kernel), so neither the
-vessels nor the lesion model play a part: it works with every checkpoint and no network.
+Two finders. The **learned head** (:mod:`hydralanet.landmark_head`, ``weights/landmarks.*``,
+trained on IDRiD's graders' centres) places both when its files are there; the disc's diameter
+is then still measured here, at the head's disc. **Image analysis**, the fallback (no head
+files, or ``head=None``): the disc is the bright blob the vessels converge on; the fovea the
+darkest, vessel-free spot about 2.5 disc diameters (DD) from it, roughly level with it. Both are
+found on a copy of the field of view resized to :data:`WORK_SIDE` px, on the green channel with
+the vessels closed over (a morphological closing removes dark structures thinner than the
+kernel), so neither the vessels nor the lesion model play a part.
 
 Coordinates are in pixels of the image as given (EXIF already applied by ``read_image``).
-Accuracy, measured on the real photo and its variants, is in the README ("Reading the photo").
+Accuracy, measured on IDRiD and on the real photo and its variants, is in the README
+("Reading the photo").
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from .landmark_head import HeadAnswer, LandmarkHead, bundled_landmark_head, photo_to_square
 from .preprocessing import fov_geometry, fov_mask
 
 WORK_SIDE = 512  # the FOV square is analysed at this size: the disc is ~50 px across there
@@ -46,6 +51,9 @@ MIN_FOVEA_CONFIDENCE = 0.1
 # (``python -m training.idrid_reading landmarks``; README, "Reading the photo").
 RELIABLE_DISC_CONFIDENCE = 0.15
 RELIABLE_FOVEA_CONFIDENCE = 0.35
+IMAGE_ANALYSIS, LEARNED_HEAD = "image analysis", "learned head"
+BUNDLED = "bundled"  # find_landmarks' default head: the one beside the bundled model, if any
+_SIDE = {"left": 1, "right": -1}  # where the fovea lies from the disc in the photo, by eye
 
 
 @dataclass(frozen=True)
@@ -58,10 +66,12 @@ class OpticDisc:
     diameter_px: float
     confidence: float
     diameter_source: str = "measured"
+    found_by: str = IMAGE_ANALYSIS  # or LEARNED_HEAD
+    confidence_floor: float = RELIABLE_DISC_CONFIDENCE  # the finder's: under it, not reliable
 
     @property
     def reliable(self) -> bool:
-        return self.confidence >= RELIABLE_DISC_CONFIDENCE
+        return self.confidence >= self.confidence_floor
 
 
 @dataclass(frozen=True)
@@ -69,10 +79,12 @@ class Fovea:
     x: float
     y: float
     confidence: float
+    found_by: str = IMAGE_ANALYSIS
+    confidence_floor: float = RELIABLE_FOVEA_CONFIDENCE
 
     @property
     def reliable(self) -> bool:
-        return self.confidence >= RELIABLE_FOVEA_CONFIDENCE
+        return self.confidence >= self.confidence_floor
 
 
 @dataclass(frozen=True)
@@ -111,12 +123,29 @@ class Landmarks:
         }
 
 
+@dataclass(frozen=True)
+class _Work:
+    """The field of view at :data:`WORK_SIDE` px, as the image analysis reads it: ``closed``
+    (green, vessels closed over, lesions painted over), ``vessels`` (what the closing filled),
+    ``core`` (the FOV eroded), ``inside`` (the FOV), ``diameter`` (the FOV's, work px) and
+    ``scale`` (photo px per work px)."""
+
+    geometry: object
+    closed: np.ndarray
+    vessels: np.ndarray
+    core: np.ndarray
+    inside: np.ndarray
+    diameter: float
+    scale: float
+
+
 def find_landmarks(
     image: np.ndarray,
     fov: np.ndarray | None = None,
     *,
     laterality: str | None = None,
     lesions: np.ndarray | None = None,
+    head: LandmarkHead | str | None = BUNDLED,
 ) -> Landmarks:
     """Optic disc (centre, diameter), fovea and eye of an RGB uint8 ``H x W x 3`` fundus photo.
 
@@ -124,16 +153,43 @@ def find_landmarks(
     DICOM header's) overrides the eye read from the image and puts the fovea search on the
     temporal side of the disc. ``lesions``: bool ``H x W``, pixels a lesion model marked; they
     are painted over from their surroundings first, so a dark haemorrhage is not taken for the
-    fovea nor a bright exudate cluster for the disc.
-    Confidences are in [0, 1]: how far the blob stands out of its surroundings (0.5 and up: clear).
+    fovea nor a bright exudate cluster for the disc (image analysis and the disc's size).
+    ``head``: the learned head to place disc and fovea (:data:`BUNDLED`: the one beside the
+    bundled model when its files are there; ``None``: image analysis only).
+    Confidences are in [0, 1]; each landmark carries its finder and that finder's floor.
     """
     fov = fov_mask(image) if fov is None else fov
+    work = _work(image, fov, lesions)
+    header = _eye(laterality)
+    notes: list[str] = []
+    if laterality is not None and str(laterality).strip() and header is None:
+        notes.append(
+            f"the file's laterality {str(laterality).strip()!r} is not left or right: the eye is read from the image"
+        )
+    fov_px = work.diameter * work.scale
+    if work.core.sum() < 100 or fov_px < MIN_FOV_PX:
+        return Landmarks(None, None, header, "header" if header else None, fov_px, tuple(notes))
+    if head == BUNDLED:
+        head = bundled_landmark_head()
+    if isinstance(head, LandmarkHead):
+        disc_out, fovea_out = _learned(head.locate(image, fov), head, work, header, notes)
+    else:
+        disc, fovea = _image_analysis(work, header, notes)
+        disc_out, fovea_out = _in_the_photo(disc, fovea, work.geometry, work.scale, notes)
+    if header:
+        eye, source = header, "header"
+    elif disc_out and fovea_out:
+        eye, source = ("left" if disc_out.x < fovea_out.x else "right"), "image"
+    else:
+        eye, source = None, None
+    return Landmarks(disc_out, fovea_out, eye, source, fov_px, tuple(notes))
+
+
+def _work(image: np.ndarray, fov: np.ndarray, lesions: np.ndarray | None) -> _Work:
     geometry = fov_geometry(fov, WORK_SIDE)
     work = geometry.to_square(image)
     inside = geometry.to_square(fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
-    scale = geometry.side / WORK_SIDE  # original pixels per work pixel
     diameter = float(2 * np.sqrt(inside.sum() / np.pi))  # of the FOV, in work pixels
-
     green_u8 = np.ascontiguousarray(work[..., 1])
     if lesions is not None and lesions.any():
         marked = (
@@ -149,22 +205,20 @@ def find_landmarks(
     closed = _close_vessels(green, diameter)
     vessels = np.clip(closed - green, 0, None)
     core = cv2.erode(inside.astype(np.uint8), _disk(max(3, int(0.04 * diameter)))) > 0
-    header = _eye(laterality)
-    notes: list[str] = []
-    if laterality is not None and str(laterality).strip() and header is None:
-        notes.append(
-            f"the file's laterality {str(laterality).strip()!r} is not left or right: the eye is read from the image"
-        )
-    if core.sum() < 100 or diameter * scale < MIN_FOV_PX:
-        return Landmarks(None, None, header, "header" if header else None, diameter * scale, tuple(notes))
+    return _Work(geometry, closed, vessels, core, inside, diameter, geometry.side / WORK_SIDE)
 
+
+def _image_analysis(work: _Work, header: str | None, notes: list[str]):
+    """Disc ``(x, y, diameter, confidence, measured)`` and fovea ``(x, y, confidence)`` in work
+    pixels (each None when not found)."""
+    closed, vessels, core, diameter = work.closed, work.vessels, work.core, work.diameter
     # Bright specks smaller than the disc (exudates, reflexes) are opened away for the disc search.
     bright = (
         cv2.morphologyEx(closed, cv2.MORPH_OPEN, _disk(max(1, int(DISC_OPEN_FRACTION * diameter))))
         if DISC_OPEN_FRACTION
         else closed
     )
-    disc, fovea = _disc_and_fovea(bright, closed, vessels, core, diameter, inside)
+    disc, fovea = _disc_and_fovea(bright, closed, vessels, core, diameter, work.inside)
     if fovea is not None and fovea[2] < MIN_FOVEA_CONFIDENCE:
         fovea = None
     if header is not None and disc is not None:
@@ -173,21 +227,61 @@ def find_landmarks(
         away = np.array([disc[0] - fovea[0], disc[1] - fovea[1]])
         away = away / max(float(np.hypot(*away)), 1e-6) * DISC_NASAL_SHIFT_DD * disc[2]
         disc = (disc[0] + away[0], disc[1] + away[1], *disc[2:])
-    disc_out, fovea_out = _in_the_photo(disc, fovea, geometry, scale, notes)
-    if header:
-        eye, source = header, "header"
-    elif disc_out and fovea_out:
-        eye, source = ("left" if disc_out.x < fovea_out.x else "right"), "image"
-    else:
-        eye, source = None, None
-    return Landmarks(disc_out, fovea_out, eye, source, diameter * scale, tuple(notes))
+    return disc, fovea
+
+
+def _learned(answer: HeadAnswer, head: LandmarkHead, work: _Work, header: str | None, notes: list[str]):
+    """The head's disc and fovea as :class:`OpticDisc` / :class:`Fovea`; the disc's diameter
+    measured at the head's disc (:func:`_disc_diameter`). A file's eye that the head
+    contradicts: noted, and the fovea searched by image analysis on the file's side."""
+    geometry, scale = work.geometry, work.scale
+    dx, dy = photo_to_square(geometry, *answer.disc)
+    size = _disc_diameter(work.closed, round(dx), round(dy), work.diameter, reach=0.5)
+    measured = size is not None
+    size = size if measured else DEFAULT_DISC_FRACTION * work.diameter
+    config = head.config
+    disc = OpticDisc(
+        round(answer.disc[0], 1),
+        round(answer.disc[1], 1),
+        round(size * scale, 1),
+        round(answer.disc_confidence, 3),
+        "measured" if measured else "assumed",
+        LEARNED_HEAD,
+        config.reliable_disc_confidence,
+    )
+    fovea = Fovea(
+        round(answer.fovea[0], 1),
+        round(answer.fovea[1], 1),
+        round(answer.fovea_confidence, 3),
+        LEARNED_HEAD,
+        config.reliable_fovea_confidence,
+    )
+    image_eye = "left" if disc.x < fovea.x else "right"
+    if header is not None and image_eye != header:
+        found = _find_fovea(work.closed, work.vessels, work.core, (dx, dy, size), work.diameter, _SIDE[header])
+        found = found if found is not None and found[2] >= MIN_FOVEA_CONFIDENCE else None
+        notes.append(
+            f"the file says {header} eye but the image's disc and fovea say {image_eye} eye (learned head): check "
+            f"the file; the fovea was searched by image analysis on the {header} eye's temporal side"
+            + ("" if found is not None else " and not found there")
+        )
+        fovea = _in_the_photo(None, found, geometry, scale, [])[1]
+    if not measured:
+        notes.append(
+            f"the optic disc's size could not be measured: 1 DD is assumed to be {DEFAULT_DISC_FRACTION:g} of the "
+            f"field's diameter ({disc.diameter_px:.0f} px)"
+        )
+    for name, found in (("optic disc", disc), ("fovea", fovea)):
+        if found is not None and not found.reliable:
+            notes.append(f"{name} not found reliably (confidence {found.confidence:.2f})")
+    return disc, fovea
 
 
 def _fovea_on_the_header_side(closed, vessels, core, disc, fovea, diameter, header: str, notes: list[str]):
     """The fovea searched on the temporal side of the disc for the file's eye (right of the
     disc in a left eye); a note when the image's own disc and fovea (``fovea``) say otherwise."""
     image_eye = None if fovea is None else ("left" if disc[0] < fovea[0] else "right")
-    found = _find_fovea(closed, vessels, core, disc, diameter, {"left": 1, "right": -1}[header])
+    found = _find_fovea(closed, vessels, core, disc, diameter, _SIDE[header])
     if found is not None and found[2] < MIN_FOVEA_CONFIDENCE:
         found = None
     if image_eye is not None and image_eye != header:
@@ -329,12 +423,16 @@ def _mean_inside(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.nda
     return cv2.GaussianBlur(values * weight, (0, 0), sigma) / np.maximum(total, 1e-3)
 
 
-def _disc_diameter(closed: np.ndarray, x: int, y: int, diameter: float) -> float | None:
+def _disc_diameter(closed: np.ndarray, x: int, y: int, diameter: float, reach: float = 0.0) -> float | None:
     """Equivalent diameter of the bright region around (x, y): brighter than halfway between
-    its peak and the surrounding ring. None when that region is implausibly small or large."""
+    its peak and the surrounding ring. None when that region is implausibly small or large.
+    ``reach``: when (x, y) itself is not in it, the bright region nearest within ``reach`` x
+    the smallest disc size is taken (a disc centre given from elsewhere may sit on its rim)."""
     lo, hi = DISC_FRACTION[0] * diameter, DISC_FRACTION[1] * diameter
+    h, w = closed.shape
+    x, y = min(max(x, 0), w - 1), min(max(y, 0), h - 1)
     smooth = cv2.GaussianBlur(closed, (0, 0), 0.01 * diameter + 1)
-    yy, xx = np.mgrid[: closed.shape[0], : closed.shape[1]]
+    yy, xx = np.mgrid[:h, :w]
     dist = np.sqrt((yy - y) ** 2 + (xx - x) ** 2)
     ring = (dist > 0.6 * hi) & (dist < hi) & (closed > 0)
     if not ring.any():
@@ -344,6 +442,9 @@ def _disc_diameter(closed: np.ndarray, x: int, y: int, diameter: float) -> float
     region = ((smooth >= level) & (dist < hi)).astype(np.uint8)
     n, labels = cv2.connectedComponents(region)
     label = labels[y, x]
+    if label == 0 and reach:
+        near = (labels > 0) & (dist <= reach * lo)
+        label = labels[near][np.argmin(dist[near])] if near.any() else 0
     if label == 0:
         return None
     size = float(2 * np.sqrt((labels == label).sum() / np.pi))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hydralanet import read_image
-from hydralanet.landmarks import Fovea, Landmarks, OpticDisc, find_landmarks
+from hydralanet.landmarks import BUNDLED, IMAGE_ANALYSIS, LEARNED_HEAD, Fovea, Landmarks, OpticDisc, find_landmarks
 from hydralanet.preprocessing import fov_mask
 from hydralanet.quality import Quality
 from hydralanet.reading import PhotoReading, findings
@@ -236,18 +236,20 @@ def _idrid_marks() -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.parametrize("head", [BUNDLED, None], ids=["learned head", "image analysis"])
 @pytest.mark.parametrize("row", _idrid_marks(), ids=lambda r: r["image"])
-def test_idrid_photos_with_an_off_centre_fovea(row):
+def test_idrid_photos_with_an_off_centre_fovea(row, head):
     """Real photos (IDRiD part C, downscaled) whose fovea the graders marked over 1 DD from the
-    field's centre: disc and fovea within 0.5 DD of their marks."""
+    field's centre: disc and fovea within 0.5 DD of their marks, by either finder."""
     image = read_image(FIXTURES / f"{row['image']}.jpg")
     dd = float(row["disc_diameter_px"])
     fovea, disc = (float(row["fovea_x"]), float(row["fovea_y"])), (float(row["disc_x"]), float(row["disc_y"]))
     fov = fov_mask(image)
     ys, xs = np.nonzero(fov)
     assert np.hypot(xs.mean() - fovea[0], ys.mean() - fovea[1]) > dd
-    found = find_landmarks(image, fov)
-    assert found.disc is not None and np.hypot(found.disc.x - disc[0], found.disc.y - disc[1]) <= 0.5 * dd
+    found = find_landmarks(image, fov, head=head)
+    assert found.disc is not None and found.disc.found_by == (LEARNED_HEAD if head else IMAGE_ANALYSIS)
+    assert np.hypot(found.disc.x - disc[0], found.disc.y - disc[1]) <= 0.5 * dd
     assert found.fovea is not None and np.hypot(found.fovea.x - fovea[0], found.fovea.y - fovea[1]) <= 0.5 * dd
 
 

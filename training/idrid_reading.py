@@ -6,14 +6,16 @@
 ``IDRIDROOT`` is the official release's folder (``A. Segmentation``, ``B. Disease Grading``,
 ``C. Localization``).
 
-``landmarks``: the optic disc and fovea found by image analysis (:mod:`hydralanet.landmarks`,
-no lesion model) on all of part C's photos (413 training, 103 test), against the graders'
-centres: distance in pixels of the 4288 x 2848 photo and in disc diameters (DD). IDRiD gives
-no disc size with the centres, so 1 DD is the median equivalent diameter of the optic-disc
-masks of part A (81 photos of the same camera). Writes ``DIR/landmarks.csv`` (one row a photo),
-``DIR/landmarks.json`` and ``DIR/landmarks.md`` (per split: found, mean and median distance,
-share within 0.5 DD), and to ``--figures`` a histogram of the distances and a contact sheet of
-the ten test photos with the largest fovea or disc distance.
+``landmarks``: the optic disc and fovea found by each finder of :mod:`hydralanet.landmarks`
+(``--finder``: the learned head beside the bundled model and image analysis; no lesion model)
+on all of part C's photos (413 training, 103 test), against the graders' centres: distance in
+pixels of the 4288 x 2848 photo and in disc diameters (DD). IDRiD gives no disc size with the
+centres, so 1 DD is the median equivalent diameter of the optic-disc masks of part A (81 photos
+of the same camera). Writes ``DIR/landmarks.csv`` (one row a photo and finder),
+``DIR/landmarks.json`` and ``DIR/landmarks.md`` (per finder and split: found, mean and median
+distance, share within 0.5 DD, below the confidence floor), and to ``--figures`` a histogram of
+the distances and a contact sheet of the ten test photos with the largest fovea or disc
+distance for the first finder.
 
 ``grading``: part B's test photos (103) through the model and the reading: the DME risk grade
 against the graders' (accuracy, confusion matrix, quadratic kappa), a retinopathy estimate from
@@ -39,14 +41,13 @@ import numpy as np
 from hydralanet.io import read_image, write_atomic
 
 from .datasets.idrid import IDRID_GRADING, parse_idrid_reading
+from .landmark_figures import FINDER_NAMES, FINDERS, SPLITS, TOLERANCE_DD, contact_sheet, histogram
 
 # IDRiD grading challenge (sub-challenge 2), test set: the best teams' joint accuracy (DR grade
 # and DME risk both right on a photo). Porwal et al., "IDRiD: Diabetic Retinopathy -
 # Segmentation and Grading Challenge", Medical Image Analysis 59:101561, 2020, Table 9.
 CHALLENGE_JOINT_ACCURACY = {"LzyUNCC": 0.6311, "VRT": 0.5534, "Mammoth": 0.5146}
 
-SPLITS = ("train", "test")
-TOLERANCE_DD = 0.5
 SEGMENTATION_OD = "A. Segmentation/2. All Segmentation Groundtruths"
 
 
@@ -65,27 +66,39 @@ def idrid_disc_diameter(root: Path) -> float:
     return float(np.median(sizes))
 
 
-def measure_landmarks(records, dd_px: float, progress: bool = True) -> list[dict[str, Any]]:
-    """One row per record: found centres, confidences, distances to the graders' (px and DD)."""
+def measure_landmarks(records, dd_px: float, finders: dict[str, Any], progress: bool = True) -> list[dict[str, Any]]:
+    """One row per record and finder (``finders``: name -> the ``head`` argument of
+    :func:`~hydralanet.landmarks.find_landmarks`): found centres, confidences, whether each
+    is reliable, distances to the graders' (px and DD)."""
     from hydralanet.landmarks import find_landmarks
+    from hydralanet.preprocessing import fov_mask
 
     rows = []
     start = time.perf_counter()
     for i, record in enumerate(records):
         image = read_image(record.image)
-        found = find_landmarks(image)
-        row: dict[str, Any] = {"image": record.image.stem, "split": record.official_split, "eye": found.eye}
-        for key, got in (("disc", found.disc), ("fovea", found.fovea)):
-            tx, ty = record.labels.get(f"{key}_x"), record.labels.get(f"{key}_y")
-            row[f"{key}_true_x"], row[f"{key}_true_y"] = tx, ty
-            row[f"{key}_x"] = got.x if got else None
-            row[f"{key}_y"] = got.y if got else None
-            row[f"{key}_confidence"] = got.confidence if got else None
-            error = float(np.hypot(got.x - tx, got.y - ty)) if got is not None and tx is not None else None
-            row[f"{key}_error_px"] = None if error is None else round(error, 1)
-            row[f"{key}_error_dd"] = None if error is None else round(error / dd_px, 3)
-        row["disc_diameter_px"] = found.disc.diameter_px if found.disc else None
-        rows.append(row)
+        fov = fov_mask(image)
+        for finder, head in finders.items():
+            found = find_landmarks(image, fov, head=head)
+            row: dict[str, Any] = {
+                "image": record.image.stem,
+                "split": record.official_split,
+                "finder": finder,
+                "eye": found.eye,
+            }
+            for key, got in (("disc", found.disc), ("fovea", found.fovea)):
+                tx, ty = record.labels.get(f"{key}_x"), record.labels.get(f"{key}_y")
+                row[f"{key}_true_x"], row[f"{key}_true_y"] = tx, ty
+                row[f"{key}_x"] = got.x if got else None
+                row[f"{key}_y"] = got.y if got else None
+                row[f"{key}_confidence"] = got.confidence if got else None
+                row[f"{key}_reliable"] = got.reliable if got else None
+                error = float(np.hypot(got.x - tx, got.y - ty)) if got is not None and tx is not None else None
+                row[f"{key}_error_px"] = None if error is None else round(error, 1)
+                row[f"{key}_error_dd"] = None if error is None else round(error / dd_px, 3)
+            row["disc_diameter_px"] = found.disc.diameter_px if found.disc else None
+            row["disc_diameter_source"] = found.disc.diameter_source if found.disc else None
+            rows.append(row)
         if progress and (i + 1) % 25 == 0:
             rate = (time.perf_counter() - start) / (i + 1)
             print(f"{i + 1}/{len(records)} photos, {rate:.2f} s each", file=sys.stderr, flush=True)
@@ -94,14 +107,13 @@ def measure_landmarks(records, dd_px: float, progress: bool = True) -> list[dict
 
 def summarise(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """Found, mean / median / 90th-percentile distance and share within 0.5 DD (a landmark not
-    found counts as outside the tolerance, and is left out of the means), and how many were
-    found below the confidence floor (reported as "not found reliably")."""
-    from hydralanet.landmarks import RELIABLE_DISC_CONFIDENCE, RELIABLE_FOVEA_CONFIDENCE
-
-    floor = RELIABLE_DISC_CONFIDENCE if key == "disc" else RELIABLE_FOVEA_CONFIDENCE
+    found counts as outside the tolerance, and is left out of the means), how many were found
+    below their finder's confidence floor (reported as "not found reliably") and how many of
+    those were over 0.5 DD off."""
     errors = np.array([r[f"{key}_error_px"] for r in rows if r[f"{key}_error_px"] is not None], dtype=float)
     dd = np.array([r[f"{key}_error_dd"] for r in rows if r[f"{key}_error_dd"] is not None], dtype=float)
     n = len(rows)
+    below = [r for r in rows if r[f"{key}_reliable"] is False]
     return {
         "photos": n,
         "found": int(errors.size),
@@ -110,16 +122,18 @@ def summarise(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
         "p90_px": round(float(np.percentile(errors, 90)), 1) if errors.size else None,
         "mean_dd": round(float(dd.mean()), 3) if dd.size else None,
         f"within_{TOLERANCE_DD}_dd": round(float((dd <= TOLERANCE_DD).sum()) / n, 4) if n else None,
-        "below_floor": sum(1 for r in rows if r[f"{key}_confidence"] is not None and r[f"{key}_confidence"] < floor),
+        "below_floor": len(below),
+        "below_floor_off": sum(1 for r in below if r[f"{key}_error_dd"] > TOLERANCE_DD),
     }
 
 
 def landmark_report(rows: list[dict[str, Any]], dd_px: float) -> dict[str, Any]:
     out: dict[str, Any] = {"dd_px": round(dd_px, 1), "tolerance_dd": TOLERANCE_DD}
-    for split in SPLITS:
-        subset = [r for r in rows if r["split"] == split]
-        if subset:
-            out[split] = {key: summarise(subset, key) for key in ("disc", "fovea")}
+    for finder in FINDERS:
+        for split in SPLITS:
+            subset = [r for r in rows if r["split"] == split and r["finder"] == finder]
+            if subset:
+                out.setdefault(finder, {})[split] = {key: summarise(subset, key) for key in ("disc", "fovea")}
     return out
 
 
@@ -127,94 +141,22 @@ def landmark_markdown(report: dict[str, Any]) -> list[str]:
     lines = [
         f"1 DD = {report['dd_px']} px (median optic-disc mask of IDRiD part A)",
         "",
-        "| photos | landmark | found | mean distance | median | 90th percentile | within 0.5 DD | below the floor |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| finder | photos | landmark | found | mean distance | median | 90th percentile | within 0.5 DD "
+        "| below the floor (of them over 0.5 DD off) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for split in SPLITS:
-        for key, name in (("disc", "optic disc"), ("fovea", "fovea")):
-            s = report.get(split, {}).get(key)
-            if not s:
-                continue
-            lines.append(
-                f"| {split} ({s['photos']}) | {name} | {s['found']} | {s['mean_px']} px ({s['mean_dd']} DD) | "
-                f"{s['median_px']} px | {s['p90_px']} px | {100 * s[f'within_{TOLERANCE_DD}_dd']:.1f} % | "
-                f"{s.get('below_floor', '')} |"
-            )
-    return lines
-
-
-def histogram(rows: list[dict[str, Any]], dd_px: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=False)
-    bins = np.linspace(0, 2.0, 41)
-    for ax, key, name in zip(axes, ("disc", "fovea"), ("optic disc centre", "fovea")):
-        for split, colour in zip(SPLITS, ("#7f7f7f", "#d62728")):
-            dd = [
-                min(r[f"{key}_error_dd"], 2.0) for r in rows if r["split"] == split and r[f"{key}_error_dd"] is not None
-            ]
-            ax.hist(dd, bins=bins, alpha=0.6, color=colour, label=f"{split} ({len(dd)})", density=True)
-        ax.axvline(TOLERANCE_DD, color="k", lw=1, ls="--")
-        ax.set_xlabel(f"distance to the graders' mark (DD; 1 DD = {dd_px:.0f} px; 2+ in the last bin)")
-        ax.set_title(f"IDRiD part C: {name}")
-        ax.legend()
-    axes[0].set_ylabel("share of photos (density)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def contact_sheet(rows: list[dict[str, Any]], records, dd_px: float, path: Path, n: int = 10) -> list[str]:
-    """The ``n`` test photos with the largest distance (fovea or disc, in DD; not found first):
-    graders' marks in green, found in red (circle: disc, cross: fovea), 0.5 DD circles."""
-    by_name = {r.image.stem: r for r in records}
-
-    def worst(r: dict[str, Any]) -> float:
-        errs = [r[f"{k}_error_dd"] if r[f"{k}_error_dd"] is not None else 99.0 for k in ("disc", "fovea")]
-        return max(errs)
-
-    test = sorted((r for r in rows if r["split"] == "test"), key=worst, reverse=True)[:n]
-    tiles = []
-    for r in test:
-        image = read_image(by_name[r["image"]].image)
-        k = 400 / image.shape[1]
-        small = np.ascontiguousarray(cv2.resize(image, (400, round(image.shape[0] * k)), interpolation=cv2.INTER_AREA))
-        for key, marker in (("disc", "circle"), ("fovea", "cross")):
-            for colour, (x, y) in (
-                ((0, 255, 0), (r[f"{key}_true_x"], r[f"{key}_true_y"])),
-                ((255, 40, 40), (r[f"{key}_x"], r[f"{key}_y"])),
-            ):
-                if x is None:
+    for finder in FINDERS:
+        for split in SPLITS:
+            for key, name in (("disc", "optic disc"), ("fovea", "fovea")):
+                s = report.get(finder, {}).get(split, {}).get(key)
+                if not s:
                     continue
-                c = (round(x * k), round(y * k))
-                if marker == "circle":
-                    cv2.circle(small, c, 4, colour, -1, cv2.LINE_AA)
-                else:
-                    cv2.drawMarker(small, c, colour, cv2.MARKER_CROSS, 14, 2, cv2.LINE_AA)
-                if colour == (0, 255, 0):
-                    cv2.circle(small, c, round(TOLERANCE_DD * dd_px * k), colour, 1, cv2.LINE_AA)
-
-        label = f"{r['image']}  disc {_fmt(r['disc_error_dd'])}  fovea {_fmt(r['fovea_error_dd'])}"
-        cv2.rectangle(small, (0, 0), (400, 18), (0, 0, 0), -1)
-        cv2.putText(small, label, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
-        tiles.append(small)
-    if not tiles:
-        return []
-    h = max(t.shape[0] for t in tiles)
-    tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
-    while len(tiles) % 5:
-        tiles.append(np.zeros_like(tiles[0]))
-    sheet = np.concatenate([np.concatenate(tiles[i : i + 5], axis=1) for i in range(0, len(tiles), 5)], axis=0)
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    write_atomic(path, data.tobytes())
-    return [r["image"] for r in test]
-
-
-def _fmt(value: float | None) -> str:
-    return "not found" if value is None else f"{value:.2f} DD"
+                lines.append(
+                    f"| {FINDER_NAMES[finder]} | {split} ({s['photos']}) | {name} | {s['found']} | "
+                    f"{s['mean_px']} px ({s['mean_dd']} DD) | {s['median_px']} px | {s['p90_px']} px | "
+                    f"{100 * s[f'within_{TOLERANCE_DD}_dd']:.1f} % | {s['below_floor']} ({s['below_floor_off']}) |"
+                )
+    return lines
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -225,20 +167,43 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def landmark_finders(names: list[str], head: str | None) -> dict[str, Any]:
+    """``--finder`` names -> the ``head`` argument of ``find_landmarks`` for each."""
+    from hydralanet.landmark_head import LandmarkHeadError, bundled_landmark_head, load_landmark_head
+
+    finders: dict[str, Any] = {}
+    for name in FINDERS:
+        if name not in names:
+            continue
+        if name == "image":
+            finders[name] = None
+            continue
+        try:
+            loaded = load_landmark_head(head) if head else bundled_landmark_head()
+        except LandmarkHeadError as exc:
+            raise SystemExit(str(exc)) from None
+        if loaded is None:
+            raise SystemExit("no learned head beside the bundled model (weights/landmarks.*): pass --finder image")
+        finders[name] = loaded
+    return finders
+
+
 def run_landmarks(args: argparse.Namespace) -> int:
     root = Path(args.idrid)
     records = [r for r in parse_idrid_reading(root) if r.official_split in args.split]
     records.sort(key=lambda r: (r.official_split, r.image.stem))
     if args.limit:
         records = records[: args.limit]
+    finders = landmark_finders(args.finder, args.head)
     dd_px = idrid_disc_diameter(root)
     start = time.perf_counter()
-    rows = measure_landmarks(records, dd_px)
+    rows = measure_landmarks(records, dd_px, finders)
     seconds = time.perf_counter() - start
     out = Path(args.out)
     write_csv(out / "landmarks.csv", rows)
     report = landmark_report(rows, dd_px)
-    report["seconds_per_photo"] = round(seconds / max(1, len(rows)), 2)
+    report["seconds_per_photo"] = round(seconds / max(1, len(records)), 2)
+    report["finders"] = {name: FINDER_NAMES[name] for name in finders}
     figures = Path(args.figures) if args.figures else out
     figures.mkdir(parents=True, exist_ok=True)
     histogram(rows, dd_px, figures / "idrid_landmark_errors.png")
@@ -247,7 +212,10 @@ def run_landmarks(args: argparse.Namespace) -> int:
     lines = landmark_markdown(report)
     write_atomic(out / "landmarks.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
-    print(f"{report['seconds_per_photo']} s a photo; worst test photos: {', '.join(report['worst_test_photos'])}")
+    print(
+        f"{report['seconds_per_photo']} s a photo (all finders); worst test photos "
+        f"({FINDER_NAMES[next(iter(finders))]}): {', '.join(report['worst_test_photos'])}"
+    )
     return 0
 
 
@@ -260,6 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     lm.add_argument("--figures", help="where the histogram and contact sheet go (default: --out)")
     lm.add_argument("--split", nargs="+", choices=SPLITS, default=list(SPLITS))
     lm.add_argument("--limit", type=int, default=0, help="only the first N photos (a quick look)")
+    lm.add_argument(
+        "--finder",
+        nargs="+",
+        choices=FINDERS,
+        default=list(FINDERS),
+        help="learned: the learned head; image: image analysis (default: both, each photo read once)",
+    )
+    lm.add_argument("--head", help="the learned head's folder or file (default: beside the bundled model)")
     gr = sub.add_parser("grading", help="DME risk and referable retinopathy against IDRiD part B")
     gr.add_argument("--idrid", required=True)
     gr.add_argument("--model", default="weights")
