@@ -449,7 +449,8 @@ def draw_results(
     masks = work.masks(settings["thresholds"])
     labelled = label_lesions(masks)  # once, for the statistics, the zones and the zoom
     rows = work.statistics(masks, settings["thresholds"], labelled)
-    small, small_masks = work.preview(prediction.image, PREVIEW_SIDE), work.to_preview(masks, PREVIEW_SIDE)
+    small = work.preview(prediction.image, PREVIEW_SIDE)
+    small_masks = work.preview_masks(settings["thresholds"], PREVIEW_SIDE)
     overlay = render_overlay(small, small_masks, opacity=settings["opacity"], visible=settings["visible"])
     quality, views, legend = st.empty(), show_views(prediction, work, overlay), st.empty()
     show_statistics(rows, work)

@@ -96,27 +96,65 @@ class WorkingPhoto:
 
         return self.kept(("preview", max_side), make)
 
+    def preview_masks(self, thresholds: dict[str, float] | None, max_side: int) -> np.ndarray:
+        """``to_preview(masks(thresholds), max_side)`` in a few comparisons: a preview pixel is set
+        when the highest probability under it (kept per preview size, -1 outside the field of
+        view) reaches the threshold. Where the working grid is coarser than the preview, as
+        :meth:`to_preview`."""
+        width, height = self.preview_size(max_side)
+        side = max(1, round(self.geometry.side * width / self.photo_shape[1]))
+        if side >= self.geometry.size:
+            return self.to_preview(self.masks(thresholds), max_side)
+
+        def pooled() -> np.ndarray:
+            return _pool_max(np.where(self.fov, self.probabilities, np.float32(-1)), side)
+
+        highest = self.kept(("highest", side), pooled)
+        thresholds = validate_thresholds(thresholds)
+        cut = np.asarray([thresholds[c] for c in CLASSES], dtype=np.float32)[:, None, None]
+        return self._place(highest >= cut, (width, height), side)
+
     def to_preview(self, layers: np.ndarray, max_side: int) -> np.ndarray:
         """Working-grid bool layers ``C x N x N`` -> ``C x h x w`` bool on the photo's preview
         (:meth:`preview_size`). A preview pixel is set when any working pixel under it is, so a
         microaneurysm one working pixel wide still shows; placed to the nearest preview pixel."""
         width, height = self.preview_size(max_side)
-        q = width / self.photo_shape[1]  # preview pixels per photo pixel
         g = self.geometry
-        side = max(1, round(g.side * q))  # the working square on the preview
+        side = max(1, round(g.side * width / self.photo_shape[1]))  # the working square on the preview
         shrink = cv2.INTER_AREA if side < g.size else cv2.INTER_NEAREST
         # 0/255 bytes: an area average stays above 0 while fewer than 256 pixels meet in one.
         wide = g.size / side >= 16
-        out = np.zeros((layers.shape[0], height, width), bool)
+        squares = [
+            cv2.resize(
+                layer.astype(np.float32) if wide else layer.view(np.uint8) * np.uint8(255),
+                (side, side),
+                interpolation=shrink,
+            )
+            > 0
+            for layer in layers
+        ]
+        return self._place(np.stack(squares), (width, height), side)
+
+    def _place(self, squares: np.ndarray, size: tuple[int, int], side: int) -> np.ndarray:
+        """``C x side x side`` bool, the working square at preview scale, placed on the preview
+        (``size``: its width and height) where the square lies in the photo."""
+        width, height = size
+        q = width / self.photo_shape[1]  # preview pixels per photo pixel
+        g = self.geometry
+        out = np.zeros((squares.shape[0], height, width), bool)
         top, left = round((g.box[0] - g.pad_top) * q), round((g.box[2] - g.pad_left) * q)
         y0, x0 = max(0, top), max(0, left)
         y1, x1 = min(height, top + side), min(width, left + side)
         if y0 < y1 and x0 < x1:
-            for layer, target in zip(layers, out):
-                plane = layer.astype(np.float32) if wide else layer.view(np.uint8) * np.uint8(255)
-                square = cv2.resize(plane, (side, side), interpolation=shrink)
-                target[y0:y1, x0:x1] = square[y0 - top : y1 - top, x0 - left : x1 - left] > 0
+            out[:, y0:y1, x0:x1] = squares[:, y0 - top : y1 - top, x0 - left : x1 - left]
         return out
+
+
+def _pool_max(planes: np.ndarray, side: int) -> np.ndarray:
+    """``C x N x N`` -> ``C x side x side``: each output pixel the maximum of the input pixels
+    that start under it (``side <= N``; every input pixel lands in exactly one output pixel)."""
+    starts = np.floor(np.arange(side) * (planes.shape[-1] / side)).astype(np.intp)
+    return np.maximum.reduceat(np.maximum.reduceat(planes, starts, axis=1), starts, axis=2)
 
 
 def working_side(prediction: SquarePrediction, side: int = WORKING_SIDE) -> int:

@@ -101,6 +101,32 @@ def test_one_working_pixel_shows_on_the_preview_where_it_lies_in_the_photo() -> 
     q = 360 / 1800
     assert 1 <= len(py) <= 4  # a few preview pixels, not lost in the shrink
     assert abs(py.mean() - ys.mean() * q) <= 1.0 and abs(px.mean() - xs.mean() * q) <= 1.0
+    quick = work.preview_masks(THRESHOLDS, 360)  # from each preview pixel's highest probability
+    assert quick.shape == small.shape and not quick[[0, 1, 3]].any()
+    qy, qx = np.nonzero(quick[2])
+    assert len(qy) == 1 and abs(qy[0] - ys.mean() * q) <= 1.0 and abs(qx[0] - xs.mean() * q) <= 1.0
+
+
+def test_preview_masks_are_the_working_masks_shrunk() -> None:
+    """A preview pixel is set exactly when a working pixel starting under it is (thresholds 0 to 1)."""
+    prediction = prediction_of(wide_photo(1200, 1800), 1024)
+    work = working_photo(prediction)
+    masks = work.masks(THRESHOLDS)
+    assert masks.any() and (~masks).any()
+    side = round(work.geometry.side * 0.2)
+    starts = np.floor(np.arange(side) * 1024 / side).astype(int)
+    owner = np.searchsorted(starts, np.arange(1024), side="right") - 1  # preview pixel of each working pixel
+    for thresholds in (THRESHOLDS, dict.fromkeys(CLASSES, 0.0), dict.fromkeys(CLASSES, 1.0)):
+        masks = work.masks(thresholds)
+        square = np.zeros((4, side, side), bool)
+        cs, ys, xs = np.nonzero(masks)
+        square[cs, owner[ys], owner[xs]] = True
+        quick = work.preview_masks(thresholds, 360)
+        g = work.geometry
+        top, left = round((g.box[0] - g.pad_top) * 0.2), round((g.box[2] - g.pad_left) * 0.2)
+        inside = quick[:, max(0, top) : top + side, left : left + side]
+        assert np.array_equal(inside, square[:, max(0, -top) : max(0, -top) + inside.shape[1]])
+        assert not quick[:, :, :left].any() and not quick[:, :, left + side :].any()
 
 
 def test_moved_landmarks_go_through_the_photo_and_back() -> None:

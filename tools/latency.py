@@ -99,8 +99,9 @@ def new_overlay(prediction, work, thresholds: dict):
     rows = work.statistics(masks, thresholds)
     small = work.preview(prediction.image, PREVIEW)
     overlay = render_overlay(small, work.to_preview(masks, PREVIEW))
-    for array in (small, downscale_for_display(prediction.enhanced, None, PREVIEW)[0], overlay):
-        encode_png(array)
+    work.kept("original png", lambda: encode_png(small))  # the page encodes these two once per photo
+    work.kept("input png", lambda: encode_png(downscale_for_display(prediction.enhanced, None, PREVIEW)[0]))
+    encode_png(overlay)
     return masks, rows, small, overlay
 
 

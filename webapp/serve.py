@@ -20,8 +20,9 @@ from hydralanet.system import keep_heap_small, usable_cores
 
 log = logging.getLogger("hydralanet.app")
 
-# Results kept per session (probabilities at the model's square, the photo, its reading: about
-# 70 MB for a 4288 x 2848 photo), and for all sessions together HYDRALANET_MAX_SESSIONS_MB;
+# Results kept per session (probabilities at the model's square, the photo, the working grid,
+# the page's reading: about 100 MB for a 4288 x 2848 photo with the bundled 1536 px model), and
+# for all sessions together HYDRALANET_MAX_SESSIONS_MB;
 # over it the oldest results of any session are dropped (and recomputed if that session
 # comes back to them).
 CACHE_ENTRIES = 4
@@ -99,8 +100,9 @@ def memory_budget() -> MemoryBudget:
 
 @st.cache_resource
 def model_gate() -> WorkGate:
-    """Heavy jobs at once in this process (``HYDRALANET_MAX_INFERENCES``): segmentations and
-    readings (each holds up to ~0.4 GB of full-resolution maps for a 12-Mpixel photo). By
+    """Heavy jobs at once in this process (``HYDRALANET_MAX_INFERENCES``): segmentations, the
+    page's readings and the downloads' full-resolution readings (up to ~0.4 GB of maps for a
+    12-Mpixel photo). By
     default as many as the cores allow when each uses torch's intra-op threads (1 on a 2-vCPU
     Space)."""
     import torch
@@ -111,7 +113,7 @@ def model_gate() -> WorkGate:
 
 @st.cache_resource
 def render_gate() -> WorkGate:
-    """Full-resolution redraws at once (masks, statistics): one per core."""
+    """Page redraws at once (masks, statistics, previews on the working grid): one per core."""
     cores = usable_cores()
     return WorkGate(env_int("HYDRALANET_MAX_REDRAWS", cores))
 
