@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from hydralanet import load_model, predict, read_image, save_checkpoint  # noqa: E402
 from hydralanet.benchmark import count_gflop, interleaved_medians, matmul_peak  # noqa: E402
+from hydralanet.benchmark_report import machine_info  # noqa: E402
 from hydralanet.checkpoint_format import CONFIG_NAME, ONNX_NAME, OPENVINO_NAME  # noqa: E402
 from hydralanet.config import CLASSES, CheckpointConfig, PreprocessConfig  # noqa: E402
 from hydralanet.export import export_model  # noqa: E402
@@ -194,7 +196,13 @@ def measure(label: str, checkpoint: Path, work: Path, args: argparse.Namespace, 
 
 def markdown(report: dict) -> str:
     peak = report["peak_bf16_gflops"]
-    lines = [f"bf16 matmul peak {peak:.0f} GFLOP/s; threads {report['threads']}", ""]
+    m = report["machine"]
+    lines = [
+        f"{m['cpu']}, {m['physical_cores']} cores, native bf16 {m['native_bf16']}, AMX {m['amx']}; "
+        f"torch {m['torch']}, {report['threads']} threads; bf16 matmul peak (torch.mm) {peak:.0f} GFLOP/s; "
+        f"load average at start {m['loadavg_start'][0]:.2f}, at end {m['loadavg_end'][0]:.2f}",
+        "",
+    ]
     for label, r in report["models"].items():
         bound = r["gflop"] / peak
         fast = r["seconds"]["torch fast"]
@@ -230,14 +238,16 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="runtimes."))
     try:
-        report: dict = {"threads": torch.get_num_threads(), "models": {}}
+        report: dict = {"machine": machine_info(), "threads": torch.get_num_threads(), "models": {}}
         checkpoint = Path(args.model) if args.model else BUNDLED_DIR
         keep = args.keep or work
         report["models"]["checkpoint"] = measure("checkpoint", checkpoint, keep / "checkpoint", args, agree=True)
         if not args.no_published:
             published = published_checkpoint(work / "published", args.size)
             report["models"]["published"] = measure("published", published, work / "published-paths", args, False)
-        report["peak_bf16_gflops"] = matmul_peak(torch.bfloat16, (1024, 2048), 5)
+        report["peak_bf16_gflops"] = matmul_peak(torch.bfloat16, (2048, 4096), 5)
+        report["machine"]["loadavg_end"] = os.getloadavg()
+        report["machine"]["amx"] = bool(torch.cpu.get_capabilities().get("amx_bf16"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = markdown(report)
