@@ -51,9 +51,8 @@ class SquarePrediction:
     caches per session: 17 MB at S = 1024 where a 4288 x 2848 photo's full-resolution maps
     take 195 MB. Full resolution comes on demand, with exactly the numbers of
     :class:`Prediction` (:meth:`full`, :meth:`masks`). The FOV mask is kept packed 8 pixels a
-    byte (``fov_bits``; :attr:`fov` unpacks it); ``photo_square``: the photo on the model's
-    square before CLAHE (``S x S x 3`` uint8, None where not kept; the web app's working
-    image); other fields as :class:`Prediction`. Make one with :meth:`make`."""
+    byte (``fov_bits``; :attr:`fov` unpacks it); other fields as :class:`Prediction`. Make one
+    with :meth:`make`."""
 
     square: np.ndarray
     fov_bits: np.ndarray
@@ -61,11 +60,10 @@ class SquarePrediction:
     enhanced: np.ndarray
     geometry: FovGeometry
     settings: dict[str, Any] = field(default_factory=dict)
-    photo_square: np.ndarray | None = None
 
     @classmethod
-    def make(cls, square, fov, image, enhanced, geometry, settings, photo_square=None) -> SquarePrediction:
-        return cls(square, np.packbits(fov), image, enhanced, geometry, settings, photo_square)
+    def make(cls, square, fov, image, enhanced, geometry, settings) -> SquarePrediction:
+        return cls(square, np.packbits(fov), image, enhanced, geometry, settings)
 
     @property
     def fov(self) -> np.ndarray:
@@ -75,8 +73,7 @@ class SquarePrediction:
 
     @property
     def nbytes(self) -> int:
-        kept = (self.square, self.fov_bits, self.image, self.enhanced, self.photo_square)
-        return sum(a.nbytes for a in kept if a is not None)
+        return self.square.nbytes + self.fov_bits.nbytes + self.image.nbytes + self.enhanced.nbytes
 
     def probabilities(self) -> np.ndarray:
         """``4 x H x W`` float32 at the photo's pixels, 0 outside the FOV (as ``Prediction``)."""
@@ -258,7 +255,7 @@ def predict_square_batch(
             "calibrated": calibration is not None,
         }
         photo_settings.update(more)
-        out.append(SquarePrediction.make(probs, p.fov, image, p.enhanced, p.geometry, photo_settings, p.square))
+        out.append(SquarePrediction.make(probs, p.fov, image, p.enhanced, p.geometry, photo_settings))
     return out
 
 

@@ -251,14 +251,12 @@ def normalize(image: np.ndarray, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 
 class Preprocessed:
     """Result of :func:`preprocess`: ``tensor`` 3 x S x S (normalised), ``enhanced`` the
     S x S x 3 uint8 image the model sees (after CLAHE), ``fov`` the H x W bool mask at the
-    original resolution, ``geometry`` to map back, and ``square`` the S x S x 3 uint8 photo
-    before CLAHE (None where it was not kept)."""
+    original resolution, and ``geometry`` to map back."""
 
     tensor: torch.Tensor
     enhanced: np.ndarray
     fov: np.ndarray
     geometry: FovGeometry
-    square: np.ndarray | None = None
 
 
 def crop_to_fov(image: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray, FovGeometry]:
@@ -294,4 +292,4 @@ def preprocess(image: np.ndarray, config: PreprocessConfig | None = None) -> Pre
     config = config or PreprocessConfig()
     square, fov, geometry = crop_to_fov(image, config)
     enhanced = enhance(square, config)
-    return Preprocessed(to_tensor(enhanced, config), enhanced, fov, geometry, square)
+    return Preprocessed(to_tensor(enhanced, config), enhanced, fov, geometry)

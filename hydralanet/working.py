@@ -30,14 +30,12 @@ WORKING_SIDE = 1024  # the field of view's square at least this fine (the model'
 @dataclass
 class WorkingPhoto:
     """One photo on the working grid. ``geometry``: the prediction's square at ``size`` =
-    the working side; ``image``: the photo there (``N x N x 3`` uint8, before CLAHE);
-    ``fov``: ``N x N`` bool; ``probabilities``: ``4 x N x N`` float32 (the model's square itself
+    the working side ``N``; ``fov``: ``N x N`` bool; ``probabilities``: ``4 x N x N`` float32 (the model's square itself
     when ``N`` is its size); ``photo_shape``: the photo's ``(H, W)``; ``fov_pixels``: its field of
     view in the photo's own pixels (exact); ``own_bytes``: the arrays not shared with the
     prediction (for a memory budget)."""
 
     geometry: FovGeometry
-    image: np.ndarray
     fov: np.ndarray
     probabilities: np.ndarray
     photo_shape: tuple[int, int]
@@ -166,7 +164,7 @@ def working_side(prediction: SquarePrediction, side: int = WORKING_SIDE) -> int:
 
 def working_photo(prediction: SquarePrediction, side: int = WORKING_SIDE) -> WorkingPhoto:
     """The prediction on its working grid (:func:`working_side`). On the model's own square the
-    probabilities and (when kept) the photo's square are the prediction's, not copies."""
+    probabilities are the prediction's, not a copy."""
     n = working_side(prediction, side)
     geometry = dataclasses.replace(prediction.geometry, size=n)
     fov = prediction.fov
@@ -175,13 +173,7 @@ def working_photo(prediction: SquarePrediction, side: int = WORKING_SIDE) -> Wor
         probabilities = prediction.square
     else:
         probabilities = np.stack([cv2.resize(p, (n, n), interpolation=cv2.INTER_LINEAR) for p in prediction.square])
-    image = prediction.photo_square if on_model_grid else None
-    image = geometry.to_square(prediction.image) if image is None else image
     inside = geometry.to_square(fov.view(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
-    own = inside.nbytes + sum(
-        a.nbytes
-        for a, shared in ((probabilities, on_model_grid), (image, image is prediction.photo_square))
-        if not shared
-    )
+    own = inside.nbytes + (0 if on_model_grid else probabilities.nbytes)
     h, w = prediction.image.shape[:2]
-    return WorkingPhoto(geometry, image, inside, probabilities, (h, w), int(np.count_nonzero(fov)), own)
+    return WorkingPhoto(geometry, inside, probabilities, (h, w), int(np.count_nonzero(fov)), own)

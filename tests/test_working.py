@@ -35,7 +35,7 @@ def prediction_of(image: np.ndarray, size: int, square: np.ndarray | None = None
         square = np.stack([cv2.GaussianBlur(rng.random((size, size), dtype=np.float32), (0, 0), 2) for _ in CLASSES])
         square = np.clip((square - 0.5) * 6 + 0.5, 0, 1).astype(np.float32)  # blobs above and below 0.5
     enhanced = geometry.to_square(image)
-    return SquarePrediction.make(square, fov, image, enhanced, geometry, {"clahe": "green"}, enhanced)
+    return SquarePrediction.make(square, fov, image, enhanced, geometry, {"clahe": "green"})
 
 
 def test_region_is_the_full_map_cut_out() -> None:
@@ -75,7 +75,7 @@ def test_statistics_on_the_grid_are_in_the_photos_pixels() -> None:
     prediction = prediction_of(image, 256)
     work = working_photo(prediction, side=256)
     assert work.geometry.size == 256 and work.scale == pytest.approx(prediction.geometry.side / 256)
-    assert work.probabilities is prediction.square and work.image is prediction.photo_square  # shared, not copied
+    assert work.probabilities is prediction.square and work.nbytes == work.fov.nbytes  # shared, not copied
     assert work.fov_pixels == int(prediction.fov.sum())
     full = {r["lesion"]: r for r in lesion_statistics(prediction.masks(THRESHOLDS), prediction.fov, THRESHOLDS)}
     grid = {r["lesion"]: r for r in work.statistics(work.masks(THRESHOLDS), THRESHOLDS)}
