@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -161,9 +161,14 @@ class LandmarkHead:
     def __init__(self, net: LandmarkNet, config: HeadConfig, source: str = "") -> None:
         self.net, self.config, self.source = net.eval(), config, source
 
-    def square(self, image: np.ndarray, fov: np.ndarray) -> tuple[np.ndarray, np.ndarray, FovGeometry]:
-        """The photo's FOV square at ``input_size`` (RGB uint8), its FOV mask, and the geometry."""
-        geometry = fov_geometry(fov, self.config.input_size)
+    def square(
+        self, image: np.ndarray, fov: np.ndarray, geometry: FovGeometry | None = None
+    ) -> tuple[np.ndarray, np.ndarray, FovGeometry]:
+        """The photo's FOV square at ``input_size`` (RGB uint8), its FOV mask, and the geometry
+        (``geometry``: the FOV's square at any size, when already known)."""
+        if geometry is None:
+            geometry = fov_geometry(fov, self.config.input_size)
+        geometry = replace(geometry, size=self.config.input_size)
         square = geometry.to_square(image)
         inside = geometry.to_square(fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
         return square, inside, geometry
@@ -181,9 +186,11 @@ class LandmarkHead:
             return (found[0] + mirrored) / 2
         return found[0]
 
-    def locate(self, image: np.ndarray, fov: np.ndarray) -> HeadAnswer:
-        """Disc and fovea of an RGB uint8 ``H x W x 3`` photo with its FOV mask (bool ``H x W``)."""
-        square, inside, geometry = self.square(image, fov)
+    def locate(self, image: np.ndarray, fov: np.ndarray, geometry: FovGeometry | None = None) -> HeadAnswer:
+        """Disc and fovea of an RGB uint8 ``H x W x 3`` photo with its FOV mask (bool ``H x W``);
+        ``geometry``: the FOV's square (:func:`~hydralanet.preprocessing.fov_geometry`, any
+        size), when already known."""
+        square, inside, geometry = self.square(image, fov, geometry)
         found = self.locate_square(square, inside)
         disc, fovea = square_to_photo(geometry, *found[0, :2]), square_to_photo(geometry, *found[1, :2])
         return HeadAnswer(disc, float(found[0, 2]), fovea, float(found[1, 2]))

@@ -172,7 +172,7 @@ def find_landmarks(
     if head == BUNDLED:
         head = bundled_landmark_head()
     if isinstance(head, LandmarkHead):
-        disc_out, fovea_out = _learned(head.locate(image, fov), head, work, header, notes)
+        disc_out, fovea_out = _learned(head.locate(image, fov, work.geometry), head, work, header, notes)
     else:
         disc, fovea = _image_analysis(work, header, notes)
         disc_out, fovea_out = _in_the_photo(disc, fovea, work.geometry, work.scale, notes)

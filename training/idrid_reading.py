@@ -127,11 +127,29 @@ def summarise(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     }
 
 
+HELD_OUT = 83  # of the 413 training photos, held out from the learned head (training.landmark_head)
+REPORT_SPLITS = ("train", "held_out", "test")
+
+
+def held_out_names(names, seed: int = 0, count: int = HELD_OUT) -> list[str]:
+    """The training photos the learned head did not learn from: ``count`` of the sorted
+    ``names``, drawn by ``seed`` (the head's training and this report draw the same)."""
+    names = sorted(names)
+    return sorted(names[i] for i in np.random.default_rng(seed).permutation(len(names))[:count])
+
+
 def landmark_report(rows: list[dict[str, Any]], dd_px: float) -> dict[str, Any]:
+    """Per finder and split; ``held_out``: the training photos of :func:`held_out_names`."""
     out: dict[str, Any] = {"dd_px": round(dd_px, 1), "tolerance_dd": TOLERANCE_DD}
+    held = set(held_out_names({r["image"] for r in rows if r["split"] == "train"}))
     for finder in FINDERS:
-        for split in SPLITS:
-            subset = [r for r in rows if r["split"] == split and r["finder"] == finder]
+        for split in REPORT_SPLITS:
+            subset = [
+                r
+                for r in rows
+                if r["finder"] == finder
+                and (r["split"] == split or split == "held_out" and r["split"] == "train" and r["image"] in held)
+            ]
             if subset:
                 out.setdefault(finder, {})[split] = {key: summarise(subset, key) for key in ("disc", "fovea")}
     return out
@@ -142,17 +160,18 @@ def landmark_markdown(report: dict[str, Any]) -> list[str]:
         f"1 DD = {report['dd_px']} px (median optic-disc mask of IDRiD part A)",
         "",
         "| finder | photos | landmark | found | mean distance | median | 90th percentile | within 0.5 DD "
-        "| below the floor (of them over 0.5 DD off) |",
+        "| below the floor (over 0.5 DD off) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    labels = {"train": "train ({})", "held_out": "held out ({} of train)", "test": "**test ({})**"}
     for finder in FINDERS:
-        for split in SPLITS:
+        for split in REPORT_SPLITS:
             for key, name in (("disc", "optic disc"), ("fovea", "fovea")):
                 s = report.get(finder, {}).get(split, {}).get(key)
                 if not s:
                     continue
                 lines.append(
-                    f"| {FINDER_NAMES[finder]} | {split} ({s['photos']}) | {name} | {s['found']} | "
+                    f"| {FINDER_NAMES[finder]} | {labels[split].format(s['photos'])} | {name} | {s['found']} | "
                     f"{s['mean_px']} px ({s['mean_dd']} DD) | {s['median_px']} px | {s['p90_px']} px | "
                     f"{100 * s[f'within_{TOLERANCE_DD}_dd']:.1f} % | {s['below_floor']} ({s['below_floor_off']}) |"
                 )

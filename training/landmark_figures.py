@@ -36,7 +36,7 @@ def histogram(rows: list[dict[str, Any]], dd_px: float, path: Path) -> None:
                 ]
                 ax.hist(dd, bins=bins, alpha=0.6, color=colour, label=f"{split} ({len(dd)})", density=True)
             ax.axvline(TOLERANCE_DD, color="k", lw=1, ls="--")
-            ax.set_xlabel(f"distance to the graders' mark (DD; 1 DD = {dd_px:.0f} px; 2+ in the last bin)")
+            ax.set_xlabel(f"distance to the graders' mark in DD (1 DD = {dd_px:.0f} px; last bin: 2+)", fontsize=9)
             ax.set_title(f"IDRiD part C, {FINDER_NAMES[finder]}: {name}")
             ax.legend()
         row_axes[0].set_ylabel("share of photos (density)")
@@ -49,7 +49,7 @@ def contact_sheet(rows: list[dict[str, Any]], records, dd_px: float, path: Path,
     """The ``n`` test photos with the largest distance (fovea or disc, in DD; not found first)
     for the first finder in ``rows``: graders' marks in green, found in red (circle: disc,
     cross: fovea), 0.5 DD circles."""
-    by_name = {r.image.stem: r for r in records}
+    by_name = {(r.official_split, r.image.stem): r for r in records}  # train and test reuse names
 
     def worst(r: dict[str, Any]) -> float:
         errs = [r[f"{k}_error_dd"] if r[f"{k}_error_dd"] is not None else 99.0 for k in ("disc", "fovea")]
@@ -59,7 +59,7 @@ def contact_sheet(rows: list[dict[str, Any]], records, dd_px: float, path: Path,
     test = sorted((r for r in rows if r["split"] == "test" and r["finder"] == finder), key=worst, reverse=True)[:n]
     tiles = []
     for r in test:
-        image = read_image(by_name[r["image"]].image)
+        image = read_image(by_name[r["split"], r["image"]].image)
         k = 400 / image.shape[1]
         small = np.ascontiguousarray(cv2.resize(image, (400, round(image.shape[0] * k)), interpolation=cv2.INTER_AREA))
         for key, marker in (("disc", "circle"), ("fovea", "cross")):

@@ -39,9 +39,8 @@ from hydralanet.landmark_head import (
 from hydralanet.preprocessing import fov_geometry, fov_mask
 
 from .datasets.idrid import parse_idrid_reading
-from .idrid_reading import TOLERANCE_DD, idrid_disc_diameter
+from .idrid_reading import HELD_OUT, TOLERANCE_DD, held_out_names, idrid_disc_diameter
 
-HELD_OUT = 83  # of the 413 training photos, for the epoch and the confidence floors
 SIGMA_CELLS = 1.5  # the target heatmap's Gaussian, in heatmap cells (6 input px at stride 4)
 FLOOR_LOSS = 0.02  # a floor may cost at most this share of the held-out photos found right
 BATCH = 16
@@ -170,11 +169,11 @@ def evaluate(net, data, index, config: HeadConfig, dd_px: float) -> dict:
 
 def choose_floor(rows: list[dict], key: str, dd_px: float) -> tuple[float, dict]:
     """The highest confidence under which at most :data:`FLOOR_LOSS` of the photos found within
-    0.5 DD fall, and what it does on these photos."""
+    0.5 DD fall (to 3 decimals, as the reading reports confidences), and what it does here."""
     right = sorted(r[f"{key}_confidence"] for r in rows if r[f"{key}_error_px"] <= TOLERANCE_DD * dd_px)
     wrong = [r[f"{key}_confidence"] for r in rows if r[f"{key}_error_px"] > TOLERANCE_DD * dd_px]
     allowed = int(math.floor(FLOOR_LOSS * len(right)))
-    floor = round(float(right[allowed]) - 1e-4, 4) if right else 0.0
+    floor = math.floor(float(right[allowed]) * 1000) / 1000 if right else 0.0
     effect = {
         "right_below": sum(c < floor for c in right),
         "right": len(right),
@@ -206,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = out / f"cache_{args.size}.npz"
     data = dict(np.load(cache)) if cache.exists() else build_cache(root, cache, args.size)
     dd_px = idrid_disc_diameter(root)
-    order = np.random.default_rng(args.seed).permutation(len(data["names"]))
-    train_index, held_index = np.sort(order[HELD_OUT:]), np.sort(order[:HELD_OUT])
+    held = set(held_out_names(data["names"].tolist(), args.seed, HELD_OUT))
+    held_index = np.array([i for i, name in enumerate(data["names"]) if name in held])
+    train_index = np.array([i for i, name in enumerate(data["names"]) if name not in held])
     net = LandmarkNet(config.widths)
     optimiser = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     steps = args.epochs * math.ceil(len(train_index) / BATCH)
