@@ -16,13 +16,14 @@ Accuracy, measured on IDRiD and on the real photo and its variants, is in the RE
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
-from .landmark_head import HeadAnswer, LandmarkHead, bundled_landmark_head, photo_to_square
-from .preprocessing import fov_geometry, fov_mask
+from .landmark_head import HeadAnswer, LandmarkHead, bundled_landmark_head, load_landmark_head, photo_to_square
+from .preprocessing import FovGeometry, fov_geometry, fov_mask
 
 WORK_SIDE = 512  # the FOV square is analysed at this size: the disc is ~50 px across there
 # The disc is 1/6-1/8 of a 45-degree field (DESIGN §11): its diameter is searched in this range
@@ -130,7 +131,7 @@ class _Work:
     ``core`` (the FOV eroded), ``inside`` (the FOV), ``diameter`` (the FOV's, work px) and
     ``scale`` (photo px per work px)."""
 
-    geometry: object
+    geometry: FovGeometry
     closed: np.ndarray
     vessels: np.ndarray
     core: np.ndarray
@@ -145,7 +146,7 @@ def find_landmarks(
     *,
     laterality: str | None = None,
     lesions: np.ndarray | None = None,
-    head: LandmarkHead | str | None = BUNDLED,
+    head: LandmarkHead | str | os.PathLike | None = BUNDLED,
 ) -> Landmarks:
     """Optic disc (centre, diameter), fovea and eye of an RGB uint8 ``H x W x 3`` fundus photo.
 
@@ -155,7 +156,8 @@ def find_landmarks(
     are painted over from their surroundings first, so a dark haemorrhage is not taken for the
     fovea nor a bright exudate cluster for the disc (image analysis and the disc's size).
     ``head``: the learned head to place disc and fovea (:data:`BUNDLED`: the one beside the
-    bundled model when its files are there; ``None``: image analysis only).
+    bundled model when its files are there; a folder: the head there, see
+    :func:`~hydralanet.landmark_head.load_landmark_head`; ``None``: image analysis only).
     Confidences are in [0, 1]; each landmark carries its finder and that finder's floor.
     """
     fov = fov_mask(image) if fov is None else fov
@@ -169,8 +171,8 @@ def find_landmarks(
     fov_px = work.diameter * work.scale
     if work.core.sum() < 100 or fov_px < MIN_FOV_PX:
         return Landmarks(None, None, header, "header" if header else None, fov_px, tuple(notes))
-    if head == BUNDLED:
-        head = bundled_landmark_head()
+    if isinstance(head, str | os.PathLike):
+        head = bundled_landmark_head() if head == BUNDLED else load_landmark_head(head)
     if isinstance(head, LandmarkHead):
         disc_out, fovea_out = _learned(head.locate(image, fov, work.geometry), head, work, header, notes)
     else:

@@ -53,6 +53,11 @@ def test_saved_head_loads_and_answers_the_same(tmp_path):
     with torch.no_grad():
         assert torch.equal(net.eval()(x), head.net(x))
     assert head.config.widths == (4, 4, 8, 8) and head.config.input_size == 64
+    image = _photo_with_spots()
+    found = find_landmarks(image, head=tmp_path)  # a folder: the head there
+    assert found.disc.found_by == LEARNED_HEAD
+    with pytest.raises(LandmarkHeadError, match="no landmarks.safetensors"):
+        find_landmarks(image, head=tmp_path / "elsewhere")
 
 
 @pytest.mark.parametrize(
