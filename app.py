@@ -263,9 +263,11 @@ def photo_reading(key: tuple, segmented: Segmented, facts=None, waiting=None) ->
     cache = session_cache()
     reading = cache.get(("page reading", key))
     if reading is None:
-        # A heavy job (the landmark search and the quality checks): in turn with the model's jobs.
+        # A heavy job (the landmark search and the quality checks), in turn with the model's jobs
+        # but before the segmentations waiting: a visitor's page is completed before the next
+        # photo is segmented (and its results are not let go by the memory budget meanwhile).
         waiting = waiting or st.empty()
-        with model_gate().slot(on_wait=queued_notice(waiting, "the reading")):
+        with model_gate().slot(on_wait=queued_notice(waiting, "the reading"), first=True):
             waiting_for_reading(waiting)
             reading = compute_page_reading(segmented, facts)
         waiting.empty()
@@ -283,9 +285,9 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict, waiting
     their turn in the process (:func:`model_gate`), and the page says so while they wait (in
     ``waiting``, an ``st.empty``, when given)."""
     key = prediction_key(loaded, data, settings)
-    prediction = session_cache().get(key)
-    if prediction is not None:
-        return prediction
+    segmented = session_cache().get(key)
+    if segmented is not None:
+        return segmented
     try:
         check_image(data, name=name)  # a bad upload is answered at once, not after its turn
         waiting = waiting or st.empty()
@@ -294,7 +296,7 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict, waiting
             image = read_image(data, name=name, frame=settings.get("frame"))
             # Counts real model calls; the tests read it to prove that thresholds do not re-run the model.
             st.session_state.model_runs = st.session_state.get("model_runs", 0) + 1
-            prediction = compute_prediction(loaded, image, settings)
+            segmented = compute_prediction(loaded, image, settings)
     except ImageError as exc:
         raise PhotoError(str(exc)) from None
     except BlankImageError as exc:
@@ -303,8 +305,8 @@ def segment(loaded: LoadedModel, name: str, data: bytes, settings: dict, waiting
         log.exception("segmenting %s failed", name)
         reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         raise PhotoError(f"{name}: could not be segmented ({reason})") from None
-    session_cache().put(key, prediction, prediction.nbytes)
-    return prediction
+    session_cache().put(key, segmented, segmented.nbytes)
+    return segmented
 
 
 # --------------------------------------------------------------------------- page

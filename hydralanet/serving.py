@@ -197,7 +197,9 @@ class WorkGate:
     """At most ``slots`` heavy jobs at once in the process, served first come, first served.
 
     ``with gate.slot(on_wait=...)``: when the job has to wait, ``on_wait(ahead)`` is called once
-    with the number of jobs before it (running ones included), so the page can say "queued"."""
+    with the number of jobs before it (running ones included), so the page can say "queued".
+    ``first=True``: the job goes before those waiting (the next step of a job just served, such
+    as a photo's reading after its segmentation, so that a visitor's results are made together)."""
 
     def __init__(self, slots: int) -> None:
         if slots < 1:
@@ -215,12 +217,15 @@ class WorkGate:
             return len(self._queue)
 
     @contextmanager
-    def slot(self, on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
+    def slot(self, on_wait: Callable[[int], None] | None = None, *, first: bool = False) -> Iterator[None]:
         ticket = object()
         with self._cond:
-            free = self.running < self.slots and not self._queue
+            free = self.running < self.slots and (first or not self._queue)
             if free:
                 self.running += 1
+            elif first:
+                self._queue.appendleft(ticket)
+                ahead = self.running
             else:
                 self._queue.append(ticket)
                 ahead = self.running + len(self._queue) - 1

@@ -238,3 +238,33 @@ print(ok, before, faults())
     ok, before, after = out.stdout.split()
     assert ok == "True"
     assert int(before) >= 10 * 40 and int(after) * 20 < int(before), (before, after)
+
+
+def test_work_gate_serves_a_first_job_before_those_waiting() -> None:
+    """A photo's reading (``first=True``) goes before the segmentations that queued earlier."""
+    gate = WorkGate(1)
+    order: list[str] = []
+    waits: dict[str, int] = {}
+    release, held = threading.Event(), threading.Event()
+
+    def job(name: str, first: bool = False) -> None:
+        with gate.slot(on_wait=lambda ahead: waits.__setitem__(name, ahead), first=first):
+            order.append(name)
+            if name == "running":
+                held.set()
+                release.wait(60)
+
+    threads = [threading.Thread(target=job, args=("running",))]
+    threads[0].start()
+    assert held.wait(60)
+    for name, first in (("segment 1", False), ("segment 2", False), ("reading", True)):
+        threads.append(threading.Thread(target=job, args=(name, first)))
+        threads[-1].start()
+        deadline = time.monotonic() + 60
+        while gate.waiting < len(threads) - 1 and time.monotonic() < deadline:  # queued before the next comes
+            time.sleep(0.001)
+    assert waits == {"segment 1": 1, "segment 2": 2, "reading": 1}
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert order == ["running", "reading", "segment 1", "segment 2"]
