@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from hydralanet import CLASSES, lesion_statistics, load_model, predict_square, read_image, render_overlay  # noqa: E402
-from hydralanet.inference import prepare_photo  # noqa: E402
+from hydralanet.inference import label_lesions, prepare_photo  # noqa: E402
 from hydralanet.io import encode_png  # noqa: E402
 from hydralanet.overlay import downscale_for_display  # noqa: E402
 from hydralanet.reading import LESION_EXCLUSION_P, findings, read_photo, read_working  # noqa: E402
@@ -96,23 +96,26 @@ def old_page(prediction, reading, thresholds: dict) -> None:
 def new_overlay(prediction, work, thresholds: dict):
     """What the new page shows first: the statistics and the overlay on the working grid."""
     masks = work.masks(thresholds)
-    rows = work.statistics(masks, thresholds)
-    small = work.preview(prediction.image, PREVIEW)
-    overlay = render_overlay(small, work.to_preview(masks, PREVIEW))
+    labelled = label_lesions(masks)
+    work.statistics(masks, thresholds, labelled)
+    small, small_masks = work.preview(prediction.image, PREVIEW), work.preview_masks(thresholds, PREVIEW)
+    overlay = render_overlay(small, small_masks)
     work.kept("original png", lambda: encode_png(small))  # the page encodes these two once per photo
     work.kept("input png", lambda: encode_png(downscale_for_display(prediction.enhanced, None, PREVIEW)[0]))
     encode_png(overlay)
-    return masks, rows, small, overlay
+    return masks, labelled, small_masks, small, overlay
 
 
-def new_rest(prediction, work, reading, masks, small, overlay, thresholds: dict) -> None:
-    """The rest of a new page run, once the reading is in hand."""
-    findings(reading, masks)
+def new_rest(prediction, work, reading, shown: tuple, thresholds: dict) -> None:
+    """The rest of a new page run, once the reading is in hand (``shown``: :func:`new_overlay`'s)."""
+    masks, labelled, small_masks, small, overlay = shown
+    findings(reading, masks, labelled)
     scale = small.shape[1] / prediction.image.shape[1]
     overlay = draw_grid(overlay, reading.landmarks, scale=scale, dd_px=reading.grid_unit_px)
     zoom = render_overlay(prediction.image[:ZOOM, :ZOOM], prediction.masks_in(thresholds, 0, ZOOM, 0, ZOOM))
-    layers = work.to_preview(np.concatenate([masks, work.fov[None]]), PREVIEW // 2)
-    for array in [overlay, zoom, *(layers.astype(np.uint8) * 255)]:
+    size = work.preview_size(PREVIEW // 2)
+    layers = [cv2.resize(m.view(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA) for m in small_masks]
+    for array in [overlay, zoom, *layers]:
         encode_png(array)
 
 
@@ -138,15 +141,14 @@ def new_round(loaded, data: bytes, stepped: dict) -> dict[str, float]:
     work = working_photo(prediction)
     clock.lap("grid")
     thresholds = loaded.config.thresholds
-    masks, _, small, overlay = new_overlay(prediction, work, thresholds)
+    shown = new_overlay(prediction, work, thresholds)
     clock.lap("overlay")
     lesions = prediction.masks(dict.fromkeys(CLASSES, LESION_EXCLUSION_P)).any(axis=0)
     reading = read_working(work, prediction.image, prediction.fov, lesions=lesions)
     clock.lap("reading")
-    new_rest(prediction, work, reading, masks, small, overlay, thresholds)
+    new_rest(prediction, work, reading, shown, thresholds)
     clock.lap("draw")
-    masks, _, small, overlay = new_overlay(prediction, work, stepped)
-    new_rest(prediction, work, reading, masks, small, overlay, stepped)
+    new_rest(prediction, work, reading, new_overlay(prediction, work, stepped), stepped)
     clock.lap("step")
     times = clock.times
     times["first overlay"] = sum(times[s] for s in ("decode", "preprocess", "model", "grid", "overlay"))
