@@ -56,6 +56,7 @@ def test_installed_package_runs_predict_away_from_the_repository(tmp_path: Path,
     (wheel,) = wheels.glob("hydralanet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"hydralanet/bundled/model.safetensors", "hydralanet/bundled/config.json"} <= set(names)
+    assert {"hydralanet/bundled/landmarks.safetensors", "hydralanet/bundled/landmarks.json"} <= set(names)
     assert "hydralanet/fonts/DejaVuSans.ttf" in names and not any(n.startswith(("tests/", "training/")) for n in names)
     site = tmp_path / "site"
     subprocess.run(
