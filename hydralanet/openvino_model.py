@@ -15,6 +15,7 @@ it, else fp32. One compiled model is kept per precision, built on first use.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from pathlib import Path
@@ -37,8 +38,9 @@ def openvino_module():
     return openvino
 
 
+@functools.cache
 def openvino_has_bf16() -> bool:
-    """True when OpenVINO runs bf16 natively on this machine's CPU."""
+    """True when OpenVINO runs bf16 natively on this machine's CPU (asked once per process)."""
     core = openvino_module().Core()
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 

@@ -9,17 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from streamlit.testing.v1 import AppTest
 
-from hydralanet import CLASSES, load_model, predict
+from hydralanet import load_model, predict
 from hydralanet.checkpoint import CheckpointError
 from hydralanet.cli import main
 from hydralanet.io import read_image
 from hydralanet.onnx_model import OnnxNetwork
 
+from .exported import app_on_the_sample, assert_cli_matches_torch
+
 IDRID = Path(__file__).resolve().parent / "fixtures" / "idrid"
-APP = Path(__file__).resolve().parent.parent / "app.py"
 
 
 @pytest.fixture(scope="module")
@@ -72,32 +71,12 @@ def test_onnx_matches_pytorch_on_real_photos(bundled_onnx: Path) -> None:
 
 
 def test_onnx_folder_runs_through_predict_cli(tiny_onnx: Path, tiny_checkpoint, tmp_path: Path) -> None:
-    photo = tmp_path / "in" / "photo.png"
-    photo.parent.mkdir()
-    Image.open(IDRID / "IDRiD_71.jpg").resize((512, 340)).save(photo)
-    for label, model in (("torch", tiny_checkpoint), ("onnx", tiny_onnx)):
-        code = main(
-            ["predict", str(photo), "--out", str(tmp_path / label), "--model", str(model), "--precision", "fp32"]
-            + ["--save-probabilities"]
-        )
-        assert code == 0
-    for c in CLASSES:
-        a = np.asarray(Image.open(tmp_path / "torch" / "photo" / f"prob_{c}.png")).astype(int)
-        b = np.asarray(Image.open(tmp_path / "onnx" / "photo" / f"prob_{c}.png")).astype(int)
-        assert np.abs(a - b).max() <= 7, c  # 1e-4 of 65535
-    summary = json.loads((tmp_path / "onnx" / "summary.json").read_text())
-    assert summary["model"]["runtime"] == "ONNX Runtime"
+    assert_cli_matches_torch(tiny_onnx, tiny_checkpoint, tmp_path, "ONNX Runtime")
 
 
 def test_app_runs_an_onnx_folder(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HYDRALANET_MODEL", str(tiny_onnx))
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
-    next(b for b in at.button if b.label == "Try a sample").click().run()
-    assert not at.exception
-    assert not [e.value for e in at.error]
+    at = app_on_the_sample(tiny_onnx, monkeypatch)
     assert any("with ONNX Runtime (exported to ONNX)" in m.value for m in at.caption)
-    captions = [c for image in at.image for c in image.captions]
-    assert "Lesion overlay" in captions and any(c.startswith("Original (1411 x 1411)") for c in captions)
 
 
 def test_onnx_precision_other_than_fp32_is_refused(tiny_onnx: Path, tmp_path: Path) -> None:

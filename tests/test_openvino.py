@@ -9,17 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from streamlit.testing.v1 import AppTest
 
-from hydralanet import CLASSES, load_model, predict
+from hydralanet import load_model, predict
 from hydralanet.checkpoint import CheckpointError
 from hydralanet.cli import main
 from hydralanet.io import read_image
 from hydralanet.openvino_model import OpenVinoNetwork, openvino_has_bf16
 
+from .exported import app_on_the_sample, assert_cli_matches_torch
+
 IDRID = Path(__file__).resolve().parent / "fixtures" / "idrid"
-APP = Path(__file__).resolve().parent.parent / "app.py"
 
 
 @pytest.fixture(scope="module")
@@ -76,32 +75,12 @@ def test_openvino_auto_precision_is_bf16_where_the_cpu_has_it(tiny_ir: Path) -> 
 
 
 def test_openvino_folder_runs_through_predict_cli(tiny_ir: Path, tiny_checkpoint, tmp_path: Path) -> None:
-    photo = tmp_path / "in" / "photo.png"
-    photo.parent.mkdir()
-    Image.open(IDRID / "IDRiD_71.jpg").resize((512, 340)).save(photo)
-    for label, model in (("torch", tiny_checkpoint), ("openvino", tiny_ir)):
-        code = main(
-            ["predict", str(photo), "--out", str(tmp_path / label), "--model", str(model), "--precision", "fp32"]
-            + ["--save-probabilities"]
-        )
-        assert code == 0
-    for c in CLASSES:
-        a = np.asarray(Image.open(tmp_path / "torch" / "photo" / f"prob_{c}.png")).astype(int)
-        b = np.asarray(Image.open(tmp_path / "openvino" / "photo" / f"prob_{c}.png")).astype(int)
-        assert np.abs(a - b).max() <= 7, c  # 1e-4 of 65535
-    summary = json.loads((tmp_path / "openvino" / "summary.json").read_text())
-    assert summary["model"]["runtime"] == "OpenVINO"
+    assert_cli_matches_torch(tiny_ir, tiny_checkpoint, tmp_path, "OpenVINO")
 
 
 def test_app_runs_an_openvino_folder(tiny_ir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HYDRALANET_MODEL", str(tiny_ir))
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
-    next(b for b in at.button if b.label == "Try a sample").click().run()
-    assert not at.exception
-    assert not [e.value for e in at.error]
+    at = app_on_the_sample(tiny_ir, monkeypatch)
     assert any("with OpenVINO (exported to OpenVINO IR)" in m.value for m in at.caption)
-    captions = [c for image in at.image for c in image.captions]
-    assert "Lesion overlay" in captions
 
 
 def test_bad_openvino_folders_give_one_line_errors(

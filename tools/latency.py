@@ -1,5 +1,5 @@
-"""One visitor's latency on the web page, stage by stage: the page at full resolution (as it was)
-against the page on its working grid (as it is), side by side in one process.
+"""One visitor's latency on the web page, stage by stage: the page at full resolution
+against the page on its working grid, side by side in one process.
 
 For each photo and round, both ways in turn, the computations a page run makes (no Streamlit,
 no browser: what the server's script computes between an upload and its drawing):

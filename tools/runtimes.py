@@ -41,28 +41,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hydralanet import load_model, predict, read_image, save_checkpoint  # noqa: E402
-from hydralanet.benchmark import count_gflop, interleaved_medians, matmul_peak  # noqa: E402
+from hydralanet.benchmark import build, count_gflop, interleaved_medians, matmul_peak  # noqa: E402
 from hydralanet.benchmark_report import machine_info  # noqa: E402
 from hydralanet.checkpoint_format import CONFIG_NAME, ONNX_NAME, OPENVINO_NAME  # noqa: E402
-from hydralanet.config import CLASSES, CheckpointConfig, PreprocessConfig  # noqa: E402
+from hydralanet.config import CLASSES  # noqa: E402
 from hydralanet.export import export_model  # noqa: E402
 from hydralanet.inference import prepare_photo, run_model  # noqa: E402
-from hydralanet.model import HydraLANet  # noqa: E402
+from hydralanet.io import write_atomic  # noqa: E402
 from hydralanet.onnx_model import INPUT_NAME  # noqa: E402
 
 FIXTURES = sorted((ROOT / "tests" / "fixtures" / "idrid").glob("IDRiD_*.jpg"))
 
 
 def published_checkpoint(folder: Path, size: int) -> Path:
-    torch.manual_seed(0)
-    model = HydraLANet(encoder="resnet50", decoder_channels=256).eval()
-    config = CheckpointConfig(
-        model=model.config,
-        preprocessing=PreprocessConfig(input_size=size),
-        name="published architecture",
-        provenance={"trained": False},
-    )
-    save_checkpoint(model, folder, config)
+    """The published architecture with random weights (as the benchmark builds it), saved."""
+    loaded = build({"kind": "published", "encoder": "resnet50", "decoder_channels": 256, "size": size})
+    save_checkpoint(loaded.model, folder, loaded.config)
     return folder
 
 
@@ -266,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return 0
 
 
