@@ -24,7 +24,10 @@ OUTPUT_LAYOUT = """output layout of predict (other tools rely on it):
   DIR/<stem>/record.json                   written last: the photo's rows, files, and a fingerprint
                                            of model and settings (what --resume checks)
   DIR/summary.csv                          one row per image and lesion
-  DIR/zones.csv                            one row per image, lesion and zone
+  DIR/zones.csv                            one row per image, lesion and zone, then the image's
+                                           research indicators (lesion "indicator", zone its name,
+                                           count its value: dme_risk, retinopathy_level,
+                                           lesion_burden, referable_likely, rule_421_haemorrhages)
   DIR/failures.csv                         one row per photo that failed, with the reason
   DIR/summary.json                         the same + model identity, settings, findings, failures
   DIR/.shards/rank<R>.jsonl                one line per photo as it finishes (merged into the above)

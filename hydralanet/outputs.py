@@ -35,9 +35,10 @@ from .overlay import render_overlay
 from .pdf_report import ReportPhoto, write_report
 from .reading import ZONE_COLUMNS, findings, read_photo
 from .report import SUMMARY_COLUMNS
+from .zones import indicator_rows
 
 RECORD = "record.json"
-FORMAT_VERSION = 1  # bump when a change makes old outputs stale for --resume
+FORMAT_VERSION = 2  # bump when a change makes old outputs stale for --resume
 FAILURE_COLUMNS = ["image", "error"]
 
 
@@ -122,7 +123,7 @@ def write_photo_outputs(folder: Path, result: PhotoResult, options: OutputOption
         write_atomic(folder / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
         files.append("findings.json")
         record["findings"] = found
-        record["zones"] = [{"image": result.name, **z} for z in found["zones"]]
+        record["zones"] = [{"image": result.name, **z} for z in found["zones"] + indicator_rows(found)]
     if options.report is not None:
         photo = ReportPhoto(result.name, result.image, result.masks, record["rows"], reading, found, facts)
         report = options.report

@@ -39,6 +39,17 @@ LIMITS: dict[str, tuple[str, float, float, str]] = {
     "illumination_ratio": ("min", 0.45, 0.25, "uneven illumination"),
 }
 
+# The macula against the rest of the field, when the fovea is known (``macula`` of
+# :func:`assess_quality`): set below IDRiD's training photos and above copies of them with the
+# macula blurred or shaded (python -m training.quality_check --idrid; README "Image quality").
+MACULA_LIMITS: dict[str, tuple[str, float, float, str]] = {
+    "macula_in_field": ("min", 0.90, 0.50, "the macula is partly outside the field of view"),
+    "macula_exposure": ("min", 0.65, 0.35, "the macula is in shadow"),
+    "macula_sharpness": ("min", 0.55, 0.25, "the macula is out of focus"),
+}
+MACULA_DD = 2.0  # the macula's radius for focus, in disc diameters (exposure: 1 DD)
+FOVEA_NOT_RELIABLE = "the fovea was not found reliably: the macula's focus and exposure are not checked"
+
 
 @dataclass
 class Quality:
@@ -57,16 +68,28 @@ class Quality:
         }
 
 
-def assess_quality(image: np.ndarray, fov: np.ndarray | None = None) -> Quality:
-    """Gradability of an RGB uint8 ``H x W x 3`` photo (``fov``: its FOV mask if known)."""
+def assess_quality(
+    image: np.ndarray, fov: np.ndarray | None = None, macula: tuple[float, float, float] | None | bool = False
+) -> Quality:
+    """Gradability of an RGB uint8 ``H x W x 3`` photo (``fov``: its FOV mask if known).
+    ``macula``: ``(x, y, dd)``, the fovea and the disc diameter in the photo's pixels, adds the
+    checks of :data:`MACULA_LIMITS` (is the macula inside the field, lit and in focus); None:
+    the fovea was not found reliably (said, at ``usable``); False (the default): not asked."""
     try:
         fov = fov_mask(image) if fov is None else fov
     except BlankImageError:
         return Quality("ungradable", ["no field of view (blank image)"], {"fov_fraction": 0.0})
-    measures = measure(image, fov)
+    limits = dict(LIMITS)
     verdict, reasons = 0, []
-    for name, (direction, usable, ungradable, meaning) in LIMITS.items():
-        value = measures[name]
+    if macula is None:
+        verdict, reasons = 1, [FOVEA_NOT_RELIABLE]
+    elif macula is not False:
+        limits.update(MACULA_LIMITS)
+    measures = measure(image, fov, macula or None)
+    for name, (direction, usable, ungradable, meaning) in limits.items():
+        value = measures.get(name)
+        if value is None:  # a macula measure with (almost) no macula inside the field
+            continue
         worse = (lambda v, t: v < t) if direction == "min" else (lambda v, t: v > t)
         level = 2 if worse(value, ungradable) else 1 if worse(value, usable) else 0
         if level:
@@ -76,7 +99,7 @@ def assess_quality(image: np.ndarray, fov: np.ndarray | None = None) -> Quality:
     return Quality(VERDICTS[verdict], reasons, measures)
 
 
-def measure(image: np.ndarray, fov: np.ndarray) -> dict[str, float]:
+def measure(image: np.ndarray, fov: np.ndarray, macula: tuple[float, float, float] | None = None) -> dict[str, float]:
     """The measures behind :func:`assess_quality` (see :data:`LIMITS`), inside the field of view:
 
     brightness: median green (0-255); saturated_pct / red_saturated_pct: % of pixels with green
@@ -87,6 +110,11 @@ def measure(image: np.ndarray, fov: np.ndarray) -> dict[str, float]:
     elsewhere, at the photo's own pixels (JPEG's blocks); illumination_ratio: 5th over 95th
     percentile of the brightness blurred at 8 % of the FOV; fov_fraction: FOV area / image area;
     fov_circularity: FOV area / area of its smallest enclosing circle.
+
+    With ``macula`` (``(x, y, dd)`` in the photo's pixels): macula_in_field: share of the 1 DD
+    circle about the fovea inside the field (less its rim); macula_exposure: median green within
+    1 DD over the field's; macula_sharpness: fine detail over brightness within
+    :data:`MACULA_DD` over the same for the field (so shade alone does not read as blur).
     """
     h, w = fov.shape
     geometry = fov_geometry(fov, WORK_SIDE)
@@ -105,7 +133,8 @@ def measure(image: np.ndarray, fov: np.ndarray) -> dict[str, float]:
     fine, mid = float(np.std((clean - b2)[core])), float(np.std((b2 - b8)[core]))
     median = float(np.median(raw[core]))
     light = cv2.GaussianBlur(work.max(axis=2).astype(np.float32), (0, 0), 0.08 * diameter)
-    return {
+    measures = {} if macula is None else _macula(geometry, macula, core, raw, clean - b2)
+    return measures | {
         "fov_fraction": float(fov.sum()) / float(h * w),
         "fov_circularity": float(inside.sum()) / (np.pi * radius * radius) if radius > 0 else 0.0,
         "brightness": median,
@@ -116,6 +145,25 @@ def measure(image: np.ndarray, fov: np.ndarray) -> dict[str, float]:
         "noise": 1.4826 * float(np.median(np.abs(raw - clean)[core])),
         "blockiness": _blockiness(image[..., 1], fov),
         "illumination_ratio": float(np.percentile(light[core], 5) / max(np.percentile(light[core], 95), 1.0)),
+    }
+
+
+def _macula(geometry, macula: tuple[float, float, float], core, raw, fine) -> dict[str, float]:
+    """The macula measures of :func:`measure` on the working square (see there)."""
+    scale = geometry.size / geometry.side
+    x = (macula[0] - geometry.box[2] + geometry.pad_left) * scale
+    y = (macula[1] - geometry.box[0] + geometry.pad_top) * scale
+    yy, xx = np.ogrid[: core.shape[0], : core.shape[1]]
+    r = np.hypot(xx - x, yy - y) / max(macula[2] * scale, 1e-6)
+    near, macula_core = core & (r <= 1.0), core & (r <= MACULA_DD)
+    if near.sum() < 20:
+        return {"macula_in_field": float(near.sum()) / max(float((r <= 1.0).sum()), 1.0)}
+    field_median = max(float(np.median(raw[core])), 1.0)
+    detail = float(np.std(fine[macula_core])) / max(float(np.median(raw[macula_core])), 1.0)
+    return {
+        "macula_in_field": float(near.sum()) / max(float((r <= 1.0).sum()), 1.0),
+        "macula_exposure": float(np.median(raw[near])) / field_median,
+        "macula_sharpness": detail / max(float(np.std(fine[core])) / field_median, 1e-6),
     }
 
 

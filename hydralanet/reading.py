@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .landmarks import Landmarks, find_landmarks
+from .landmarks import DEFAULT_DISC_FRACTION, Landmarks, find_landmarks
 from .preprocessing import FovGeometry
 from .quality import Quality, assess_quality
 from .zones import DD_MM, ZONE_COLUMNS, PackedZoneMaps, ZoneMaps, read_zones, zone_maps, zone_units
@@ -101,7 +101,7 @@ def read_photo(
         lesions = probabilities.max(axis=0) >= LESION_EXCLUSION_P
     landmarks = find_landmarks(image, fov, laterality=laterality, lesions=lesions)
     maps = zone_maps(image.shape[:2], fov, landmarks, mm_per_px=mm_per_px)
-    return PhotoReading(landmarks, assess_quality(image, fov), maps, mm_per_px)
+    return PhotoReading(landmarks, assess_quality(image, fov, macula_of(landmarks)), maps, mm_per_px)
 
 
 def read_working(
@@ -125,7 +125,18 @@ def read_working(
     grid_mm = mm_per_px * work.scale if mm_per_px else None
     maps = zone_maps(work.fov.shape, work.fov, on_grid, mm_per_px=grid_mm)
     maps = maps.packed() if maps is not None else None  # a third of the memory, unpacked exactly when read
-    return PhotoReading(landmarks, assess_quality(photo, photo_fov), maps, mm_per_px, work.scale)
+    quality = assess_quality(photo, photo_fov, macula_of(landmarks))
+    return PhotoReading(landmarks, quality, maps, mm_per_px, work.scale)
+
+
+def macula_of(landmarks: Landmarks) -> tuple[float, float, float] | None:
+    """The macula for :func:`~hydralanet.quality.assess_quality`: the fovea and the disc's
+    diameter (or the field's assumed fraction without a disc), None without a reliable fovea."""
+    fovea = landmarks.fovea
+    if fovea is None or not fovea.reliable:
+        return None
+    dd = landmarks.disc.diameter_px if landmarks.disc is not None else DEFAULT_DISC_FRACTION * landmarks.fov_diameter_px
+    return fovea.x, fovea.y, dd
 
 
 def moved_landmarks(landmarks: Landmarks, source: FovGeometry | None, target: FovGeometry | None) -> Landmarks:

@@ -359,6 +359,33 @@ def retinopathy_estimate(
     }
 
 
+INDICATORS = ("dme_risk", "retinopathy_level", "lesion_burden", "referable_likely", "rule_421_haemorrhages")
+
+
+def indicator_rows(found: dict[str, Any]) -> list[dict[str, Any]]:
+    """The research indicators of a ``findings.json`` as rows of ``zones.csv``: lesion
+    ``indicator``, zone the indicator's name (:data:`INDICATORS`), count its value (a grade,
+    level or burden; 1/0 for yes/no; empty when not assessed), pixels and zone_pct empty."""
+    estimate = found.get("retinopathy_estimate") or {}
+    values = {
+        "dme_risk": found.get("dme_risk"),
+        "retinopathy_level": estimate.get("level"),
+        "lesion_burden": estimate.get("lesion_burden"),
+        "referable_likely": estimate.get("referable_likely"),
+        "rule_421_haemorrhages": found.get("rule_421_haemorrhages"),
+    }
+    return [
+        {
+            "lesion": "indicator",
+            "zone": name,
+            "count": int(v) if isinstance(v, bool) else v,
+            "pixels": None,
+            "zone_pct": None,
+        }
+        for name, v in values.items()
+    ]
+
+
 _NEAR_UNIT = {
     "disc_diameter": "",
     "pixel_spacing": " (1 DD taken as 1.5 mm from the file's pixel size: the disc could not be measured)",

@@ -184,3 +184,21 @@ def test_the_shipped_config_says_where_it_came_from():
     loaded = HeadConfig.from_dict(config)
     assert asdict(loaded) == config | {"widths": loaded.widths}
     assert "IDRiD" in loaded.provenance["data"] and 0 < loaded.reliable_disc_confidence < 1
+
+
+def test_the_export_writes_its_part_of_the_model_card_once(tmp_path):
+    from training.landmark_head import CARD_HEADING, card_section, update_model_card
+
+    weights = Path(__file__).parent.parent / "weights"
+    config = HeadConfig.from_dict(json.loads((weights / "landmarks.json").read_text()))
+    (tmp_path / "README.md").write_text("# model\n\n## Use\n\ntext\n")
+    update_model_card(tmp_path, config)
+    update_model_card(tmp_path, config)  # an export into the same folder again replaces it
+    card = (tmp_path / "README.md").read_text()
+    assert card.startswith("# model\n\n## Use\n\ntext\n") and card.count(CARD_HEADING) == 1
+    assert f"disc {config.reliable_disc_confidence}, fovea {config.reliable_fovea_confidence}" in card
+    assert card.endswith(card_section(config))
+    shipped = (weights / "README.md").read_text()
+    assert card_section(config) in shipped  # the bundled card describes the bundled head
+    update_model_card(tmp_path / "none", config)  # no card there: nothing written
+    assert not (tmp_path / "none").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import cv2
@@ -181,7 +182,20 @@ def test_cli_writes_findings_and_zones(tmp_path, retina):
     assert abs(found["fovea"]["x"] - 700 * 700 / 1411) < 0.5 * 140 * 700 / 1411
     assert found["dme_risk"] in (0, 1, 2) and found["indicators_note"].startswith("research indicators")
     lines = (out / "zones.csv").read_text().splitlines()
-    assert lines[0] == "image,lesion,zone,count,pixels,zone_pct" and len(lines) == 1 + 4 * (len(ETDRS_ZONES) + 4 + 1)
+    assert (
+        lines[0] == "image,lesion,zone,count,pixels,zone_pct" and len(lines) == 1 + 4 * (len(ETDRS_ZONES) + 4 + 1) + 5
+    )
+    rows = list(csv.DictReader(lines))
+    indicators = {r["zone"]: r["count"] for r in rows if r["lesion"] == "indicator"}
+    estimate = found["retinopathy_estimate"]
+    assert indicators == {
+        "dme_risk": str(found["dme_risk"]),
+        "retinopathy_level": str(estimate["level"]),
+        "lesion_burden": str(estimate["lesion_burden"]),
+        "referable_likely": str(int(estimate["referable_likely"])),
+        "rule_421_haemorrhages": str(int(found["rule_421_haemorrhages"])),
+    }
+    assert all(r["pixels"] == "" for r in rows if r["lesion"] == "indicator")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["findings"]["eye"]["dme_risk"] == found["dme_risk"]
     assert main(["predict", str(photo), "--out", str(tmp_path / "plain"), "--device", "cpu", "--no-reading"]) == 0
@@ -223,3 +237,16 @@ def test_dme_check_names_where_false_exudates_lie():
     ex[150:152, 80:82] = True  # none of these
     assert sorted(false_exudates(ex, real, soft, fov, fovea, dd)) == sorted(CAUSES)
     assert false_exudates(np.zeros_like(fov), real, soft, fov, fovea, dd) == []
+
+
+def test_indicator_rows_say_not_assessed_as_empty():
+    from hydralanet.zones import INDICATORS, indicator_rows
+
+    found = {
+        "dme_risk": None,
+        "rule_421_haemorrhages": None,
+        "retinopathy_estimate": {"level": 2, "lesion_burden": 7.5, "referable_likely": False},
+    }
+    rows = indicator_rows(found)
+    assert [r["zone"] for r in rows] == list(INDICATORS) and {r["lesion"] for r in rows} == {"indicator"}
+    assert [r["count"] for r in rows] == [None, 2, 7.5, 0, None]

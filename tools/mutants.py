@@ -212,6 +212,23 @@ MUTATIONS = [
       "disc, fovea = best[1][:5], best[2]",
       "disc, fovea = best[1][:5], (None if best[2] is None else (core.shape[1] / 2, core.shape[0] / 2, best[2][2]))",
       READING_TESTS, "the fovea put at the centre of the field"),
+    # ---- the learned landmark head and the macula's quality
+    M("head-mirror-not-undone", "hydralanet/landmark_head.py",
+      "mirrored[:, 0] = square.shape[1] - 1 - mirrored[:, 0]",
+      "mirrored[:, 0] = mirrored[:, 0]",
+      ["tests/test_landmark_head.py"], "the head's mirrored pass averaged without mirroring it back"),
+    M("head-disc-fovea-swapped", "hydralanet/landmark_head.py",
+      "disc, fovea = square_to_photo(geometry, *found[0, :2]), square_to_photo(geometry, *found[1, :2])",
+      "fovea, disc = square_to_photo(geometry, *found[0, :2]), square_to_photo(geometry, *found[1, :2])",
+      ["tests/test_landmark_head.py"], "the head's disc and fovea outputs swapped"),
+    M("macula-at-square-centre", "hydralanet/quality.py",
+      "r = np.hypot(xx - x, yy - y) / max(macula[2] * scale, 1e-6)",
+      "r = np.hypot(xx - core.shape[1] / 2, yy - core.shape[0] / 2) / max(macula[2] * scale, 1e-6)",
+      ["tests/test_macula_quality.py"], "the macula checks look at the field's centre, not the fovea"),
+    M("macula-focus-blind", "hydralanet/quality.py",
+      '"macula_sharpness": detail / max(float(np.std(fine[core])) / field_median, 1e-6),',
+      '"macula_sharpness": 1.0,',
+      ["tests/test_macula_quality.py"], "the macula's focus never measured"),
 ]  # fmt: skip
 
 

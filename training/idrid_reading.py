@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     gr.add_argument("--train-photos", type=int, default=103, help="training photos to choose the cut-off on")
     gr.add_argument("--device", default="auto")
     gr.add_argument("--limit", type=int, default=0, help="only the first N photos of each split (a quick look)")
+    gr.add_argument("--resume", action="store_true", help="keep the photos DIR/grading.csv already has")
     args = parser.parse_args(argv)
     if args.command == "landmarks":
         return run_landmarks(args)
@@ -301,11 +302,14 @@ def read_graded(loaded, records: list[dict[str, Any]], rows: list[dict[str, Any]
     from hydralanet import predict
     from hydralanet.reading import findings, read_photo
 
+    done = {r["image"] for r in rows}
+    todo = [r for r in records if r["image"].stem not in done]
     start = time.perf_counter()
-    for i, record in enumerate(records):
+    for i, record in enumerate(todo):
         prediction = predict(loaded, read_image(record["image"]))
         photo = read_photo(prediction.image, prediction.fov, probabilities=prediction.probabilities)
-        found = findings(photo, prediction.masks())
+        masks = prediction.masks()
+        found = findings(photo, masks)
         estimate = found["retinopathy_estimate"]
         rows.append(
             {
@@ -318,13 +322,59 @@ def read_graded(loaded, records: list[dict[str, Any]], rows: list[dict[str, Any]
                 "lesion_burden": estimate["lesion_burden"],
                 "quality": found["quality"]["verdict"],
                 "landmarks_reliable": photo.landmarks.reliable,
+                "ex_components": json.dumps(exudate_components(masks[0], prediction.probabilities[0], photo)),
             }
         )
         write_csv(path, rows)
         if (i + 1) % 10 == 0:
             rate = (time.perf_counter() - start) / (i + 1)
-            print(f"{i + 1}/{len(records)} photos, {rate:.1f} s each", file=sys.stderr, flush=True)
+            print(f"{i + 1}/{len(todo)} photos, {rate:.1f} s each", file=sys.stderr, flush=True)
     return rows
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows a run of :func:`read_graded` wrote to ``path`` (none when it is missing), typed
+    as written, so that ``--resume`` reads only the photos still missing."""
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            rows.append(
+                {
+                    **row,
+                    "dr_true": int(row["dr_true"]),
+                    "dme_true": int(row["dme_true"]),
+                    "dme_read": int(row["dme_read"]) if row["dme_read"] else None,
+                    "retinopathy_level": int(row["retinopathy_level"]),
+                    "lesion_burden": float(row["lesion_burden"]),
+                    "landmarks_reliable": row["landmarks_reliable"] == "True",
+                }
+            )
+    return rows
+
+
+def exudate_components(mask: np.ndarray, probability: np.ndarray, photo) -> list[list[float]]:
+    """Each hard exudate (8-connected component of ``mask``) as ``[area, distance, peak]``: its
+    area as a fraction of the disc's (1 DD circle), its nearest pixel's distance from the fovea
+    in DD and its highest probability; empty without zone maps (no reliable disc or fovea)."""
+    if photo.maps is None:
+        return []
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    dd = photo.maps.near_dd
+    fovea = photo.landmarks.fovea
+    ys, xs = np.nonzero(labels)
+    lab = labels[ys, xs]
+    distance = np.hypot(xs - fovea.x, ys - fovea.y) / dd
+    nearest = np.full(n, np.inf)
+    np.minimum.at(nearest, lab, distance)
+    peak = np.zeros(n)
+    np.maximum.at(peak, lab, probability[ys, xs])
+    disc_area = np.pi / 4 * dd**2
+    return [
+        [round(float(stats[k, cv2.CC_STAT_AREA] / disc_area), 6), round(float(nearest[k]), 4), round(float(peak[k]), 4)]
+        for k in range(1, n)
+    ]
 
 
 def choose_cutoff(rows: list[dict[str, Any]]) -> float:
@@ -421,7 +471,7 @@ def run_grading(args: argparse.Namespace) -> int:
     test = grading_records(root, "test")
     if args.limit:
         train, test = train[: args.limit], test[: args.limit]
-    rows: list[dict[str, Any]] = []
+    rows = read_rows(out / "grading.csv") if args.resume else []
     read_graded(loaded, test, rows, out / "grading.csv")  # the test photos first: the scores need only them
     read_graded(loaded, train, rows, out / "grading.csv")
     train_rows = [r for r in rows if r["split"] == "train"]

@@ -270,7 +270,54 @@ def finish(net, state, data, held_index, config: HeadConfig, dd_px: float, args)
     print(json.dumps(config.provenance, indent=2))
     if args.export:
         save_landmark_head(net, config, args.export)
+        update_model_card(Path(args.export), config)
     return 0
+
+
+CARD_HEADING = "## Optic disc and fovea head"
+
+
+def card_section(config: HeadConfig) -> str:
+    """The model card's part on the landmark head (``landmarks.safetensors`` + ``.json``)."""
+    prov = config.provenance
+    held = prov.get("held_out", {})
+    lines = [
+        CARD_HEADING,
+        "",
+        "`landmarks.safetensors` and `landmarks.json` beside the lesion model are a small network "
+        f"(input {config.input_size} x {config.input_size} px, tensors only) that places the optic disc and the fovea "
+        "for the reading (ETDRS grid, DME risk). Without these two files the reading falls back on image analysis.",
+        "",
+        f"- trained on: {prov.get('data', 'unknown')}; {prov.get('epochs', '?')} epochs, "
+        f"kept epoch {prov.get('best_epoch', '?')}",
+    ]
+    for key, name in (("disc", "optic disc"), ("fovea", "fovea")):
+        h = held.get(key)
+        if h:
+            lines.append(
+                f"- {name} on the held-out photos: mean distance {h['mean_px']} px, median {h['median_px']} px, "
+                f"{100 * h[f'within_{TOLERANCE_DD}_dd']:.1f} % within {TOLERANCE_DD} DD (4288 x 2848 px)"
+            )
+    lines += [
+        f'- confidence floors (below them a landmark is "not found reliably": no grade, no grid): disc '
+        f"{config.reliable_disc_confidence}, fovea {config.reliable_fovea_confidence}, chosen on the held-out photos",
+        f"- reproduce: `{prov.get('command', 'python -m training.landmark_head')}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def update_model_card(folder: Path, config: HeadConfig) -> None:
+    """Put :func:`card_section` into ``folder/README.md`` (replacing an older one), if there is one."""
+    card = folder / "README.md"
+    if not card.exists():
+        return
+    text = card.read_text()
+    start = text.find(CARD_HEADING)
+    if start >= 0:
+        end = text.find("\n## ", start + len(CARD_HEADING))
+        text = text[:start] + text[end + 1 if end >= 0 else len(text) :]
+    write_atomic(card, (text.rstrip("\n") + "\n\n" + card_section(config)).encode())
 
 
 if __name__ == "__main__":

@@ -5,15 +5,23 @@
 ``skimage.data.retina()`` and copies of it blurred, darkened, over-exposed, with noise, heavy
 JPEG compression, a flat low-contrast wash, uneven light and crops; each with the verdict it
 is expected to get. The limits in ``hydralanet/quality.py`` were set between these values.
+
+    python -m training.quality_check --idrid IDRIDROOT [--every N]
+
+The macula checks (focus, exposure, inside the field, about the graders' fovea) on IDRiD part
+C's training photos, and on copies with the macula blurred or shaded: the limits of
+``MACULA_LIMITS`` sit below the photos and above most of the copies.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 
 def _gamma(image: np.ndarray, gamma: float, gain: float = 1.0) -> np.ndarray:
@@ -68,10 +76,65 @@ def degraded(image: np.ndarray) -> Iterator[tuple[str, np.ndarray, str]]:
     yield "field of view a small part of the frame", tiny, "ungradable"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="python -m training.quality_check", description=__doc__.split("\n")[0]).parse_args(
-        argv
+def macula_variants(image: np.ndarray, x: float, y: float, dd: float) -> Iterator[tuple[str, np.ndarray, bool]]:
+    """``(name, image, the macula checks should flag it)``: the photo, its macula (2.2 DD about
+    the fovea ``x, y``) blurred lightly and strongly, and shaded 70 % darker at the fovea."""
+    yy, xx = np.ogrid[: image.shape[0], : image.shape[1]]
+    r = (np.hypot(xx - x, yy - y) / dd).astype(np.float32)
+    yield "clean", image, False
+    inside = (r <= 2.2)[..., None]
+    for name, sigma in (("macula blurred (sigma 0.015 DD)", 0.015), ("macula blurred (sigma 0.04 DD)", 0.04)):
+        yield name, np.where(inside, cv2.GaussianBlur(image, (0, 0), sigma * dd), image), True
+    shade = 1 - 0.7 * np.sqrt(np.clip(1 - r / 2.5, 0, 1))
+    yield "macula shaded (70 % darker at the fovea)", (image * shade[..., None]).astype(np.uint8), True
+
+
+def macula_table(root: str, every: int) -> int:
+    """The macula measures on IDRiD C's training photos (the graders' fovea) and their degraded
+    copies: per variant, each measure's spread and the share the macula checks flag."""
+    from hydralanet.io import read_image
+    from hydralanet.preprocessing import fov_mask
+    from hydralanet.quality import MACULA_LIMITS, assess_quality
+
+    from .datasets.idrid import parse_idrid_reading
+    from .idrid_reading import idrid_disc_diameter
+
+    dd = idrid_disc_diameter(Path(root))
+    records = [r for r in parse_idrid_reading(root) if r.official_split == "train"][::every]
+    values: dict[str, dict[str, list[float]]] = {}
+    flagged: dict[str, list[bool]] = {}
+    for record in tqdm(records, desc="IDRiD photos", unit="photo"):
+        photo = read_image(record.image)
+        small = cv2.resize(photo, None, fx=1 / 3, fy=1 / 3, interpolation=cv2.INTER_AREA)  # the checks work at 1024 px
+        x, y = record.labels["fovea_x"] / 3, record.labels["fovea_y"] / 3
+        for name, picture, _ in macula_variants(small, x, y, dd / 3):
+            q = assess_quality(picture, fov_mask(picture), (x, y, dd / 3))
+            for key in MACULA_LIMITS:
+                values.setdefault(name, {}).setdefault(key, []).append(q.measures.get(key, float("nan")))
+            flagged.setdefault(name, []).append(any(r.startswith("the macula") for r in q.reasons))
+    print(f"{len(records)} IDRiD training photos (every {every}th), 1 DD = {dd:.0f} px")
+    print(
+        "| photo | flagged by the macula checks | "
+        + " | ".join(f"{k} (min / median / max)" for k in MACULA_LIMITS)
+        + " |"
     )
+    print("|---|---:|" + "---|" * len(MACULA_LIMITS))
+    for name, by_key in values.items():
+        cells = " | ".join(
+            f"{np.nanmin(v):.2f} / {np.nanmedian(v):.2f} / {np.nanmax(v):.2f}" for v in map(np.array, by_key.values())
+        )
+        print(f"| {name} | {100 * np.mean(flagged[name]):.1f} % | {cells} |")
+    print("limits (usable / ungradable): " + ", ".join(f"{n} {u:g}/{g:g}" for n, (_, u, g, _) in MACULA_LIMITS.items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.quality_check", description=__doc__.split("\n")[0])
+    parser.add_argument("--idrid", help="the IDRiD release's folder: the macula checks on its training photos instead")
+    parser.add_argument("--every", type=int, default=1, help="with --idrid: every Nth training photo (default all)")
+    args = parser.parse_args(argv)
+    if args.idrid:
+        return macula_table(args.idrid, args.every)
     from skimage import data
 
     from hydralanet.quality import LIMITS, assess_quality
