@@ -222,6 +222,7 @@ def compute_reading(prediction: SquarePrediction, facts=None) -> PhotoReading:
         prediction.image,
         prediction.fov,
         lesions=lesions,
+        cores=prediction.exudate_cores(),
         laterality=facts.laterality if facts else None,  # a DICOM header's eye and pixel size
         mm_per_px=facts.mm_per_px if facts else None,
     )

@@ -17,6 +17,7 @@ from .fast import PRECISIONS, InferenceModel, cpu_has_native_bf16, resolve_preci
 from .forward import module_device, run_model  # noqa: F401  (public here too)
 from .preprocessing import FovGeometry, Preprocessed, preprocess
 from .tiling import ALIGN, native_input_size, run_tiled
+from .zones import DME_EXUDATE_PEAK
 
 
 @dataclass
@@ -93,6 +94,13 @@ class SquarePrediction:
         float map of one class inside the crop box is all that is held at full resolution."""
         return square_masks(self.square, self.geometry, self.fov, thresholds)
 
+    def exudate_cores(self) -> np.ndarray:
+        """Flat indices of the photo's pixels where the hard-exudate probability reaches
+        :data:`~hydralanet.zones.DME_EXUDATE_PEAK`: :func:`~hydralanet.zones.exudate_cores` of
+        the full map, one class at full resolution (the reading's ``cores``)."""
+        ex = CLASSES.index("EX")
+        return np.flatnonzero(square_mask(self.square[ex], self.geometry, self.fov, DME_EXUDATE_PEAK))
+
     def masks_in(self, thresholds: dict[str, float] | None, top: int, bottom: int, left: int, right: int) -> np.ndarray:
         """``masks(thresholds)[:, top:bottom, left:right]`` (``4 x h x w`` bool) without the rest of
         the photo: what a zoomed view draws. Probabilities agree with :meth:`masks`'s to ~1e-6
@@ -111,13 +119,23 @@ def square_masks(
     (``4 x S x S``), equal to ``Prediction.masks``: one class at a time, so the float map of one
     class inside the crop box is all that is held at full resolution."""
     thresholds = validate_thresholds(thresholds)
-    y0, y1, x0, x1 = geometry.box
     out = np.empty((len(CLASSES),) + fov.shape, dtype=bool)
     for i, c in enumerate(CLASSES):
-        cut = np.float32(thresholds[c])
-        out[i] = np.float32(0) >= cut  # outside the crop box the probability is 0
-        np.greater_equal(geometry.in_box(square[i]), cut, out=out[i, y0:y1, x0:x1])
-        out[i] &= fov
+        square_mask(square[i], geometry, fov, thresholds[c], out=out[i])
+    return out
+
+
+def square_mask(
+    square: np.ndarray, geometry: FovGeometry, fov: np.ndarray, cut: float, out: np.ndarray | None = None
+) -> np.ndarray:
+    """One class of :func:`square_masks`: bool ``H x W``, the class's square probabilities
+    ``square`` (``S x S``) at or above ``cut`` at the photo's pixels, inside ``fov``."""
+    y0, y1, x0, x1 = geometry.box
+    cut = np.float32(cut)
+    out = np.empty(fov.shape, dtype=bool) if out is None else out
+    out[...] = np.float32(0) >= cut  # outside the crop box the probability is 0
+    np.greater_equal(geometry.in_box(square), cut, out=out[y0:y1, x0:x1])
+    out &= fov
     return out
 
 

@@ -47,7 +47,9 @@ class PhotoResult:
     """One photo after the model, at its original resolution: ``image`` RGB uint8 ``H x W x 3``,
     ``fov`` bool ``H x W``, ``masks`` bool ``4 x H x W``; ``lesions`` bool ``H x W`` (a class
     reaches :data:`hydralanet.reading.LESION_EXCLUSION_P`; for the reading, None without it);
-    ``prob16`` uint16 ``4 x H x W`` (p x 65535) when probability maps are asked for."""
+    ``prob16`` uint16 ``4 x H x W`` (p x 65535) when probability maps are asked for;
+    ``cores``: for the reading, where the hard-exudate probability reaches
+    :data:`hydralanet.zones.DME_EXUDATE_PEAK` (flat indices)."""
 
     index: int
     name: str
@@ -57,6 +59,7 @@ class PhotoResult:
     masks: np.ndarray
     lesions: np.ndarray | None = None
     prob16: np.ndarray | None = None
+    cores: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ def write_photo_outputs(folder: Path, result: PhotoResult, options: OutputOption
             result.image,
             result.fov,
             lesions=result.lesions,
+            cores=result.cores,
             laterality=facts.laterality if facts else None,
             mm_per_px=facts.mm_per_px if facts else None,
         )

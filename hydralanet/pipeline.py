@@ -38,6 +38,7 @@ from .outputs import OutputOptions, PhotoResult, ShardWriter, complete_record, w
 from .preprocessing import BlankImageError, Preprocessed
 from .reading import LESION_EXCLUSION_P
 from .system import usable_cores
+from .zones import DME_EXUDATE_PEAK
 
 
 def one_line_reason(exc: BaseException) -> str:
@@ -207,15 +208,17 @@ class ModelOutput:
         image, fov = np.asarray(self.image), np.asarray(self.fov)
         square = np.asarray(self.square)
         masks = inference.square_masks(square, self.geometry, fov, options.thresholds)
-        lesions = prob16 = None
+        lesions = prob16 = cores = None
         if options.reading:  # max over the classes >= p  <=>  some class >= p
             cuts = dict.fromkeys(CLASSES, LESION_EXCLUSION_P)
             lesions = inference.square_masks(square, self.geometry, fov, cuts).any(axis=0)
+            ex = CLASSES.index("EX")
+            cores = np.flatnonzero(inference.square_mask(square[ex], self.geometry, fov, DME_EXUDATE_PEAK))
         if options.save_probabilities:
             full = self.geometry.to_original(square)
             full *= fov[None]
             prob16 = np.round(full * 65535.0).astype(np.uint16)
-        return PhotoResult(self.index, self.name, self.source, image, fov, masks, lesions, prob16)
+        return PhotoResult(self.index, self.name, self.source, image, fov, masks, lesions, prob16, cores)
 
     def for_queue(self) -> ModelOutput:
         """Arrays as tensors, to travel through shared memory (the square is copied there once)."""

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .config import CLASSES
 from .landmarks import DEFAULT_DISC_FRACTION, Landmarks, find_landmarks
 from .preprocessing import FovGeometry
 from .quality import Quality, assess_quality
-from .zones import DD_MM, ZONE_COLUMNS, PackedZoneMaps, ZoneMaps, read_zones, zone_maps, zone_units
+from .zones import DD_MM, ZONE_COLUMNS, PackedZoneMaps, ZoneMaps, exudate_cores, read_zones, zone_maps, zone_units
 
 if TYPE_CHECKING:
     from .working import WorkingPhoto
@@ -44,6 +45,7 @@ class PhotoReading:
     maps: ZoneMaps | PackedZoneMaps | None
     mm_per_px: float | None = None  # the file's pixel size, when it gave one
     map_scale: float = 1.0
+    cores: np.ndarray | None = None  # :func:`hydralanet.zones.exudate_cores` on the maps' grid
 
     @property
     def grid_unit_px(self) -> float | None:
@@ -89,6 +91,7 @@ def read_photo(
     probabilities: np.ndarray | None = None,
     lesions: np.ndarray | None = None,
     mm_per_px: float | None = None,
+    cores: np.ndarray | None = None,
 ) -> PhotoReading:
     """Landmarks, quality and zone maps of an RGB uint8 photo with its FOV mask (e.g. a
     :class:`hydralanet.Prediction`'s ``image`` and ``fov``). ``laterality``: the eye when the
@@ -96,12 +99,17 @@ def read_photo(
     lesion reaches :data:`LESION_EXCLUSION_P` in are painted over before the landmark search
     (a haemorrhage is darker than the fovea); or give that mask as ``lesions`` (``H x W`` bool).
     ``mm_per_px``: the pixel size when the file says (a DICOM header's PixelSpacing): zones are
-    then measured in mm, not in disc diameters."""
+    then measured in mm, not in disc diameters. ``cores``: where the hard-exudate probability
+    reaches :data:`~hydralanet.zones.DME_EXUDATE_PEAK` (flat indices,
+    :func:`~hydralanet.zones.exudate_cores`), what the DME grade counts exudates by; made here
+    from ``probabilities`` when given. Without either, every hard exudate counts."""
     if probabilities is not None:
         lesions = probabilities.max(axis=0) >= LESION_EXCLUSION_P
+        cores = exudate_cores(probabilities[CLASSES.index("EX")])
     landmarks = find_landmarks(image, fov, laterality=laterality, lesions=lesions)
     maps = zone_maps(image.shape[:2], fov, landmarks, mm_per_px=mm_per_px)
-    return PhotoReading(landmarks, assess_quality(image, fov, macula_of(landmarks)), maps, mm_per_px)
+    quality = assess_quality(image, fov, macula_of(landmarks))
+    return PhotoReading(landmarks, quality, maps, mm_per_px, cores=cores)
 
 
 def read_working(
@@ -112,6 +120,7 @@ def read_working(
     lesions: np.ndarray | None = None,
     laterality: str | None = None,
     mm_per_px: float | None = None,
+    cores: np.ndarray | None = None,
 ) -> PhotoReading:
     """:func:`read_photo` for the web app's working grid (:class:`hydralanet.working.WorkingPhoto`):
     the same landmarks and quality (found on the photo, ``photo`` with ``photo_fov``, at their own
@@ -119,14 +128,17 @@ def read_working(
     the zone maps on the working grid instead of the photo's (read them with ``work.masks``).
     ``lesions``: ``H x W`` bool, what :func:`read_photo` paints over before the landmark search
     (pixels a lesion reaches :data:`LESION_EXCLUSION_P` in). ``mm_per_px``: the photo's pixel
-    size, when the file says."""
+    size, when the file says. ``cores``: as :func:`read_photo`'s, on the working grid (made from
+    ``work.probabilities`` when not given)."""
+    if cores is None:
+        cores = exudate_cores(work.probabilities[CLASSES.index("EX")])
     landmarks = find_landmarks(photo, photo_fov, laterality=laterality, lesions=lesions)
     on_grid = moved_landmarks(landmarks, None, work.geometry)
     grid_mm = mm_per_px * work.scale if mm_per_px else None
     maps = zone_maps(work.fov.shape, work.fov, on_grid, mm_per_px=grid_mm)
     maps = maps.packed() if maps is not None else None  # a third of the memory, unpacked exactly when read
     quality = assess_quality(photo, photo_fov, macula_of(landmarks))
-    return PhotoReading(landmarks, quality, maps, mm_per_px, work.scale)
+    return PhotoReading(landmarks, quality, maps, mm_per_px, work.scale, cores)
 
 
 def macula_of(landmarks: Landmarks) -> tuple[float, float, float] | None:
@@ -179,7 +191,7 @@ def findings(photo: PhotoReading, masks: np.ndarray, labelled: list[tuple] | Non
     criterion, zone rows and quadrant counts. Coordinates in pixels of the photo as read (EXIF
     applied); zone pixels in the photo's pixels (scaled from a working grid's, rounded).
     ``labelled``: the masks' lesions (:func:`hydralanet.inference.label_lesions`), when made."""
-    reading = read_zones(masks, photo.maps, labelled)
+    reading = read_zones(masks, photo.maps, labelled, photo.cores)
     if photo.map_scale != 1.0:
         area = photo.map_scale**2
         reading.zones = [{**row, "pixels": round(row["pixels"] * area)} for row in reading.zones]

@@ -239,12 +239,20 @@ class Reading:
 
 
 def read_zones(
-    masks: np.ndarray, maps: ZoneMaps | PackedZoneMaps | None, labelled: list[tuple] | None = None
+    masks: np.ndarray,
+    maps: ZoneMaps | PackedZoneMaps | None,
+    labelled: list[tuple] | None = None,
+    cores: np.ndarray | None = None,
 ) -> Reading:
     """Zone rows (lesion, zone, count, pixels, zone_pct) for ``masks`` (bool ``4 x H x W``, EX,
     HE, MA, SE), quadrant counts, the DME risk grade and the 4-2-1 haemorrhage criterion.
     ``labelled``: each class's 8-connected lesions as ``(count + 1, labels, ...)``
-    (:func:`hydralanet.inference.label_lesions`), when already made."""
+    (:func:`hydralanet.inference.label_lesions`), when already made. ``cores``: the flat
+    indices of the pixels where the hard-exudate probability reaches :data:`DME_EXUDATE_PEAK`
+    (:func:`exudate_cores`); with them the DME grade counts only the hard exudates that hold
+    one, and none at all while those are fewer than :data:`DME_EXUDATE_MIN_COUNT` and cover
+    less than :data:`DME_EXUDATE_MIN_AREA` of the disc's area. Without them every hard exudate
+    of the mask counts."""
     if maps is None:
         why = "no grade: the optic disc or the fovea was not found"
         reading = Reading(dme_reason=why, rule_421_reason=why.replace("no grade", "not assessed"))
@@ -264,6 +272,8 @@ def read_zones(
         where = np.flatnonzero(mask)
         lab = labels.reshape(-1)[where]
         lesions[c] = (n, lab)
+        if c == "EX":
+            ex_labels = labels.reshape(-1)
         for names, index, area in ((ETDRS_ZONES, etdrs, etdrs_area), (QUADRANTS, quadrant, quadrant_area)):
             zone = index.reshape(-1)[where]
             valid = zone >= 0
@@ -275,25 +285,18 @@ def read_zones(
                 reading.quadrant_counts[c] = {name: int(counts[k]) for k, name in enumerate(names)}
         near = lab[near_map.reshape(-1)[where]]
         near_lesions[c] = int(np.unique(near).size)
+        if c == "EX":
+            ex_near = np.unique(near)
         reading.zones.append(_row(c, "within_1dd", near_lesions[c], int(near.size), near_area))
     reading.quadrant_counts["HE+MA"] = {
         q: reading.quadrant_counts["HE"][q] + reading.quadrant_counts["MA"][q] for q in QUADRANTS
     }
     ex_total = sum(r["count"] for r in reading.zones if r["lesion"] == "EX" and r["zone"] in ETDRS_ZONES)
-    unit = _NEAR_UNIT.get(maps.near_scale, "")
-    if ex_total == 0:
-        reading.dme_risk, reading.dme_reason = 0, "no hard exudates"
-    elif near_lesions["EX"] == 0:
-        reading.dme_risk = 1
-        reading.dme_reason = f"{_n(ex_total, 'hard exudate')}, none within 1 DD of the fovea{unit}"
-    else:
-        reading.dme_risk, reading.dme_reason = (
-            2,
-            f"{_n(near_lesions['EX'], 'hard exudate')} within 1 DD of the fovea{unit}",
-        )
+    disc_area = np.pi / 4 * maps.near_dd**2
+    reading.dme_risk, reading.dme_reason = _dme(lesions["EX"], ex_labels, ex_near, ex_total, cores, disc_area)
+    reading.dme_reason += _NEAR_UNIT.get(maps.near_scale, "") if reading.dme_risk else ""
     he = reading.quadrant_counts["HE"]
     reading.rule_421_haemorrhages = all(he[q] > RULE_421_HAEMORRHAGES for q in QUADRANTS)
-    disc_area = np.pi / 4 * maps.near_dd**2
     sizes = np.bincount(lesions["HE"][1], minlength=lesions["HE"][0])
     reading.rule_421_large_haemorrhages = int((sizes[1:] > MERGED_HE_DISC_AREA * disc_area).sum())
     reading.rule_421_reason = (
@@ -314,6 +317,50 @@ def read_zones(
     counts = {c: n - 1 for c, (n, _) in lesions.items()}
     reading.retinopathy = retinopathy_estimate(masks, reading.rule_421_haemorrhages, counts)
     return reading
+
+
+# The DME grade's evidence: a hard exudate counts when its most confident pixel reaches
+# DME_EXUDATE_PEAK, and the photo has exudates when at least DME_EXUDATE_MIN_COUNT of those show,
+# or when they cover at least DME_EXUDATE_MIN_AREA of the disc's area (the 1 DD circle). Chosen
+# together on IDRiD's grading training photos only, for the best DME accuracy
+# (python -m training.idrid_reading grading; README, "Reading the photo").
+DME_EXUDATE_PEAK = 0.95
+DME_EXUDATE_MIN_COUNT = 6
+DME_EXUDATE_MIN_AREA = 0.2
+
+
+def exudate_cores(probability: np.ndarray) -> np.ndarray:
+    """The ``cores`` of :func:`read_zones`: flat indices where the hard-exudate probability
+    (``H x W``, on the grid of the masks) reaches :data:`DME_EXUDATE_PEAK`."""
+    return np.flatnonzero(probability >= np.float32(DME_EXUDATE_PEAK))
+
+
+def _dme(
+    ex: tuple[int, np.ndarray], labels: np.ndarray, near: np.ndarray, total: int, cores, disc_area: float
+) -> tuple[int, str]:
+    """The DME risk grade and its reason (see :func:`read_zones`): ``ex`` the hard exudates'
+    (count + 1, each exudate pixel's label), ``labels`` the label image (flat), ``near`` the
+    labels reaching within 1 DD of the fovea, ``total`` the exudates in the field."""
+    if total == 0:
+        return 0, "no hard exudates"
+    n, lab = ex
+    counted = np.zeros(n, dtype=bool)
+    if cores is None:
+        counted[1:] = True
+    else:
+        counted[np.unique(labels[cores])] = True
+        counted[0] = False
+        area, sure = int(np.bincount(lab, minlength=n)[counted].sum()), int(counted.sum())
+        if sure < DME_EXUDATE_MIN_COUNT and area < DME_EXUDATE_MIN_AREA * disc_area:
+            return 0, (
+                f"no hard exudates counted: {_n(total, 'hard exudate')} in the mask, {sure} of them with "
+                f"p >= {DME_EXUDATE_PEAK:g} (fewer than {DME_EXUDATE_MIN_COUNT}), covering "
+                f"{100 * area / disc_area:.1f} % of the disc's area (under {100 * DME_EXUDATE_MIN_AREA:g} %)"
+            )
+    near_counted = int(counted[near].sum())
+    if near_counted == 0:
+        return 1, f"{_n(int(counted.sum()), 'hard exudate')}, none within 1 DD of the fovea"
+    return 2, f"{_n(near_counted, 'hard exudate')} within 1 DD of the fovea"
 
 
 RETINOPATHY_LEVELS = (

@@ -106,7 +106,8 @@ MUTATIONS = [
       "    if fov is not None:\n        masks &= fov[None]\n", "",
       ["tests/test_inference.py"], "masks are not limited to the field of view"),
     M("square-mask-class-order", "hydralanet/inference.py",
-      "cut = np.float32(thresholds[c])", "cut = np.float32(thresholds[CLASSES[(i + 1) % len(CLASSES)]])",
+      "square_mask(square[i], geometry, fov, thresholds[c], out=out[i])",
+      "square_mask(square[i], geometry, fov, thresholds[CLASSES[(i + 1) % len(CLASSES)]], out=out[i])",
       ["tests/test_inference.py", "tests/test_app.py::test_each_slider_sets_its_own_class_threshold_one_stop_either_side"],
       "full-resolution masks use the next class's threshold"),
     M("threshold-range-open", "hydralanet/config.py",
@@ -229,6 +230,23 @@ MUTATIONS = [
       '"macula_sharpness": detail / max(float(np.std(fine[core])) / field_median, 1e-6),',
       '"macula_sharpness": 1.0,',
       ["tests/test_macula_quality.py"], "the macula's focus never measured"),
+    # ---- the DME grade's evidence rule
+    M("dme-cores-ignored", "hydralanet/zones.py",
+      "counted[np.unique(labels[cores])] = True",
+      "counted[1:] = True",
+      ["tests/test_dme_evidence.py"], "every hard exudate counts, sure or not"),
+    M("dme-area-floor-off", "hydralanet/zones.py",
+      "if sure < DME_EXUDATE_MIN_COUNT and area < DME_EXUDATE_MIN_AREA * disc_area:",
+      "if sure < DME_EXUDATE_MIN_COUNT and area < 0:",
+      ["tests/test_dme_evidence.py"], "no minimum area of sure exudates: the count alone decides"),
+    M("dme-count-floor-off", "hydralanet/zones.py",
+      "if sure < DME_EXUDATE_MIN_COUNT and area < DME_EXUDATE_MIN_AREA * disc_area:",
+      "if sure < 1 and area < DME_EXUDATE_MIN_AREA * disc_area:",
+      ["tests/test_dme_evidence.py"], "one sure exudate enough, however small"),
+    M("pipeline-no-cores", "hydralanet/pipeline.py",
+      "cores = np.flatnonzero(inference.square_mask(square[ex], self.geometry, fov, DME_EXUDATE_PEAK))",
+      "cores = None",
+      ["tests/test_dme_evidence.py"], "the batch pipeline hands the reading no exudate cores"),
 ]  # fmt: skip
 
 
