@@ -324,9 +324,9 @@ def read_zones(
 # or when they cover at least DME_EXUDATE_MIN_AREA of the disc's area (the 1 DD circle). Chosen
 # together on IDRiD's grading training photos only, for the best DME accuracy
 # (python -m training.idrid_reading grading; README, "Reading the photo").
-DME_EXUDATE_PEAK = 0.95
-DME_EXUDATE_MIN_COUNT = 6
-DME_EXUDATE_MIN_AREA = 0.2
+DME_EXUDATE_PEAK = 0.9
+DME_EXUDATE_MIN_COUNT = 8
+DME_EXUDATE_MIN_AREA = 0.5
 
 
 def exudate_cores(probability: np.ndarray) -> np.ndarray:
@@ -372,7 +372,7 @@ RETINOPATHY_LEVELS = (
 # Lesion burden (see retinopathy_estimate) at or above which a photo is flagged "referable
 # retinopathy likely" (grade 2 or more). Chosen on IDRiD's grading training photos only, by
 # Youden's J (python -m training.idrid_reading grading; README, "Reading the photo").
-REFERABLE_BURDEN = 61.0
+REFERABLE_BURDEN = 54.0
 
 
 def retinopathy_estimate(

@@ -65,7 +65,10 @@ NEAR = (320, 300)  # top-left corner of an exudate 0.2 DD from the fovea
 SIDE = int(np.ceil(np.sqrt(DME_EXUDATE_MIN_AREA * DISC_AREA)))  # a square just large enough alone
 
 
-def _far(k: int, side: int = 3, p: float = 0.97) -> list[tuple[int, int, int, float]]:
+SURE = (1 + DME_EXUDATE_PEAK) / 2  # a probability the rule takes as sure
+
+
+def _far(k: int, side: int = 3, p: float = SURE) -> list[tuple[int, int, int, float]]:
     """``k`` small sure exudates 1.3-2.8 DD from the fovea (x >= 430), 12 px apart."""
     return [(430 + 12 * (i % 8), 380 + 12 * (i // 8), side, p) for i in range(k)]
 
@@ -73,13 +76,13 @@ def _far(k: int, side: int = 3, p: float = 0.97) -> list[tuple[int, int, int, fl
 K = DME_EXUDATE_MIN_COUNT
 CASES = [
     (_far(1, SIDE), 1),  # one sure exudate covering the minimum area
-    ([(*NEAR, SIDE, 0.97)], 2),
+    ([(*NEAR, SIDE, SURE)], 2),
     (_far(1, SIDE - 1), 0 if K > 1 else 1),  # just under the area, and alone
     (_far(K), 1),  # enough sure exudates, each tiny
     (_far(K - 1), 0 if K > 1 else 1),  # one too few
     (_far(K, p=0.9 * DME_EXUDATE_PEAK), 0),  # as many, but the model is never sure of them
     ([(*NEAR, SIDE, 0.9 * DME_EXUDATE_PEAK), *_far(K)], 1),  # the near one is faint: it does not count
-    ([(*NEAR, 3, 0.97), *_far(K)], 2),  # evidence enough: the small sure one near the fovea counts
+    ([(*NEAR, 3, SURE), *_far(K)], 2),  # evidence enough: the small sure one near the fovea counts
 ]
 
 
@@ -146,8 +149,8 @@ def test_every_way_in_hands_the_reading_the_same_cores(retina):
     fov = fov_mask(retina)
     geometry = fov_geometry(fov, 256)
     square = np.zeros((4, 256, 256), np.float32)
-    cv2.circle(square[0], (150, 100), 6, 0.97, -1)
-    cv2.circle(square[0], (90, 160), 6, 0.9, -1)
+    cv2.circle(square[0], (150, 100), 6, (1 + DME_EXUDATE_PEAK) / 2, -1)
+    cv2.circle(square[0], (90, 160), 6, DME_EXUDATE_PEAK - 0.1, -1)
     prediction = SquarePrediction.make(square, fov, retina, geometry.to_square(retina), geometry, {})
     full = prediction.full()
     direct = read_photo(retina, fov, probabilities=full.probabilities)
@@ -155,7 +158,7 @@ def test_every_way_in_hands_the_reading_the_same_cores(retina):
     result = output.to_result(OutputOptions(thresholds=dict.fromkeys(CLASSES, 0.5)))
     assert result.cores.size > 100 and np.array_equal(result.cores, direct.cores)
     assert np.array_equal(prediction.exudate_cores(), direct.cores)  # the web app's full-resolution reading
-    # Only the sure exudate holds cores: the fainter one (p 0.9) has none.
+    # Only the sure exudate holds cores: the fainter one has none.
     ys, xs = np.unravel_index(direct.cores, fov.shape)
     box_y0, _, box_x0, _ = geometry.box
     k = geometry.side / geometry.size
