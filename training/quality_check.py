@@ -112,7 +112,7 @@ def macula_table(root: str, every: int) -> int:
             for key in MACULA_LIMITS:
                 values.setdefault(name, {}).setdefault(key, []).append(q.measures.get(key, float("nan")))
             flagged.setdefault(name, []).append(any(r.startswith("the macula") for r in q.reasons))
-    print(f"{len(records)} IDRiD training photos (every {every}th), 1 DD = {dd:.0f} px")
+    print(f"{len(records)} IDRiD training photos (one in {every}), 1 DD = {dd:.0f} px")
     print(
         "| photo | flagged by the macula checks | "
         + " | ".join(f"{k} (min / median / max)" for k in MACULA_LIMITS)
