@@ -127,12 +127,10 @@ def streamlit_server(workdir: Path, name: str, model: str | None, env: dict[str,
                 time.sleep(0.25)  # polling the health route, bounded by the deadline above
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        # Killed, not stopped: no test looks at the shutdown, which is seconds of CPU (the
+        # interpreter freeing the model and the sessions) on a machine that is running tests.
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -377,57 +375,3 @@ def test_corrupt_file_then_photo_then_another_photo(page, fundus_1024: Path, cam
     expect(page.get_by_text("3 photos loaded")).to_be_visible()
     expect(page.get_by_role("combobox", name="Photo shown")).to_have_value("camera_4288.jpg")
     expect(page.get_by_test_id("stException")).to_have_count(0)
-
-
-# --------------------------------------------------------------------------- the bundled model's sliders
-
-
-def lesion_numbers(page, lesion: str) -> tuple[int, int]:
-    """(lesions, pixels) from a lesion's caption, e.g. "MA microaneurysms: 12 lesions, 96 px"."""
-    text = lesion_caption(page, lesion).inner_text()
-    match = re.search(r": ([\d,]+) lesions?, ([\d,]+) px", text)
-    return int(match[1].replace(",", "")), int(match[2].replace(",", ""))
-
-
-def test_bundled_ma_slider_moves_by_one_stop_around_its_default(chromium, browser, workdir: Path) -> None:
-    """With the bundled (calibrated) model on a photo with planted microaneurysms: the MA slider
-    shows its default exactly, and one stop either side changes the result a little, in the
-    right direction (a higher threshold never finds more)."""
-    from hydralanet import load_model
-    from hydralanet.config import threshold_stops
-    from training.synthetic import write_dataset
-    from webapp.sidebar import threshold_label
-
-    write_dataset(workdir / "planted", n=1, seed=4243, size=1024, splits={"test": 1.0})
-    photo = next((workdir / "planted").rglob("image/*.jpg"))
-    default = load_model(device="cpu").config.thresholds["MA"]
-    stops = threshold_stops(default)
-    i = stops.index(default)
-    labels = [threshold_label(v, default) for v in (stops[i - 1], default, stops[i + 1])]
-
-    with streamlit_server(workdir, "bundled", None) as url, open_page(browser, url) as page:
-        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(photo))
-        expect(page.get_by_text("Lesion overlay", exact=True)).to_be_visible(timeout=MODEL_TIMEOUT_MS)
-        slider = page.get_by_role("slider", name=re.compile(r"^MA"))
-        expect(slider).to_have_attribute("aria-valuetext", labels[1], timeout=UI_TIMEOUT_MS)
-        wait_idle(page)
-        seen = {labels[1]: lesion_numbers(page, "MA")}
-        slider.focus()
-        for key, label in (("ArrowRight", labels[2]), ("ArrowLeft", labels[1]), ("ArrowLeft", labels[0])):
-            page.evaluate(COUNT_RUNS)
-            page.keyboard.press(key)
-            expect(slider).to_have_attribute("aria-valuetext", label, timeout=UI_TIMEOUT_MS)
-            page.wait_for_function(RERUN_DONE, polling="raf", timeout=MODEL_TIMEOUT_MS)
-            seen[label] = lesion_numbers(page, "MA")
-        # The reading: the disc, fovea and ETDRS grid on the overlay (on by default), and its section.
-        expect(page.get_by_role("switch", name="Optic disc, fovea and ETDRS grid")).to_be_checked()
-        expect(page.get_by_test_id("stMarkdown").filter(has_text="Landmarks:")).to_contain_text(" eye.")
-        expect(page.get_by_text(re.compile(r"^DME risk"))).to_be_visible()
-        snap(page, "06_bundled_ma_slider_and_grid")
-    (SCREENSHOTS / "ma_slider.json").write_text(json.dumps({"stops": labels, "lesions_px": seen}, indent=2) + "\n")
-    lower, at_default, higher = (seen[label] for label in labels)
-    assert at_default[0] > 0, "the planted microaneurysms are found at the default threshold"
-    assert lower[1] >= at_default[1] >= higher[1]  # pixels: monotone in the threshold
-    assert lower[1] > higher[1]  # one stop either side moves something
-    # Sensibly: a step of 0.01 changes the lesion count by a fraction, not wholesale.
-    assert higher[0] >= 0.5 * at_default[0] and lower[0] <= 2 * at_default[0] + 2

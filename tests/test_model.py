@@ -12,7 +12,7 @@ def test_published_model_size_and_shapes():
     params = count_parameters(model)
     assert 62e6 <= params <= 66e6, params
     with torch.no_grad():
-        for h, w in [(512, 512), (384, 512)]:
+        for h, w in [(128, 128), (96, 128)]:  # square and not: every stride-32 size comes back whole
             out = model(torch.randn(1, 3, h, w))
             assert out.shape == (1, 4, h, w)
             assert torch.isfinite(out).all()

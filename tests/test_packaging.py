@@ -67,8 +67,22 @@ def test_installed_package_runs_predict_away_from_the_repository(tmp_path: Path,
     cv2.imwrite(str(work / "sample.jpg"), cv2.cvtColor(cv2.resize(retina, (512, 512)), cv2.COLOR_RGB2BGR))
     env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
     script = site / "bin" / "hydralanet"
+    # The installed command run as ``python hydralanet predict ...`` would run it; then, in the
+    # same interpreter (one start-up of torch, not two), where the code and model it used lie.
+    run_then_tell = (
+        "import runpy, sys\n"
+        "code = 'the command did not exit'\n"
+        "sys.argv = [sys.argv[1], 'predict', 'sample.jpg', '--out', 'o']\n"
+        "try:\n"
+        "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as end:\n"
+        "    code = end.code\n"
+        "import hydralanet.checkpoint as c\n"
+        "print(c.__file__); print(c.BUNDLED_DIR)\n"
+        "sys.exit(code)\n"
+    )
     done = subprocess.run(
-        [sys.executable, str(script), "predict", "sample.jpg", "--out", "o"],
+        [sys.executable, "-c", run_then_tell, str(script)],
         cwd=work,
         env=env,
         capture_output=True,
@@ -77,14 +91,7 @@ def test_installed_package_runs_predict_away_from_the_repository(tmp_path: Path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "bundled" in done.stdout + done.stderr
-    where = subprocess.run(
-        [sys.executable, "-c", "import hydralanet.checkpoint as c; print(c.__file__); print(c.BUNDLED_DIR)"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    where = done.stdout.splitlines()[-2:]
     assert where == [str(site / "hydralanet" / "checkpoint.py"), str(site / "hydralanet" / "bundled")]
     rows = list(csv.DictReader((work / "o" / "summary.csv").read_text().splitlines()))
     assert [r["lesion"] for r in rows] == ["EX", "HE", "MA", "SE"] and rows[0]["image"] == "sample"

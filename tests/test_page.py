@@ -4,11 +4,13 @@ The browser tests in ``test_browser.py`` count images, captions and exceptions; 
 every word the page holds (collapsed parts too) and fails on anything a visitor was not meant
 to see: Python help panels, JSON dumps, object reprs, module paths, raw dicts, internal names.
 It runs the bundled model (its provenance is what the sidebar and the report describe) and
-keeps a whole-page screenshot of each state under ``artifacts/page/``.
+keeps a whole-page screenshot of each state under ``artifacts/page/``. The bundled model's MA
+slider is tested here too, on the same server (one start of the app and its model, not two).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -18,18 +20,22 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.test_browser import (
+    COUNT_RUNS,
     MODEL_TIMEOUT_MS,
+    RERUN_DONE,
     ROOT,
     UI_TIMEOUT_MS,
     browser,  # noqa: F401 - a fixture
     camera_photo,  # noqa: F401 - a fixture
     chromium,  # noqa: F401 - a fixture
+    lesion_caption,
     open_page,
     snap,
     streamlit_server,
     wait_idle,
     workdir,  # noqa: F401 - a fixture
 )
+from tests.test_browser import SCREENSHOTS as BROWSER_SCREENSHOTS
 
 SCREENSHOTS = ROOT / "artifacts" / "page"
 LAPTOP = {"width": 1366, "height": 768}
@@ -210,6 +216,59 @@ def test_page_reads_clean_and_fits_on_a_phone(browser, bundled_server: str) -> N
         assert page.locator("[data-testid='stMain'] table").count() > 0
         assert page.evaluate(CUT_TABLES) == []
         shot(page, "phone_2_sample", PHONE)
+
+
+def lesion_numbers(page, lesion: str) -> tuple[int, int]:
+    """(lesions, pixels) from a lesion's caption, e.g. "MA microaneurysms: 12 lesions, 96 px"."""
+    text = lesion_caption(page, lesion).inner_text()
+    match = re.search(r": ([\d,]+) lesions?, ([\d,]+) px", text)
+    return int(match[1].replace(",", "")), int(match[2].replace(",", ""))
+
+
+def test_bundled_ma_slider_moves_by_one_stop_around_its_default(browser, bundled_server: str, workdir: Path) -> None:
+    """With the bundled (calibrated) model on a photo with planted microaneurysms: the MA slider
+    shows its default exactly, and one stop either side changes the result a little, in the
+    right direction (a higher threshold never finds more)."""
+    from hydralanet import load_model
+    from hydralanet.config import threshold_stops
+    from training.synthetic import write_dataset
+    from webapp.sidebar import threshold_label
+
+    write_dataset(workdir / "planted", n=1, seed=4243, size=1024, splits={"test": 1.0})
+    photo = next((workdir / "planted").rglob("image/*.jpg"))
+    default = load_model(device="cpu").config.thresholds["MA"]
+    stops = threshold_stops(default)
+    i = stops.index(default)
+    labels = [threshold_label(v, default) for v in (stops[i - 1], default, stops[i + 1])]
+
+    with open_page(browser, bundled_server) as page:
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(photo))
+        expect(page.get_by_text("Lesion overlay", exact=True)).to_be_visible(timeout=MODEL_TIMEOUT_MS)
+        slider = page.get_by_role("slider", name=re.compile(r"^MA"))
+        expect(slider).to_have_attribute("aria-valuetext", labels[1], timeout=UI_TIMEOUT_MS)
+        wait_idle(page)
+        seen = {labels[1]: lesion_numbers(page, "MA")}
+        slider.focus()
+        for key, label in (("ArrowRight", labels[2]), ("ArrowLeft", labels[1]), ("ArrowLeft", labels[0])):
+            page.evaluate(COUNT_RUNS)
+            page.keyboard.press(key)
+            expect(slider).to_have_attribute("aria-valuetext", label, timeout=UI_TIMEOUT_MS)
+            page.wait_for_function(RERUN_DONE, polling="raf", timeout=MODEL_TIMEOUT_MS)
+            seen[label] = lesion_numbers(page, "MA")
+        # The reading: the disc, fovea and ETDRS grid on the overlay (on by default), and its section.
+        expect(page.get_by_role("switch", name="Optic disc, fovea and ETDRS grid")).to_be_checked()
+        expect(page.get_by_test_id("stMarkdown").filter(has_text="Landmarks:")).to_contain_text(" eye.")
+        expect(page.get_by_text(re.compile(r"^DME risk"))).to_be_visible()
+        snap(page, "06_bundled_ma_slider_and_grid")
+    (BROWSER_SCREENSHOTS / "ma_slider.json").write_text(
+        json.dumps({"stops": labels, "lesions_px": seen}, indent=2) + "\n"
+    )
+    lower, at_default, higher = (seen[label] for label in labels)
+    assert at_default[0] > 0, "the planted microaneurysms are found at the default threshold"
+    assert lower[1] >= at_default[1] >= higher[1]  # pixels: monotone in the threshold
+    assert lower[1] > higher[1]  # one stop either side moves something
+    # Sensibly: a step of 0.01 changes the lesion count by a fraction, not wholesale.
+    assert higher[0] >= 0.5 * at_default[0] and lower[0] <= 2 * at_default[0] + 2
 
 
 def test_an_operator_error_is_one_clean_line(browser, workdir: Path) -> None:

@@ -125,7 +125,7 @@ def test_layers_point_one_way() -> None:
 # each child starts as a fresh interpreter would, minus the libraries' start-up cost. Prints
 # {module: last line of its error} as JSON.
 IMPORT_EACH_ALONE = """
-import importlib, json, os, sys, traceback
+import importlib, json, os, shutil, sys, tempfile, traceback
 for name in json.loads(sys.argv[1]):
     try:
         importlib.import_module(name)
@@ -133,6 +133,9 @@ for name in json.loads(sys.argv[1]):
         pass
 project = [m for m in sys.modules if m.split(".")[0] in ("app", "tools", "hydralanet", "training", "webapp")]
 assert not project, project
+# Bytecode into a folder of this run's, even under PYTHONDONTWRITEBYTECODE: each project module
+# is compiled by the first child that imports it, not by every one.
+sys.pycache_prefix, sys.dont_write_bytecode = tempfile.mkdtemp(), False
 failures = {}
 for module in sys.argv[2:]:
     read, write = os.pipe()
@@ -150,6 +153,7 @@ for module in sys.argv[2:]:
         message = error.read()
     if os.waitpid(pid, 0)[1] != 0:
         failures[module] = message or "died"
+shutil.rmtree(sys.pycache_prefix)
 print(json.dumps(failures))
 """
 

@@ -1,11 +1,14 @@
 """training.train and training.config: tiny runs on synthetic data (resnet18, D = 8, 64 px).
 
-The runs are subprocesses (as users start them) with one thread each, so two can share the
-two cores and results are comparable bit for bit.
+The uninterrupted and the killed runs are subprocesses (as users start them) with one thread
+each, so two can share the two cores; the resume and the short runs run in this process, with
+one thread too (cpu-small's setting): results are comparable bit for bit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -81,7 +84,8 @@ sys.exit(train.main(sys.argv[1:]))
 def runs(manifest, tmp_path_factory) -> dict[str, Path]:
     """Run A trains 2 epochs uninterrupted; run B is SIGKILLed during epoch 2 and resumed.
 
-    A and B's first part run side by side (one core each).
+    A and B's first part run side by side (one core each); B's resume runs in this process (no
+    second start-up of torch and the training code; one thread, as cpu-small sets) while A ends.
     """
     base = tmp_path_factory.mktemp("runs")
     a, b = base / "a", base / "b"
@@ -92,12 +96,17 @@ def runs(manifest, tmp_path_factory) -> dict[str, Path]:
                               stderr=subprocess.DEVNULL)  # fmt: skip
     assert proc_b.wait(timeout=300) == -signal.SIGKILL
     killed_state = json.loads((b / "last" / "training_state.json").read_text())
+    resume_log, threads = io.StringIO(), torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(resume_log):
+            resumed = train_module.main(_train_command(manifest, b, "--resume")[3:])
+    finally:  # the process-wide torch state a run sets (as the restore_torch_state fixture)
+        torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(threads)
+    assert resumed == 0, resume_log.getvalue()[-3000:]
     out_a, _ = proc_a.communicate(timeout=300)
     assert proc_a.returncode == 0, out_a
-    resumed = subprocess.run(_train_command(manifest, b, "--resume"), cwd=ROOT, env=_env(),
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return {"a": a, "b": b, "killed_epoch": killed_state["epoch"], "resume_log": resumed.stdout, "log_a": out_a}
+    return {"a": a, "b": b, "killed_epoch": killed_state["epoch"], "resume_log": resume_log.getvalue(), "log_a": out_a}
 
 
 def test_run_writes_checkpoints_logs_and_curves(runs):
