@@ -98,8 +98,7 @@ class SquarePrediction:
         """Flat indices of the photo's pixels where the hard-exudate probability reaches
         :data:`~hydralanet.zones.DME_EXUDATE_PEAK`: :func:`~hydralanet.zones.exudate_cores` of
         the full map, one class at full resolution (the reading's ``cores``)."""
-        ex = CLASSES.index("EX")
-        return np.flatnonzero(square_mask(self.square[ex], self.geometry, self.fov, DME_EXUDATE_PEAK))
+        return square_exudate_cores(self.square, self.geometry, self.fov)
 
     def masks_in(self, thresholds: dict[str, float] | None, top: int, bottom: int, left: int, right: int) -> np.ndarray:
         """``masks(thresholds)[:, top:bottom, left:right]`` (``4 x h x w`` bool) without the rest of
@@ -123,6 +122,13 @@ def square_masks(
     for i, c in enumerate(CLASSES):
         square_mask(square[i], geometry, fov, thresholds[c], out=out[i])
     return out
+
+
+def square_exudate_cores(square: np.ndarray, geometry: FovGeometry, fov: np.ndarray) -> np.ndarray:
+    """Flat indices of the photo's pixels where the hard-exudate probability of the model's
+    square (``4 x S x S``) reaches :data:`~hydralanet.zones.DME_EXUDATE_PEAK`: the reading's
+    ``cores``, equal to :func:`~hydralanet.zones.exudate_cores` of the full map."""
+    return np.flatnonzero(square_mask(square[CLASSES.index("EX")], geometry, fov, DME_EXUDATE_PEAK))
 
 
 def square_mask(

@@ -38,7 +38,6 @@ from .outputs import OutputOptions, PhotoResult, ShardWriter, complete_record, w
 from .preprocessing import BlankImageError, Preprocessed
 from .reading import LESION_EXCLUSION_P
 from .system import usable_cores
-from .zones import DME_EXUDATE_PEAK
 
 
 def one_line_reason(exc: BaseException) -> str:
@@ -212,8 +211,7 @@ class ModelOutput:
         if options.reading:  # max over the classes >= p  <=>  some class >= p
             cuts = dict.fromkeys(CLASSES, LESION_EXCLUSION_P)
             lesions = inference.square_masks(square, self.geometry, fov, cuts).any(axis=0)
-            ex = CLASSES.index("EX")
-            cores = np.flatnonzero(inference.square_mask(square[ex], self.geometry, fov, DME_EXUDATE_PEAK))
+            cores = inference.square_exudate_cores(square, self.geometry, fov)
         if options.save_probabilities:
             full = self.geometry.to_original(square)
             full *= fov[None]
