@@ -9,7 +9,7 @@ The page is thin: every computation is a ``hydralanet`` call; its parts are in `
 (``serve``: what the server shares between visitors; ``sidebar``; ``results``; ``downloads``).
 The network runs once per (image, preprocessing setting); thresholds, visibility, opacity and
 zoom only re-render cached probabilities (DESIGN §8). The page draws, counts and reads on the
-model's grid (``hydralanet.working``: about 2 Mpixel where a camera's photo has 12), shows the
+model's grid (``hydralanet.inference.working``: about 2 Mpixel where a camera's photo has 12), shows the
 overlay as soon as the model answers and the reading once it is made; the downloads are made
 at the photo's full resolution when clicked.
 """
@@ -37,16 +37,16 @@ from hydralanet import (
     read_image,
     render_overlay,
 )
-from hydralanet.inference import label_lesions
-from hydralanet.io import IMAGE_EXTENSIONS, check_image, encode_png
-from hydralanet.pdf_report import describe_training_data
+from hydralanet.inference.segment import label_lesions
+from hydralanet.io.images import IMAGE_EXTENSIONS, check_image, encode_png
 from hydralanet.preprocessing import BlankImageError
+from hydralanet.report.pdf import describe_training_data
 
 if TYPE_CHECKING:
-    from hydralanet.dicom import DicomFacts
-from hydralanet.reading import LESION_EXCLUSION_P, PhotoReading, findings, read_photo, read_working
-from hydralanet.working import WorkingPhoto, working_photo
-from hydralanet.zones import draw_grid
+    from hydralanet.io.dicom import DicomFacts
+from hydralanet.inference.working import WorkingPhoto, working_photo
+from hydralanet.reading.photo import LESION_EXCLUSION_P, PhotoReading, findings, read_photo, read_working
+from hydralanet.reading.zones import draw_grid
 from webapp.downloads import show_downloads, show_report
 from webapp.overview import PhotoRow, photo_row, show_overview
 from webapp.results import (
@@ -124,7 +124,7 @@ def dicom_frames(name: str, data: bytes) -> list[tuple[str, int | None]]:
     """One entry per frame of a multi-frame DICOM file (``<stem>_f<k>.dcm``, as the CLI names
     them), else the upload itself. Only the header is read; a broken file stays one entry and
     gets its one-line error when read."""
-    from hydralanet.dicom import frame_count, looks_like_dicom
+    from hydralanet.io.dicom import frame_count, looks_like_dicom
 
     frames = frame_count(data) if looks_like_dicom(data[:132], name) else 1
     if frames <= 1:
@@ -135,7 +135,7 @@ def dicom_frames(name: str, data: bytes) -> list[tuple[str, int | None]]:
 
 def upload_facts(data: bytes) -> DicomFacts | None:
     """The DICOM header facts of an upload (no identifiers: the page never shows them), or None."""
-    from hydralanet.dicom import DicomError, looks_like_dicom, read_facts
+    from hydralanet.io.dicom import DicomError, looks_like_dicom, read_facts
 
     if not looks_like_dicom(data[:132]):
         return None
@@ -202,7 +202,7 @@ def compute_prediction(loaded: LoadedModel, image: np.ndarray, settings: dict) -
 
 
 def compute_page_reading(segmented: Segmented, facts=None) -> PhotoReading:
-    """The reading the page shows: on the working grid (:func:`hydralanet.reading.read_working`)."""
+    """The reading the page shows: on the working grid (:func:`hydralanet.reading.photo.read_working`)."""
     prediction = segmented.prediction
     return read_working(
         segmented.work,

@@ -254,16 +254,16 @@ def _fail(message: str) -> int:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    """The streaming pipeline (:mod:`hydralanet.pipeline`), under ``torchrun`` too."""
-    from .runner import run_predict
+    """The streaming pipeline (:mod:`hydralanet.batch.pipeline`), under ``torchrun`` too."""
+    from .batch.runner import run_predict
 
     return run_predict(args, describe_model)
 
 
 def convert_command(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-    from .convert import convert_to_folder, export_original
-    from .original import ORIGINAL_LAYOUT
+    from .checkpoints.convert import convert_to_folder, export_original
+    from .checkpoints.original import ORIGINAL_LAYOUT
+    from .inference.loaded import CheckpointError
 
     try:
         if args.to == "original":
@@ -298,8 +298,8 @@ def convert_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-    from .export import FORMATS, export_model
+    from .inference.export import FORMATS, export_model
+    from .inference.loaded import CheckpointError
 
     print("exporting (tracing the network and checking the graph against PyTorch)...", file=sys.stderr)
     try:

@@ -26,7 +26,7 @@ CLAHE_MODES: tuple[str, ...] = ("green", "lab", "casp", "off")
 # How the model's square is cut from a photo: the field of view's bounding box padded to a
 # square (this project), or the photo's centred square (the original HydraLA-Net code).
 CROP_MODES: tuple[str, ...] = ("fov", "centre_square")
-# How inference runs (hydralanet.fast): auto = the fast path at the best precision here.
+# How inference runs (hydralanet.inference.fast): auto = the fast path at the best precision here.
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 # ImageNet statistics: the encoder's pretrained weights expect them (DESIGN §4.5).

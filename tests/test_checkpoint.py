@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from hydralanet import HydraLANet, load_model, save_checkpoint
-from hydralanet.checkpoint import CheckpointError
 from hydralanet.config import CheckpointConfig, PreprocessConfig, format_threshold
+from hydralanet.inference.loaded import CheckpointError
 
 
 def _tiny_model(seed: int = 0) -> HydraLANet:
@@ -163,7 +163,7 @@ def test_thresholds_are_shown_with_the_digits_they_need():
 def test_fast_path_is_built_once_when_threads_ask_together(monkeypatch):
     import threading
 
-    import hydralanet.checkpoint as checkpoint
+    import hydralanet.inference.loaded as checkpoint
 
     loaded = load_model(device="cpu")
     built = []

@@ -162,7 +162,7 @@ def test_an_unexpected_error_costs_one_photo_not_the_batch(photo_dir, tmp_path, 
     others are written and so is the summary."""
     import shutil
 
-    import hydralanet.inference as inference
+    import hydralanet.inference.segment as inference
 
     batch = tmp_path / "batch"
     batch.mkdir()

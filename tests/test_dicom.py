@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from hydralanet.cli import main
-from hydralanet.dicom import IDENTIFIER_KEYWORDS, read_facts
-from hydralanet.io import ImageError, photo_sources, read_image
+from hydralanet.io.dicom import IDENTIFIER_KEYWORDS, read_facts
+from hydralanet.io.images import ImageError, photo_sources, read_image
 from training.dicom_check import dice, dicom_from_jpeg, make_dicom
 
 from .deidentification import PLANTED, folder_texts, leaks, planted_in_file
@@ -219,8 +219,8 @@ def test_cli_keeps_identifiers_out_of_every_output_unless_asked(photo, tmp_path,
 def test_jpeg_dicom_of_the_sample_gives_the_masks_of_the_jpeg(retina):
     """The issue's done-when: a JPEG-compressed YBR_FULL_422 DICOM of the sample photo, bundled
     model, Dice >= 0.99 against the JPEG it was made from (measured: 1.0, pixels identical)."""
-    from hydralanet.checkpoint import load_model
-    from hydralanet.inference import predict
+    from hydralanet.inference.loaded import load_model
+    from hydralanet.inference.segment import predict
 
     buf = io.BytesIO()
     Image.fromarray(retina).save(buf, "JPEG", quality=95, subsampling=1)
@@ -236,9 +236,9 @@ def test_jpeg_dicom_of_the_sample_gives_the_masks_of_the_jpeg(retina):
 def test_header_eye_steers_the_fovea_search_and_pixel_spacing_sets_the_scale(retina):
     """The sample is a left eye (disc on the left): a header saying so finds the fovea the image
     alone finds; a header saying 'right' looks on the other side of the disc only."""
-    from hydralanet.landmarks import find_landmarks
     from hydralanet.preprocessing import fov_mask
-    from hydralanet.reading import read_photo
+    from hydralanet.reading.landmarks import find_landmarks
+    from hydralanet.reading.photo import read_photo
 
     image = cv2.resize(retina, (700, 700), interpolation=cv2.INTER_AREA)
     fov = fov_mask(image)

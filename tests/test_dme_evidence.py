@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from hydralanet.batch.outputs import OutputOptions
+from hydralanet.batch.pipeline import ModelOutput
 from hydralanet.config import CLASSES
-from hydralanet.inference import SquarePrediction
-from hydralanet.landmarks import Fovea, Landmarks, OpticDisc
-from hydralanet.outputs import OutputOptions
-from hydralanet.pipeline import ModelOutput
+from hydralanet.inference.segment import SquarePrediction
 from hydralanet.preprocessing import fov_geometry, fov_mask
-from hydralanet.quality import Quality
-from hydralanet.reading import PhotoReading, findings, read_photo
-from hydralanet.zones import (
+from hydralanet.reading.landmarks import Fovea, Landmarks, OpticDisc
+from hydralanet.reading.photo import PhotoReading, findings, read_photo
+from hydralanet.reading.quality import Quality
+from hydralanet.reading.zones import (
     DME_EXUDATE_MIN_AREA,
     DME_EXUDATE_MIN_COUNT,
     DME_EXUDATE_PEAK,

@@ -1,4 +1,4 @@
-"""The fast path (hydralanet.fast), tiled inference (hydralanet.tiling) and the benchmark script.
+"""The fast path (hydralanet.inference.fast), tiled inference (hydralanet.inference.tiling) and the benchmark script.
 
 Speed is not asserted here (the benchmark prints it); these tests check that being fast
 changes nothing that matters: outputs, masks, tiling arithmetic, and the benchmark's report.
@@ -14,16 +14,16 @@ import torch
 from torch import nn
 
 from hydralanet import HydraLANet, benchmark, load_model, predict
-from hydralanet.fast import (
+from hydralanet.inference.fast import (
     InferenceModel,
     cpu_has_native_bf16,
     fold_batchnorm,
     optimize_for_inference,
     resolve_precision,
 )
-from hydralanet.inference import run_model
+from hydralanet.inference.segment import run_model
+from hydralanet.inference.tiling import blend_ramp, run_tiled, tile_starts
 from hydralanet.preprocessing import PreprocessConfig, preprocess
-from hydralanet.tiling import blend_ramp, run_tiled, tile_starts
 
 
 def _randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:

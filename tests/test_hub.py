@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from hydralanet import HydraLANet, load_model, save_checkpoint
-from hydralanet.checkpoint import load_model_or_bundled
+from hydralanet.checkpoints.hub import HubError
 from hydralanet.config import CheckpointConfig, PreprocessConfig
-from hydralanet.hub import HubError
+from hydralanet.inference.loaded import load_model_or_bundled
 
 REPO = "hydra/demo"
 

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from hydralanet import load_model, predict, read_image, render_overlay
-from hydralanet.checkpoint import LoadedModel
 from hydralanet.config import CheckpointConfig, PreprocessConfig
-from hydralanet.inference import lesion_statistics, threshold_masks
-from hydralanet.overlay import COLOURS
+from hydralanet.inference.loaded import LoadedModel
+from hydralanet.inference.segment import lesion_statistics, threshold_masks
 from hydralanet.preprocessing import BlankImageError
+from hydralanet.report.overlay import COLOURS
 
 from .test_preprocessing import synthetic_fundus
 
@@ -166,7 +166,7 @@ def test_overlay_blends_only_lesion_pixels_exactly(opacity):
 
 
 def test_tta_is_the_mean_of_the_three_views_with_their_flips_undone():
-    from hydralanet.forward import run_model
+    from hydralanet.inference.forward import run_model
 
     class Lopsided(torch.nn.Module):
         """Logits that depend on the pixels and on where they are: no flip leaves them alone."""
@@ -214,7 +214,7 @@ def test_thresholds_outside_zero_to_one_are_refused():
 def test_square_masks_use_each_class_threshold_as_the_full_maps_do():
     """Full-resolution masks from the model's square (what the batch pipeline and the app's
     downloads write) equal thresholding the full maps, each class at its own threshold."""
-    from hydralanet.inference import SquarePrediction
+    from hydralanet.inference.segment import SquarePrediction
     from hydralanet.preprocessing import fov_geometry, fov_mask
 
     image = synthetic_fundus(240, 300, (150, 120), 110)

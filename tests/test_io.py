@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hydralanet.io import ImageError, list_images, read_image
+from hydralanet.io.images import ImageError, list_images, read_image
 
 
 def _encode(pil: Image.Image, fmt: str, **kw) -> bytes:
@@ -129,7 +129,7 @@ def test_list_images_expands_folders(tmp_path, photo):
 
 
 def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
-    from hydralanet.io import atomic_file, write_atomic
+    from hydralanet.io.images import atomic_file, write_atomic
 
     target = tmp_path / "sub" / "out.bin"
     write_atomic(target, b"old")  # makes the folder
@@ -154,7 +154,7 @@ def _umask() -> int:
 
 
 def test_check_image_answers_from_the_header_what_read_image_would_refuse() -> None:
-    from hydralanet.io import check_image
+    from hydralanet.io.images import check_image
 
     def png(w: int, h: int, mode: str = "RGB") -> bytes:
         buf = io.BytesIO()

@@ -1,4 +1,4 @@
-"""The learned disc and fovea head (hydralanet/landmark_head.py): its files, its answer in the
+"""The learned disc and fovea head (hydralanet/reading/landmark_head.py): its files, its answer in the
 photo's pixels, the fallback to image analysis, and the shipped weights on real photos."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from hydralanet import read_image
-from hydralanet.landmark_head import (
+from hydralanet.preprocessing import fov_mask
+from hydralanet.reading.landmark_head import (
     HeadConfig,
     LandmarkHead,
     LandmarkHeadError,
@@ -26,8 +27,7 @@ from hydralanet.landmark_head import (
     load_landmark_head,
     save_landmark_head,
 )
-from hydralanet.landmarks import IMAGE_ANALYSIS, LEARNED_HEAD, find_landmarks
-from hydralanet.preprocessing import fov_mask
+from hydralanet.reading.landmarks import IMAGE_ANALYSIS, LEARNED_HEAD, find_landmarks
 
 FIXTURES = Path(__file__).parent / "fixtures" / "idrid_landmarks"
 
@@ -83,12 +83,12 @@ def test_a_bad_or_missing_file_is_one_clear_line(tmp_path, spoil, message):
 def test_a_bad_bundled_head_falls_back_to_image_analysis(tmp_path, monkeypatch, retina, bundled_cache):
     _saved(tmp_path)
     (tmp_path / "landmarks.safetensors").write_bytes(b"broken")
-    monkeypatch.setattr("hydralanet.sources.BUNDLED_DIR", tmp_path)
+    monkeypatch.setattr("hydralanet.checkpoints.sources.BUNDLED_DIR", tmp_path)
     image = cv2.resize(retina, (600, 600), interpolation=cv2.INTER_AREA)
     with pytest.warns(UserWarning, match="landmarks come from image analysis"):
         found = find_landmarks(image)
     assert found.disc.found_by == found.fovea.found_by == IMAGE_ANALYSIS
-    monkeypatch.setattr("hydralanet.sources.BUNDLED_DIR", tmp_path / "nothing here")
+    monkeypatch.setattr("hydralanet.checkpoints.sources.BUNDLED_DIR", tmp_path / "nothing here")
     bundled_landmark_head.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no head files at all: image analysis, silently

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hydralanet.io import read_image
-from hydralanet.landmarks import Fovea, Landmarks, OpticDisc
+from hydralanet.io.images import read_image
 from hydralanet.preprocessing import fov_mask
-from hydralanet.quality import FOVEA_NOT_RELIABLE, MACULA_LIMITS, assess_quality
-from hydralanet.reading import macula_of
+from hydralanet.reading.landmarks import Fovea, Landmarks, OpticDisc
+from hydralanet.reading.photo import macula_of
+from hydralanet.reading.quality import FOVEA_NOT_RELIABLE, MACULA_LIMITS, assess_quality
 from training.quality_check import macula_variants
 
 FIXTURES = Path(__file__).parent / "fixtures" / "idrid_landmarks"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hydralanet import HydraLANet
-from hydralanet.model import count_parameters
+from hydralanet.model.network import count_parameters
 
 
 def test_published_model_size_and_shapes():

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from hydralanet import load_model, predict
-from hydralanet.checkpoint import CheckpointError
 from hydralanet.cli import main
-from hydralanet.io import read_image
-from hydralanet.onnx_model import OnnxNetwork
+from hydralanet.inference.loaded import CheckpointError
+from hydralanet.inference.onnx_model import OnnxNetwork
+from hydralanet.io.images import read_image
 
 from .exported import app_on_the_sample, assert_cli_matches_torch
 

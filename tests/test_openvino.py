@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from hydralanet import load_model, predict
-from hydralanet.checkpoint import CheckpointError
 from hydralanet.cli import main
-from hydralanet.io import read_image
-from hydralanet.openvino_model import OpenVinoNetwork, openvino_has_bf16
+from hydralanet.inference.loaded import CheckpointError
+from hydralanet.inference.openvino_model import OpenVinoNetwork, openvino_has_bf16
+from hydralanet.io.images import read_image
 
 from .exported import app_on_the_sample, assert_cli_matches_torch
 

@@ -77,7 +77,7 @@ def test_installed_package_runs_predict_away_from_the_repository(tmp_path: Path,
         "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
         "except SystemExit as end:\n"
         "    code = end.code\n"
-        "import hydralanet.checkpoint as c\n"
+        "import hydralanet.inference.loaded as c\n"
         "print(c.__file__); print(c.BUNDLED_DIR)\n"
         "sys.exit(code)\n"
     )

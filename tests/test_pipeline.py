@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
+from hydralanet.batch.pipeline import rank_share
+from hydralanet.batch.runner import expand_inputs, read_list
 from hydralanet.cli import main
-from hydralanet.pipeline import rank_share
-from hydralanet.runner import expand_inputs, read_list
 
 REPO = Path(__file__).resolve().parent.parent
 MASKS = ["EX.png", "HE.png", "MA.png", "SE.png"]
@@ -149,7 +149,7 @@ def test_resume_skips_complete_photos_and_redoes_incomplete_ones(small_photos, t
 KILLED_AFTER_RECORDS = """
 import os, signal, sys
 from pathlib import Path
-import hydralanet.pipeline as pipeline
+import hydralanet.batch.pipeline as pipeline
 from hydralanet.cli import main
 out, n = Path(sys.argv[1]), int(sys.argv[2])
 write = pipeline.write_photo_outputs

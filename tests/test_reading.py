@@ -11,11 +11,19 @@ import pytest
 
 from hydralanet.cli import main
 from hydralanet.config import CLASSES
-from hydralanet.inference import lesion_statistics
-from hydralanet.landmarks import BUNDLED, IMAGE_ANALYSIS, LEARNED_HEAD, Fovea, Landmarks, OpticDisc, find_landmarks
+from hydralanet.inference.segment import lesion_statistics
 from hydralanet.preprocessing import fov_mask
-from hydralanet.quality import assess_quality
-from hydralanet.zones import ETDRS_ZONES, QUADRANTS, read_zones, zone_maps
+from hydralanet.reading.landmarks import (
+    BUNDLED,
+    IMAGE_ANALYSIS,
+    LEARNED_HEAD,
+    Fovea,
+    Landmarks,
+    OpticDisc,
+    find_landmarks,
+)
+from hydralanet.reading.quality import assess_quality
+from hydralanet.reading.zones import ETDRS_ZONES, QUADRANTS, read_zones, zone_maps
 from training.landmark_check import RETINA_DISC, RETINA_DISC_DIAMETER, measure
 from training.quality_check import degraded
 
@@ -240,7 +248,7 @@ def test_dme_check_names_where_false_exudates_lie():
 
 
 def test_indicator_rows_say_not_assessed_as_empty():
-    from hydralanet.zones import INDICATORS, indicator_rows
+    from hydralanet.reading.zones import INDICATORS, indicator_rows
 
     found = {
         "dme_risk": None,

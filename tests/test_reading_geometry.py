@@ -12,11 +12,19 @@ import numpy as np
 import pytest
 
 from hydralanet import read_image
-from hydralanet.landmarks import BUNDLED, IMAGE_ANALYSIS, LEARNED_HEAD, Fovea, Landmarks, OpticDisc, find_landmarks
 from hydralanet.preprocessing import fov_mask
-from hydralanet.quality import Quality
-from hydralanet.reading import PhotoReading, findings
-from hydralanet.zones import ETDRS_ZONES, QUADRANTS, draw_grid, read_zones, zone_maps
+from hydralanet.reading.landmarks import (
+    BUNDLED,
+    IMAGE_ANALYSIS,
+    LEARNED_HEAD,
+    Fovea,
+    Landmarks,
+    OpticDisc,
+    find_landmarks,
+)
+from hydralanet.reading.photo import PhotoReading, findings
+from hydralanet.reading.quality import Quality
+from hydralanet.reading.zones import ETDRS_ZONES, QUADRANTS, draw_grid, read_zones, zone_maps
 
 FIXTURES = Path(__file__).parent / "fixtures" / "idrid_landmarks"
 SHAPE = (760, 900)
@@ -255,7 +263,7 @@ def test_idrid_photos_with_an_off_centre_fovea(row, head):
 
 def test_retinopathy_estimate_from_the_lesions():
     """No lesion / microaneurysms only / more, and the burden: HE + EX + SE + half the MAs."""
-    from hydralanet.zones import REFERABLE_BURDEN
+    from hydralanet.reading.zones import REFERABLE_BURDEN
 
     maps = zone_maps(SHAPE, FULL, _tilted())
     masks = np.zeros((4, *SHAPE), bool)

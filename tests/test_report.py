@@ -13,14 +13,14 @@ import cv2
 import numpy as np
 import pytest
 
-from hydralanet.checkpoint import load_model
 from hydralanet.config import CLASSES
-from hydralanet.dicom import read_facts
-from hydralanet.inference import lesion_statistics
-from hydralanet.pdf_report import NOTICE, ReportPhoto, ReportWriter, report_pdf
+from hydralanet.inference.loaded import load_model
+from hydralanet.inference.segment import lesion_statistics
+from hydralanet.io.dicom import read_facts
 from hydralanet.preprocessing import fov_mask
-from hydralanet.reading import findings, read_photo
-from hydralanet.report import run_record
+from hydralanet.reading.photo import findings, read_photo
+from hydralanet.report.pdf import NOTICE, ReportPhoto, ReportWriter, report_pdf
+from hydralanet.report.tables import run_record
 from training.dicom_check import make_dicom
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "test_report"
@@ -149,7 +149,7 @@ def test_bad_paper_is_refused(record) -> None:
 
 
 def test_training_data_is_named_for_people() -> None:
-    from hydralanet.pdf_report import describe_training_data
+    from hydralanet.report.pdf import describe_training_data
 
     idrid = {"trained": True, "datasets": {"idrid": {"train": 54, "val": 27}}}
     assert describe_training_data(idrid) == "IDRiD: 54 photos for training, 27 for validation"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from hydralanet import CLASSES, load_model, predict, predict_square
-from hydralanet.serving import MemoryBudget, SessionCache, WorkGate, env_int
-from hydralanet.system import exchange_paths, replace_folder
+from hydralanet.io.system import exchange_paths, replace_folder
+from webapp.serving import MemoryBudget, SessionCache, WorkGate, env_int
 
 MB = 1 << 20
 
@@ -210,7 +210,7 @@ def test_checkpoint_folder_is_never_missing_while_rewritten(tiny_checkpoint, tmp
 
 
 def test_heap_settings_take_on_glibc() -> None:
-    from hydralanet.system import keep_heap_small
+    from hydralanet.io.system import keep_heap_small
 
     assert keep_heap_small() is True  # this Linux has glibc: the server's freed memory goes back
 
@@ -222,7 +222,7 @@ def test_batch_heap_setting_keeps_freed_blocks_for_reuse() -> None:
     # are already there. Counted in page faults, not timed.
     code = """
 import resource, numpy as np
-from hydralanet.system import reuse_freed_memory
+from hydralanet.io.system import reuse_freed_memory
 def faults():
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(10):

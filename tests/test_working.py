@@ -1,4 +1,4 @@
-"""The page's working grid (hydralanet.working) and what is read on it, against the photo's own pixels."""
+"""The page's working grid (hydralanet.inference.working) and what is read on it, against the photo's own pixels."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from hydralanet import CLASSES, lesion_statistics
-from hydralanet.inference import SquarePrediction
-from hydralanet.landmarks import Fovea, Landmarks, OpticDisc
+from hydralanet.inference.segment import SquarePrediction
+from hydralanet.inference.working import working_photo, working_side
 from hydralanet.preprocessing import FovGeometry, fov_geometry, fov_mask
-from hydralanet.reading import LESION_EXCLUSION_P, findings, moved_landmarks, read_photo, read_working
-from hydralanet.working import working_photo, working_side
-from hydralanet.zones import DME_EXUDATE_MIN_COUNT, ETDRS_ZONES
+from hydralanet.reading.landmarks import Fovea, Landmarks, OpticDisc
+from hydralanet.reading.photo import LESION_EXCLUSION_P, findings, moved_landmarks, read_photo, read_working
+from hydralanet.reading.zones import DME_EXUDATE_MIN_COUNT, ETDRS_ZONES
 
 THRESHOLDS = dict.fromkeys(CLASSES, 0.5)
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from hydralanet import load_model, predict, read_image
 from hydralanet.config import CLASSES
-from hydralanet.io import write_atomic
-from hydralanet.overlay import render_overlay
+from hydralanet.io.images import write_atomic
+from hydralanet.report.overlay import render_overlay
 from training.data import read_mask
 from training.prepare import read_manifest
 

@@ -38,12 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from hydralanet import CLASSES, lesion_statistics, load_model, predict_square, read_image, render_overlay  # noqa: E402
-from hydralanet.inference import label_lesions, prepare_photo  # noqa: E402
-from hydralanet.io import encode_png  # noqa: E402
-from hydralanet.overlay import downscale_for_display  # noqa: E402
-from hydralanet.reading import LESION_EXCLUSION_P, findings, read_photo, read_working  # noqa: E402
-from hydralanet.working import working_photo  # noqa: E402
-from hydralanet.zones import draw_grid  # noqa: E402
+from hydralanet.inference.segment import label_lesions, prepare_photo  # noqa: E402
+from hydralanet.inference.working import working_photo  # noqa: E402
+from hydralanet.io.images import encode_png  # noqa: E402
+from hydralanet.reading.photo import LESION_EXCLUSION_P, findings, read_photo, read_working  # noqa: E402
+from hydralanet.reading.zones import draw_grid  # noqa: E402
+from hydralanet.report.overlay import downscale_for_display  # noqa: E402
 
 IDRID_PHOTO = ROOT / "data/idrid/B. Disease Grading/1. Original Images/b. Testing Set/IDRiD_001.jpg"
 PREVIEW, ZOOM = 720, 256  # the page's preview side and its zoom's starting region

@@ -27,8 +27,8 @@ IDRID_TEST = ROOT / "data/idrid/B. Disease Grading/1. Original Images/b. Testing
 
 def compare(loaded, path: Path) -> dict:
     from hydralanet import CLASSES, lesion_statistics, predict_square, read_image
-    from hydralanet.reading import LESION_EXCLUSION_P, findings, read_photo, read_working
-    from hydralanet.working import working_photo
+    from hydralanet.inference.working import working_photo
+    from hydralanet.reading.photo import LESION_EXCLUSION_P, findings, read_photo, read_working
 
     image = read_image(path)
     prediction = predict_square(loaded, image)

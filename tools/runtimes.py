@@ -40,15 +40,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.speed import build, count_gflop, interleaved_medians, matmul_peak  # noqa: E402
+from benchmarks.speed_report import machine_info  # noqa: E402
 from hydralanet import load_model, predict, read_image, save_checkpoint  # noqa: E402
-from hydralanet.benchmark import build, count_gflop, interleaved_medians, matmul_peak  # noqa: E402
-from hydralanet.benchmark_report import machine_info  # noqa: E402
-from hydralanet.checkpoint_format import CONFIG_NAME, ONNX_NAME, OPENVINO_NAME  # noqa: E402
+from hydralanet.checkpoints.format import CONFIG_NAME, ONNX_NAME, OPENVINO_NAME  # noqa: E402
 from hydralanet.config import CLASSES  # noqa: E402
-from hydralanet.export import export_model  # noqa: E402
-from hydralanet.inference import prepare_photo, run_model  # noqa: E402
-from hydralanet.io import write_atomic  # noqa: E402
-from hydralanet.onnx_model import INPUT_NAME  # noqa: E402
+from hydralanet.inference.export import export_model  # noqa: E402
+from hydralanet.inference.onnx_model import INPUT_NAME  # noqa: E402
+from hydralanet.inference.segment import prepare_photo, run_model  # noqa: E402
+from hydralanet.io.images import write_atomic  # noqa: E402
 
 FIXTURES = sorted((ROOT / "tests" / "fixtures" / "idrid").glob("IDRiD_*.jpg"))
 
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, default=None, help="keep the exported and quantised folders here")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    from hydralanet.sources import BUNDLED_DIR
+    from hydralanet.checkpoints.sources import BUNDLED_DIR
 
     work = Path(tempfile.mkdtemp(prefix="runtimes."))
     try:

@@ -29,8 +29,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from hydralanet import load_model, save_checkpoint
-from hydralanet.checkpoint import CheckpointError
-from hydralanet.io import write_atomic
+from hydralanet.inference.loaded import CheckpointError
+from hydralanet.io.images import write_atomic
 
 from .config import TrainConfig
 from .data import LesionDataset, open_cache, split_rows

@@ -121,7 +121,7 @@ def plot_reliability(curves: dict[str, dict], path: Path, *, title: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hydralanet.overlay import COLOURS
+    from hydralanet.report.overlay import COLOURS
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hydralanet.config import DEFAULT_THRESHOLD, ModelConfig, PreprocessConfig
-from hydralanet.io import write_atomic
+from hydralanet.io.images import write_atomic
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 TVERSKY_OVER = ("image", "batch")  # §6: per image

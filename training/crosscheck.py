@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from hydralanet.io import write_atomic
+from hydralanet.io.images import write_atomic
 
 SIZE = 1024
 LESIONS = ("EX", "HE", "MA", "SE")

@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from hydralanet.config import CLASSES, PreprocessConfig
-from hydralanet.io import atomic_file, read_image
+from hydralanet.io.images import atomic_file, read_image
 from hydralanet.preprocessing import crop_to_fov, enhance, to_tensor
 
 from .config import TrainConfig

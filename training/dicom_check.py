@@ -127,7 +127,7 @@ def handler_table(image: np.ndarray) -> list[dict]:
         ts = pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID
         reference = image
         if syntax == "jpeg":  # what any JPEG decoder makes of it, not the photo before compression
-            from hydralanet.io import read_image
+            from hydralanet.io.images import read_image
 
             reference = read_image(data, name="reference.dcm")
         for plugin in get_decoder(ts).available_plugins or ("native",):
@@ -196,11 +196,11 @@ def jpeg_vs_dicom(loaded, image: np.ndarray, out: Path | None) -> tuple[dict, fl
     from PIL import Image
 
     from hydralanet.config import CLASSES
-    from hydralanet.inference import lesion_statistics, predict
-    from hydralanet.io import read_image
-    from hydralanet.pdf_report import ReportPhoto, report_pdf
-    from hydralanet.reading import findings, read_photo
-    from hydralanet.report import run_record
+    from hydralanet.inference.segment import lesion_statistics, predict
+    from hydralanet.io.images import read_image
+    from hydralanet.reading.photo import findings, read_photo
+    from hydralanet.report.pdf import ReportPhoto, report_pdf
+    from hydralanet.report.tables import run_record
 
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, "JPEG", quality=95, subsampling=1)
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from skimage.data import retina
 
-    from hydralanet.checkpoint import load_model
+    from hydralanet.inference.loaded import load_model
 
     sample = retina()
     print("1. transfer syntax x handler (sample photo at 512 x 512)")

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from hydralanet import load_model, predict, read_image
-from hydralanet.reading import findings, read_photo
+from hydralanet.reading.photo import findings, read_photo
 
 from .data import read_mask, split_rows
 from .mine import false_components

@@ -27,10 +27,10 @@ import torch
 from tqdm import tqdm
 
 from hydralanet import load_model, predict
-from hydralanet.checkpoint import CheckpointError
+from hydralanet.batch.pipeline import PhotoDataset, PhotoJob, as_prepared, decoded, default_workers, fork_safe_opencv
 from hydralanet.config import CLASSES, PRECISIONS, format_threshold
-from hydralanet.io import write_atomic
-from hydralanet.pipeline import PhotoDataset, PhotoJob, as_prepared, decoded, default_workers, fork_safe_opencv
+from hydralanet.inference.loaded import CheckpointError
+from hydralanet.io.images import write_atomic
 
 from .calibration import ECE_BINS, plot_reliability, reliability
 from .data import read_mask, split_rows
@@ -139,7 +139,7 @@ def score_rows(
     image's original resolution (``calibrated=False``: the raw sigmoid, for fitting calibration).
     ``each(row, prediction, targets)`` is called for every photo when given. Photos are decoded
     and preprocessed ahead in worker processes, by ``predict``'s pipeline stage
-    (:mod:`hydralanet.pipeline`); ``workers`` None: one per core."""
+    (:mod:`hydralanet.batch.pipeline`); ``workers`` None: one per core."""
     jobs = [PhotoJob(i, row["image"], str(i)) for i, row in enumerate(rows)]
     dataset = PhotoDataset(jobs, loaded.config.preprocessing, {})
     workers = default_workers() if workers is None else workers
@@ -259,7 +259,7 @@ def plot_pr_curves(pr: PRAccumulator, thresholds: list[float], path: Path, *, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hydralanet.overlay import COLOURS
+    from hydralanet.report.overlay import COLOURS
 
     ap = pr.average_precision()
     fig, ax = plt.subplots(figsize=(6, 5))

@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from hydralanet.io import read_image, write_atomic
+from hydralanet.io.images import read_image, write_atomic
 
 from .datasets.idrid import IDRID_GRADING
 
@@ -64,7 +64,7 @@ def read_graded(loaded, records: list[dict[str, Any]], rows: list[dict[str, Any]
     """Each photo through the model (default thresholds) and the reading, appended to ``rows``;
     ``path`` (CSV) is rewritten after each photo, so an interrupted run keeps what it read."""
     from hydralanet import predict
-    from hydralanet.reading import findings, read_photo
+    from hydralanet.reading.photo import findings, read_photo
 
     done = {(r["split"], r["image"]) for r in rows}  # a training and a test photo may share a name
     todo = [r for r in records if (r["split"], r["image"].stem) not in done]
@@ -151,7 +151,7 @@ def choose_cutoff(rows: list[dict[str, Any]]) -> float:
     return float(min(thresholds[best], 1e9))
 
 
-# The DME rule's settings tried (hydralanet.zones.DME_EXUDATE_PEAK, DME_EXUDATE_MIN_COUNT and
+# The DME rule's settings tried (hydralanet.reading.zones.DME_EXUDATE_PEAK, DME_EXUDATE_MIN_COUNT and
 # DME_EXUDATE_MIN_AREA): a hard exudate is evidence when its most confident pixel reaches the
 # peak; the photo has exudates when there are at least the count of those, or when they cover at
 # least the area (a share of the disc's area, the 1 DD circle). inf: that criterion never met.
@@ -162,7 +162,7 @@ AREA_FLOORS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, float("inf"))
 
 def dme_with_floor(row: dict[str, Any], peak: float, count: float, area: float) -> int | None:
     """The DME risk grade of a row of :func:`read_graded` by the rule of
-    :func:`hydralanet.zones.read_zones` with these settings: 0 when fewer than ``count`` hard
+    :func:`hydralanet.reading.zones.read_zones` with these settings: 0 when fewer than ``count`` hard
     exudates reach ``peak`` and those cover less than ``area`` of the disc's area, else 2 when
     one of them reaches within 1 DD of the fovea, else 1; None where the reading gave no grade."""
     if row["dme_read"] is None:

@@ -6,7 +6,7 @@
 ``IDRIDROOT`` is the official release's folder (``A. Segmentation``, ``B. Disease Grading``,
 ``C. Localization``).
 
-``landmarks``: the optic disc and fovea found by each finder of :mod:`hydralanet.landmarks`
+``landmarks``: the optic disc and fovea found by each finder of :mod:`hydralanet.reading.landmarks`
 (``--finder``: the learned head beside the bundled model and image analysis; no lesion model)
 on all of part C's photos (413 training, 103 test), against the graders' centres: distance in
 pixels of the 4288 x 2848 photo and in disc diameters (DD). IDRiD gives no disc size with the
@@ -37,7 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from hydralanet.io import read_image, write_atomic
+from hydralanet.io.images import read_image, write_atomic
 
 from .datasets.idrid import parse_idrid_reading
 from .idrid_grading import run_grading, write_csv
@@ -63,10 +63,10 @@ def idrid_disc_diameter(root: Path) -> float:
 
 def measure_landmarks(records, dd_px: float, finders: dict[str, Any], progress: bool = True) -> list[dict[str, Any]]:
     """One row per record and finder (``finders``: name -> the ``head`` argument of
-    :func:`~hydralanet.landmarks.find_landmarks`): found centres, confidences, whether each
+    :func:`~hydralanet.reading.landmarks.find_landmarks`): found centres, confidences, whether each
     is reliable, distances to the graders' (px and DD)."""
-    from hydralanet.landmarks import find_landmarks
     from hydralanet.preprocessing import fov_mask
+    from hydralanet.reading.landmarks import find_landmarks
 
     rows = []
     start = time.perf_counter()
@@ -175,7 +175,7 @@ def landmark_markdown(report: dict[str, Any]) -> list[str]:
 
 def landmark_finders(names: list[str], head: str | None) -> dict[str, Any]:
     """``--finder`` names -> the ``head`` argument of ``find_landmarks`` for each."""
-    from hydralanet.landmark_head import LandmarkHeadError, bundled_landmark_head, load_landmark_head
+    from hydralanet.reading.landmark_head import LandmarkHeadError, bundled_landmark_head, load_landmark_head
 
     finders: dict[str, Any] = {}
     for name in FINDERS:

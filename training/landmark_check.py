@@ -93,7 +93,7 @@ def variants(image: np.ndarray) -> Iterator[tuple[str, np.ndarray, tuple, tuple,
 
 def measure(image: np.ndarray) -> list[dict]:
     """One row per variant: errors in pixels and in disc diameters, the eye, the confidences."""
-    from hydralanet.landmarks import find_landmarks
+    from hydralanet.reading.landmarks import find_landmarks
 
     rows = []
     for name, picture, disc, fovea, dd, eye in variants(image):

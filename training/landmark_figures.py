@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from hydralanet.io import read_image, write_atomic
+from hydralanet.io.images import read_image, write_atomic
 
 SPLITS = ("train", "test")
 TOLERANCE_DD = 0.5

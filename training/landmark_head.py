@@ -1,4 +1,4 @@
-"""Train the learned optic-disc and fovea locator (:mod:`hydralanet.landmark_head`) on IDRiD.
+"""Train the learned optic-disc and fovea locator (:mod:`hydralanet.reading.landmark_head`) on IDRiD.
 
     python -m training.landmark_head --idrid IDRIDROOT --out runs/landmark_head [--export weights]
 
@@ -26,8 +26,9 @@ import cv2
 import numpy as np
 import torch
 
-from hydralanet.io import atomic_file, read_image, write_atomic
-from hydralanet.landmark_head import (
+from hydralanet.io.images import atomic_file, read_image, write_atomic
+from hydralanet.preprocessing import fov_geometry, fov_mask
+from hydralanet.reading.landmark_head import (
     HeadConfig,
     LandmarkHead,
     LandmarkNet,
@@ -36,7 +37,6 @@ from hydralanet.landmark_head import (
     photo_to_square,
     save_landmark_head,
 )
-from hydralanet.preprocessing import fov_geometry, fov_mask
 
 from .datasets.idrid import parse_idrid_reading
 from .idrid_reading import HELD_OUT, TOLERANCE_DD, held_out_names, idrid_disc_diameter

@@ -27,7 +27,7 @@ import numpy as np
 
 from hydralanet import load_model, predict, read_image
 from hydralanet.config import CLASSES
-from hydralanet.io import write_atomic
+from hydralanet.io.images import write_atomic
 
 from .data import load_square, split_rows
 from .prepare import read_manifest

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--memory-jpeg4288",
         action="store_true",
-        help="memory runs on 4288 x 2848 JPEGs instead (hydralanet.throughput's)",
+        help="memory runs on 4288 x 2848 JPEGs instead (benchmarks.throughput's)",
     )
     p.add_argument("--only-memory", action="store_true", help="skip the kill-and-resume and torchrun checks")
     p.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         kind = "4288 x 2848 JPEGs" if args.memory_jpeg4288 else f"photos of {args.memory_size} px"
         for count in args.memory:
             if args.memory_jpeg4288:
-                from hydralanet.throughput import make_inputs
+                from benchmarks.throughput import make_inputs
 
                 many = make_inputs(root / f"memory_{count}", "jpeg4288", count)
             else:

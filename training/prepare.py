@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from hydralanet.config import CLASSES
-from hydralanet.io import write_atomic
+from hydralanet.io.images import write_atomic
 
 from .datasets import (
     DEFAULT_TJDR_TOLERANCE,

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from hydralanet.checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_model
+from hydralanet.inference.loaded import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_model
 
 UPLOADED = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]
 

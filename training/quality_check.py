@@ -4,7 +4,7 @@
 
 ``skimage.data.retina()`` and copies of it blurred, darkened, over-exposed, with noise, heavy
 JPEG compression, a flat low-contrast wash, uneven light and crops; each with the verdict it
-is expected to get. The limits in ``hydralanet/quality.py`` were set between these values.
+is expected to get. The limits in ``hydralanet/reading/quality.py`` were set between these values.
 
     python -m training.quality_check --idrid IDRIDROOT [--every N]
 
@@ -92,9 +92,9 @@ def macula_variants(image: np.ndarray, x: float, y: float, dd: float) -> Iterato
 def macula_table(root: str, every: int) -> int:
     """The macula measures on IDRiD C's training photos (the graders' fovea) and their degraded
     copies: per variant, each measure's spread and the share the macula checks flag."""
-    from hydralanet.io import read_image
+    from hydralanet.io.images import read_image
     from hydralanet.preprocessing import fov_mask
-    from hydralanet.quality import MACULA_LIMITS, assess_quality
+    from hydralanet.reading.quality import MACULA_LIMITS, assess_quality
 
     from .datasets.idrid import parse_idrid_reading
     from .idrid_reading import idrid_disc_diameter
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return macula_table(args.idrid, args.every)
     from skimage import data
 
-    from hydralanet.quality import LIMITS, assess_quality
+    from hydralanet.reading.quality import LIMITS, assess_quality
 
     names = list(LIMITS)
     print("| photo | expected | verdict | " + " | ".join(names) + " |")

@@ -4,7 +4,7 @@
 Truth comes from the manifest's label columns (``training.prepare``): the synthetic generator's
 own disc and fovea, IDRiD's localisation markups and grades. Where a photo has a fovea and a disc
 diameter but no grade (synthetic photos), the true grade is read from its true hard-exudate mask
-at the true landmarks, by the same rule (:mod:`hydralanet.zones`).
+at the true landmarks, by the same rule (:mod:`hydralanet.reading.zones`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from hydralanet.landmarks import Fovea, Landmarks, OpticDisc
-from hydralanet.reading import findings, read_photo
-from hydralanet.zones import read_zones, zone_maps
+from hydralanet.reading.landmarks import Fovea, Landmarks, OpticDisc
+from hydralanet.reading.photo import findings, read_photo
+from hydralanet.reading.zones import read_zones, zone_maps
 
 GRADES = (0, 1, 2)
 DISC_TOLERANCE_DD, FOVEA_TOLERANCE_DD = 0.25, 0.5  # the acceptance limits of the reading issue

@@ -23,9 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hydralanet.checkpoint import WEIGHTS_NAME, save_checkpoint
 from hydralanet.config import CLASSES, CheckpointConfig
-from hydralanet.io import atomic_file, write_atomic
+from hydralanet.inference.loaded import WEIGHTS_NAME, save_checkpoint
+from hydralanet.io.images import atomic_file, write_atomic
 
 from .modelcard import json_safe
 
@@ -152,7 +152,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hydralanet.overlay import COLOURS
+    from hydralanet.report.overlay import COLOURS
 
     epochs = [r["epoch"] + 1 for r in records]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))

@@ -39,8 +39,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from hydralanet.checkpoint import WEIGHTS_NAME, load_model, save_checkpoint
-from hydralanet.model import HydraLANet, count_parameters
+from hydralanet.inference.loaded import WEIGHTS_NAME, load_model, save_checkpoint
+from hydralanet.model.network import HydraLANet, count_parameters
 
 from .config import TrainConfig, resolve_run_config, save_config
 from .data import (

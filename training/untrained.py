@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from hydralanet.checkpoint import save_checkpoint
 from hydralanet.config import CheckpointConfig, PreprocessConfig
-from hydralanet.model import HydraLANet
+from hydralanet.inference.loaded import save_checkpoint
+from hydralanet.model.network import HydraLANet
 
 CARD = """---
 library_name: hydralanet

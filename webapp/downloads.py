@@ -10,10 +10,10 @@ import numpy as np
 import streamlit as st
 
 from hydralanet import LoadedModel, SquarePrediction, lesion_statistics, render_overlay
-from hydralanet.io import encode_png
-from hydralanet.pdf_report import ReportPhoto, report_pdf
-from hydralanet.reading import PhotoReading, findings
-from hydralanet.report import masks_zip, record_columns, run_record, summary_csv
+from hydralanet.io.images import encode_png
+from hydralanet.reading.photo import PhotoReading, findings
+from hydralanet.report.pdf import ReportPhoto, report_pdf
+from hydralanet.report.tables import masks_zip, record_columns, run_record, summary_csv
 
 Result = Callable[[], tuple[SquarePrediction, PhotoReading]]  # app.result_getter: arrays on demand
 

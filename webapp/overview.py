@@ -32,7 +32,7 @@ def quality_text(quality: dict) -> str:
 
 
 def photo_row(name: str, shape: tuple[int, ...], rows: list[dict], found: dict) -> PhotoRow:
-    """``rows``: :func:`hydralanet.lesion_statistics`; ``found``: :func:`hydralanet.reading.findings`."""
+    """``rows``: :func:`hydralanet.lesion_statistics`; ``found``: :func:`hydralanet.reading.photo.findings`."""
     grade = found["dme_risk"]
     return PhotoRow(
         name=name,

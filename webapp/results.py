@@ -16,12 +16,12 @@ from hydralanet import (
     render_overlay,
 )
 from hydralanet.config import CLASS_NAMES, format_threshold
-from hydralanet.io import encode_png
-from hydralanet.overlay import downscale_for_display
-from hydralanet.working import WorkingPhoto
-from hydralanet.zones import ETDRS_ZONES, QUADRANTS
+from hydralanet.inference.working import WorkingPhoto
+from hydralanet.io.images import encode_png
+from hydralanet.reading.zones import ETDRS_ZONES, QUADRANTS
+from hydralanet.report.overlay import downscale_for_display
 
-GRID_CYAN = (0, 229, 255)  # hydralanet.zones.draw_grid: the disc circle and the fovea cross
+GRID_CYAN = (0, 229, 255)  # hydralanet.reading.zones.draw_grid: the disc circle and the fovea cross
 PREVIEW_SIDE = 720  # images are shown at most this large; downloads stay full size
 ZOOM_SIDES = (1024, 512, 256, 128, 64)  # photo px across the zoomed view; 64: 5 screen px each on a phone
 ZOOM_RENDER = 768  # px the region is drawn at (nearest neighbour): sharp in a view up to this wide
@@ -87,7 +87,7 @@ def zoom_targets(
 ) -> list[tuple[str, int, int]]:
     """Where the zoom can be centred, ``(label, x, y)`` in photo pixels: the fovea, the
     ``count`` largest lesions of the kinds shown (``labelled``: the working masks' lesions,
-    :func:`hydralanet.inference.label_lesions`; areas in photo pixels), the optic disc and the
+    :func:`hydralanet.inference.segment.label_lesions`; areas in photo pixels), the optic disc and the
     photo's centre, each when there is one; the zoom starts on the first."""
     targets = []
     if found["fovea"]:

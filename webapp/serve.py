@@ -13,10 +13,10 @@ from pathlib import Path
 import streamlit as st
 
 from hydralanet import CheckpointError, LoadedModel
-from hydralanet.checkpoint import load_model
-from hydralanet.hub import parse_hub_source
-from hydralanet.serving import MemoryBudget, SessionCache, WorkGate, env_int
-from hydralanet.system import keep_heap_small, usable_cores
+from hydralanet.checkpoints.hub import parse_hub_source
+from hydralanet.inference.loaded import load_model
+from hydralanet.io.system import keep_heap_small, usable_cores
+from webapp.serving import MemoryBudget, SessionCache, WorkGate, env_int
 
 log = logging.getLogger("hydralanet.app")
 

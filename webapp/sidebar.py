@@ -11,7 +11,7 @@ from hydralanet import (
     LoadedModel,
 )
 from hydralanet.config import CLAHE_MODES, CLASS_NAMES, CROP_MODES, threshold_stops
-from hydralanet.pdf_report import describe_training_data
+from hydralanet.report.pdf import describe_training_data
 from webapp.results import threshold_text
 from webapp.serve import load_requested_model, model_locked
 

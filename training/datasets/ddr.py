@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from hydralanet.config import CLASSES
-from hydralanet.io import IMAGE_EXTENSIONS
+from hydralanet.io.images import IMAGE_EXTENSIONS
 
 from .common import MASK_EXTENSIONS, Problems, Record, check_sizes, files_by_stem, require_dir
 

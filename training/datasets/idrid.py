@@ -7,7 +7,7 @@ import csv
 import os
 from pathlib import Path
 
-from hydralanet.io import IMAGE_EXTENSIONS
+from hydralanet.io.images import IMAGE_EXTENSIONS
 
 from .common import MASK_EXTENSIONS, MASK_KEYS, Problems, Record, check_sizes, files_by_stem, require_dir
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hydralanet.io import IMAGE_EXTENSIONS, save_png, write_atomic
+from hydralanet.io.images import IMAGE_EXTENSIONS, save_png, write_atomic
 
 from .common import MASK_KEYS, MAX_LISTED, Problems, Record, check_sizes, files_by_stem, require_dir
 

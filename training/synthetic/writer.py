@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from hydralanet.io import write_atomic
+from hydralanet.io.images import write_atomic
 
 from .canvas import REFERENCE_SIZE
 from .lesions import LESION_IDS
