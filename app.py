@@ -45,7 +45,14 @@ from hydralanet.report.pdf import describe_training_data
 if TYPE_CHECKING:
     from hydralanet.io.dicom import DicomFacts
 from hydralanet.inference.working import WorkingPhoto, working_photo
-from hydralanet.reading.photo import LESION_EXCLUSION_P, PhotoReading, findings, read_photo, read_working
+from hydralanet.reading.photo import (
+    LESION_EXCLUSION_P,
+    PhotoReading,
+    findings,
+    read_photo,
+    read_working,
+    square_exudate_cores,
+)
 from hydralanet.reading.zones import draw_grid
 from webapp.downloads import show_downloads, show_report
 from webapp.overview import PhotoRow, photo_row, show_overview
@@ -222,7 +229,7 @@ def compute_reading(prediction: SquarePrediction, facts=None) -> PhotoReading:
         prediction.image,
         prediction.fov,
         lesions=lesions,
-        cores=prediction.exudate_cores(),
+        cores=square_exudate_cores(prediction.square, prediction.geometry, prediction.fov),
         laterality=facts.laterality if facts else None,  # a DICOM header's eye and pixel size
         mm_per_px=facts.mm_per_px if facts else None,
     )

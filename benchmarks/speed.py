@@ -47,9 +47,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.speed_report import machine_info, print_report
 from hydralanet.config import CLASSES, ENCODERS, CheckpointConfig, PreprocessConfig
-from hydralanet.inference.fast import optimize_for_inference, resolve_precision
+from hydralanet.inference.device import resolve_precision
+from hydralanet.inference.fast import optimize_for_inference
+from hydralanet.inference.forward import run_model
 from hydralanet.inference.loaded import LoadedModel, load_model
-from hydralanet.inference.segment import predict, run_model
+from hydralanet.inference.segment import predict
 from hydralanet.io.images import read_image
 from hydralanet.model.network import HydraLANet
 from hydralanet.preprocessing import preprocess

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from hydralanet.config import CLASSES
-from hydralanet.inference.fast import cpu_has_native_bf16
+from hydralanet.inference.device import cpu_has_native_bf16
 
 
 def machine_info() -> dict[str, Any]:

@@ -34,8 +34,9 @@ import cv2
 import numpy as np
 
 from benchmarks.speed import CpuShare, build, large_photo
+from hydralanet.checkpoints.folder import save_checkpoint
 from hydralanet.config import CLASSES
-from hydralanet.inference.loaded import load_model, save_checkpoint
+from hydralanet.inference.loaded import load_model
 from hydralanet.io.system import usable_cores
 
 KINDS = {"jpeg4288": (4288, 2848, ".jpg"), "png1024": (1024, 1024, ".png")}

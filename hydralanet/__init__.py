@@ -13,7 +13,7 @@ _EXPORTS = {
     "CheckpointError": ".checkpoints.format",
     "LoadedModel": ".inference.loaded",
     "load_model": ".inference.loaded",
-    "save_checkpoint": ".inference.loaded",
+    "save_checkpoint": ".checkpoints.folder",
     "CLASSES": ".config",
     "CheckpointConfig": ".config",
     "ModelConfig": ".config",

@@ -262,8 +262,8 @@ def predict_command(args: argparse.Namespace) -> int:
 
 def convert_command(args: argparse.Namespace) -> int:
     from .checkpoints.convert import convert_to_folder, export_original
+    from .checkpoints.format import CheckpointError
     from .checkpoints.original import ORIGINAL_LAYOUT
-    from .inference.loaded import CheckpointError
 
     try:
         if args.to == "original":
@@ -298,8 +298,8 @@ def convert_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
+    from .checkpoints.format import CheckpointError
     from .inference.export import FORMATS, export_model
-    from .inference.loaded import CheckpointError
 
     print("exporting (tracing the network and checking the graph against PyTorch)...", file=sys.stderr)
     try:

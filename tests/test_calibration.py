@@ -85,7 +85,7 @@ def tiny(tmp_path_factory) -> Path:
 def test_predict_applies_the_calibration_monotonically(tiny, retina):
     import cv2
 
-    from hydralanet.inference.segment import run_model
+    from hydralanet.inference.forward import run_model
 
     loaded = load_model(tiny / "model", device="cpu")
     calibration = {"EX": (0.5, -1.0), "HE": (2.0, 0.5), "MA": (0.1, 0.0), "SE": (1.0, 3.0)}

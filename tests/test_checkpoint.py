@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from hydralanet import HydraLANet, load_model, save_checkpoint
+from hydralanet.checkpoints.format import CheckpointError
 from hydralanet.config import CheckpointConfig, PreprocessConfig, format_threshold
-from hydralanet.inference.loaded import CheckpointError
 
 
 def _tiny_model(seed: int = 0) -> HydraLANet:

@@ -18,7 +18,7 @@ from hydralanet.config import CLASSES
 from hydralanet.inference.segment import SquarePrediction
 from hydralanet.preprocessing import fov_geometry, fov_mask
 from hydralanet.reading.landmarks import Fovea, Landmarks, OpticDisc
-from hydralanet.reading.photo import PhotoReading, findings, read_photo
+from hydralanet.reading.photo import PhotoReading, findings, read_photo, square_exudate_cores
 from hydralanet.reading.quality import Quality
 from hydralanet.reading.zones import (
     DME_EXUDATE_MIN_AREA,
@@ -157,7 +157,9 @@ def test_every_way_in_hands_the_reading_the_same_cores(retina):
     output = ModelOutput(0, "eye", "eye.png", torch.from_numpy(retina), torch.from_numpy(fov), square, geometry)
     result = output.to_result(OutputOptions(thresholds=dict.fromkeys(CLASSES, 0.5)))
     assert result.cores.size > 100 and np.array_equal(result.cores, direct.cores)
-    assert np.array_equal(prediction.exudate_cores(), direct.cores)  # the web app's full-resolution reading
+    assert np.array_equal(
+        square_exudate_cores(prediction.square, prediction.geometry, prediction.fov), direct.cores
+    )  # the web app's full-resolution reading
     # Only the sure exudate holds cores: the fainter one has none.
     ys, xs = np.unravel_index(direct.cores, fov.shape)
     box_y0, _, box_x0, _ = geometry.box

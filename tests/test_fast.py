@@ -13,17 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from hydralanet import HydraLANet, benchmark, load_model, predict
-from hydralanet.inference.fast import (
-    InferenceModel,
-    cpu_has_native_bf16,
-    fold_batchnorm,
-    optimize_for_inference,
-    resolve_precision,
-)
-from hydralanet.inference.segment import run_model
+from benchmarks import speed as benchmark
+from hydralanet import HydraLANet, load_model, predict
+from hydralanet.config import PreprocessConfig
+from hydralanet.inference.device import cpu_has_native_bf16, resolve_precision
+from hydralanet.inference.fast import InferenceModel, fold_batchnorm, optimize_for_inference
+from hydralanet.inference.forward import run_model
 from hydralanet.inference.tiling import blend_ramp, run_tiled, tile_starts
-from hydralanet.preprocessing import PreprocessConfig, preprocess
+from hydralanet.preprocessing import preprocess
 
 
 def _randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from hydralanet import load_model, predict
+from hydralanet.checkpoints.format import CheckpointError
 from hydralanet.cli import main
-from hydralanet.inference.loaded import CheckpointError
 from hydralanet.inference.onnx_model import OnnxNetwork
 from hydralanet.io.images import read_image
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from hydralanet import load_model, predict
+from hydralanet.checkpoints.format import CheckpointError
 from hydralanet.cli import main
-from hydralanet.inference.loaded import CheckpointError
 from hydralanet.inference.openvino_model import OpenVinoNetwork, openvino_has_bf16
 from hydralanet.io.images import read_image
 

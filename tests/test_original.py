@@ -18,10 +18,11 @@ import torch
 from safetensors.torch import save_file
 
 from hydralanet import HydraLANet, load_model
+from hydralanet.checkpoints.format import CheckpointError
 from hydralanet.checkpoints.hub import HubError, HubSource, parse_hub_source
 from hydralanet.checkpoints.original import from_original, infer_model_config, to_original, unwrap_state
 from hydralanet.cli import main
-from hydralanet.inference.loaded import CheckpointError, load_model_or_bundled
+from hydralanet.inference.loaded import load_model_or_bundled
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "original_hydralanet"
 REPO = Path(__file__).resolve().parent.parent

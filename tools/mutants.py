@@ -244,7 +244,7 @@ MUTATIONS = [
       "if sure < 1 and area < DME_EXUDATE_MIN_AREA * disc_area:",
       ["tests/test_dme_evidence.py"], "one sure exudate enough, however small"),
     M("pipeline-no-cores", "hydralanet/batch/pipeline.py",
-      "cores = inference.square_exudate_cores(square, self.geometry, fov)",
+      "cores = square_exudate_cores(square, self.geometry, fov)",
       "cores = None",
       ["tests/test_dme_evidence.py"], "the batch pipeline hands the reading no exudate cores"),
 ]  # fmt: skip

@@ -46,8 +46,9 @@ from hydralanet import load_model, predict, read_image, save_checkpoint  # noqa:
 from hydralanet.checkpoints.format import CONFIG_NAME, ONNX_NAME, OPENVINO_NAME  # noqa: E402
 from hydralanet.config import CLASSES  # noqa: E402
 from hydralanet.inference.export import export_model  # noqa: E402
+from hydralanet.inference.forward import run_model  # noqa: E402
 from hydralanet.inference.onnx_model import INPUT_NAME  # noqa: E402
-from hydralanet.inference.segment import prepare_photo, run_model  # noqa: E402
+from hydralanet.inference.segment import prepare_photo  # noqa: E402
 from hydralanet.io.images import write_atomic  # noqa: E402
 
 FIXTURES = sorted((ROOT / "tests" / "fixtures" / "idrid").glob("IDRiD_*.jpg"))

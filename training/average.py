@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hydralanet import load_model, save_checkpoint
-from hydralanet.inference.loaded import CheckpointError
+from hydralanet.checkpoints.format import CheckpointError
 from hydralanet.io.images import write_atomic
 
 from .config import TrainConfig

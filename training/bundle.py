@@ -194,7 +194,7 @@ def this_machine() -> str:
     """A short description of this CPU: cores and the vector extensions inference uses."""
     import os
 
-    from hydralanet.inference.fast import cpu_has_native_bf16
+    from hydralanet.inference.device import cpu_has_native_bf16
 
     caps = torch.cpu.get_capabilities() if hasattr(torch, "cpu") and hasattr(torch.cpu, "get_capabilities") else {}
     isa = "AVX-512 with bf16" if cpu_has_native_bf16() else caps.get("cpu_capability", "").upper() or "x86_64"

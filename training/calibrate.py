@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from hydralanet import load_model
+from hydralanet.checkpoints.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError
 from hydralanet.config import CLASSES, PRECISIONS, CheckpointConfig
-from hydralanet.inference.loaded import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError
 
 from .calibration import calibrate_threshold, fit_platt, reliability
 from .data import split_rows

@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from hydralanet import load_model, predict
 from hydralanet.batch.pipeline import PhotoDataset, PhotoJob, as_prepared, decoded, default_workers, fork_safe_opencv
+from hydralanet.checkpoints.format import CheckpointError
 from hydralanet.config import CLASSES, PRECISIONS, format_threshold
-from hydralanet.inference.loaded import CheckpointError
 from hydralanet.io.images import write_atomic
 
 from .calibration import ECE_BINS, plot_reliability, reliability

@@ -16,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from hydralanet.inference.loaded import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_model
+from hydralanet.checkpoints.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError
+from hydralanet.inference.loaded import load_model
 
 UPLOADED = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]
 

@@ -23,8 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hydralanet.checkpoints.folder import save_checkpoint
+from hydralanet.checkpoints.format import WEIGHTS_NAME
 from hydralanet.config import CLASSES, CheckpointConfig
-from hydralanet.inference.loaded import WEIGHTS_NAME, save_checkpoint
 from hydralanet.io.images import atomic_file, write_atomic
 
 from .modelcard import json_safe

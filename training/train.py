@@ -39,7 +39,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from hydralanet.inference.loaded import WEIGHTS_NAME, load_model, save_checkpoint
+from hydralanet.checkpoints.folder import save_checkpoint
+from hydralanet.checkpoints.format import WEIGHTS_NAME
+from hydralanet.inference.loaded import load_model
 from hydralanet.model.network import HydraLANet, count_parameters
 
 from .config import TrainConfig, resolve_run_config, save_config

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
+from hydralanet.checkpoints.folder import save_checkpoint
 from hydralanet.config import CheckpointConfig, PreprocessConfig
-from hydralanet.inference.loaded import save_checkpoint
 from hydralanet.model.network import HydraLANet
 
 CARD = """---

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hydralanet.config import CLASSES
-from hydralanet.inference.fast import PRECISION_DTYPES
+from hydralanet.inference.device import PRECISION_DTYPES
 
 from .calibration import calibrate_threshold, fit_platt
 from .config import TrainConfig

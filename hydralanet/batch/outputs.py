@@ -31,8 +31,8 @@ import numpy as np
 from ..config import CLASSES
 from ..inference.segment import lesion_statistics
 from ..io.images import save_png, write_atomic
-from ..reading.photo import ZONE_COLUMNS, findings, read_photo
-from ..reading.zones import indicator_rows
+from ..reading.photo import findings, read_photo
+from ..reading.zones import ZONE_COLUMNS, indicator_rows
 from ..report.overlay import render_overlay
 from ..report.pdf import ReportPhoto, write_report
 from ..report.tables import SUMMARY_COLUMNS

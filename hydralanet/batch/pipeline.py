@@ -36,7 +36,7 @@ from ..inference import segment
 from ..io.images import ImageError, read_image
 from ..io.system import usable_cores
 from ..preprocessing import BlankImageError, Preprocessed
-from ..reading.photo import LESION_EXCLUSION_P
+from ..reading.photo import LESION_EXCLUSION_P, square_exudate_cores
 from .outputs import OutputOptions, PhotoResult, ShardWriter, complete_record, write_photo_outputs
 
 
@@ -211,7 +211,7 @@ class ModelOutput:
         if options.reading:  # max over the classes >= p  <=>  some class >= p
             cuts = dict.fromkeys(CLASSES, LESION_EXCLUSION_P)
             lesions = segment.square_masks(square, self.geometry, fov, cuts).any(axis=0)
-            cores = segment.square_exudate_cores(square, self.geometry, fov)
+            cores = square_exudate_cores(square, self.geometry, fov)
         if options.save_probabilities:
             full = self.geometry.to_original(square)
             full *= fov[None]

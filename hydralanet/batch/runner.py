@@ -143,7 +143,8 @@ def _fail(message: str) -> int:
 def run_predict(args: argparse.Namespace, describe_model: Any) -> int:
     """``python -m hydralanet predict``: returns the exit code (0, 1: some photos failed, 2:
     bad arguments or model)."""
-    from ..inference.loaded import CheckpointError, load_model
+    from ..checkpoints.format import CheckpointError
+    from ..inference.loaded import load_model
 
     if not 0.0 <= args.opacity <= 1.0:
         return _fail(f"--opacity must be in [0, 1], got {args.opacity}")

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from ..config import CLASSES, CheckpointConfig, format_threshold, validate_thresholds
-from ..inference.loaded import LoadedModel, default_model_card, load_model, save_checkpoint
 from ..io.images import write_atomic
+from .folder import default_model_card, save_checkpoint
 from .original import ORIGINAL_LAYOUT, to_original
+from .read import Checkpoint, read_checkpoint
 
 
 def convert_to_folder(
@@ -27,12 +28,12 @@ def convert_to_folder(
     name: str | None = None,
     thresholds: dict[str, float] | None = None,
     crop: str | None = None,
-) -> tuple[Path, LoadedModel]:
-    """Write ``source`` (anything :func:`load_model` reads) as a standard checkpoint folder:
+) -> tuple[Path, Checkpoint]:
+    """Write ``source`` (anything :func:`~hydralanet.checkpoints.read.read_checkpoint` reads) as a standard checkpoint folder:
     ``model.safetensors`` (float32, exactly the loaded weights), ``config.json`` (``name``,
     ``thresholds`` and ``crop`` override what the source says) and a model card saying where it
     came from and that its metrics are unknown until scored."""
-    loaded = load_model(source, device="cpu", allow_pickle=allow_pickle)
+    loaded = read_checkpoint(source, allow_pickle=allow_pickle)
     config = loaded.config
     provenance = dict(config.provenance)
     provenance.update(
@@ -57,11 +58,11 @@ def convert_to_folder(
 
 def export_original(
     source: str | os.PathLike | None, out: str | os.PathLike, *, allow_pickle: bool = False
-) -> tuple[Path, LoadedModel]:
+) -> tuple[Path, Checkpoint]:
     """Write ``source`` as a plain state dict in the original layout (``torch.save``), which the
     original code loads with ``strict=True``: folded biases and the unused FFB convolutions are
     zeros. Written atomically."""
-    loaded = load_model(source, device="cpu", allow_pickle=allow_pickle)
+    loaded = read_checkpoint(source, allow_pickle=allow_pickle)
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(to_original(state, loaded.config.model), buffer)
@@ -70,7 +71,7 @@ def export_original(
     return out, loaded
 
 
-def converted_model_card(config: CheckpointConfig, loaded: LoadedModel) -> str:
+def converted_model_card(config: CheckpointConfig, loaded: Checkpoint) -> str:
     """The card of a converted checkpoint: where it came from, what is not known about it."""
     provenance = config.provenance
     origin = provenance.get("converted_from") or "a state dict"

@@ -5,19 +5,10 @@ Whole squares (:mod:`hydralanet.inference.segment`) and tiles (:mod:`hydralanet.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..config import CLASSES
-from .fast import PRECISION_DTYPES, InferenceModel
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer (CPU for an empty module)."""
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return torch.device("cpu")
+from .device import PRECISION_DTYPES, module_device
+from .fast import InferenceModel
 
 
 @torch.inference_mode()

@@ -1,4 +1,4 @@
-"""Checkpoint folders (DESIGN §7): ``config.json`` + ``model.safetensors`` + ``README.md``.
+"""A checkpoint loaded for inference: on a device, with its fast path built on first use.
 
 One loader, :func:`load_model`, for the app, the CLI, evaluation and tests. Sources: a local
 folder or file, a Hugging Face Hub model repo or Space (:mod:`hydralanet.checkpoints.hub`), or nothing
@@ -17,28 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoints.folder import (  # noqa: F401  (save_checkpoint, default_model_card: public here too)
-    check_own_layout,
-    default_model_card,
-    original_config,
-    read_config,
-    read_state,
-    save_checkpoint,
-    sha256_file,
-)
-from ..checkpoints.format import (  # noqa: F401  (public here too)
-    CARD_NAME,
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    CheckpointError,
-    is_pickle,
-)
-from ..checkpoints.original import ORIGINAL_LAYOUT, LayoutError, from_original, is_original_layout
-from ..checkpoints.sources import BUNDLED_DIR, locate  # noqa: F401  (BUNDLED_DIR: public here too)
+from ..checkpoints.folder import read_config, sha256_file
+from ..checkpoints.format import CONFIG_NAME, CheckpointError
+from ..checkpoints.read import identity_of, is_exported, read_network
+from ..checkpoints.sources import locate
 from ..config import CheckpointConfig
-from ..model.network import HydraLANet, count_parameters
-from .fast import optimize_for_inference, resolve_device, resolve_precision
-from .forward import module_device  # noqa: F401  (public here too)
+from ..model.network import HydraLANet
+from .device import module_device, resolve_device, resolve_precision
+from .fast import optimize_for_inference
 
 
 @dataclass
@@ -117,50 +103,11 @@ def load_model(
     Raises :class:`CheckpointError` (or :class:`HubError`) with a one-line message.
     """
     found = locate(source, allow_pickle=allow_pickle)
-    label = found.label
-    if found.weights.suffix.lower() in (".onnx", ".xml"):
+    if is_exported(found):
         return _load_exported(found, source)
-    state = read_state(found.weights, label, allow_pickle=allow_pickle, config_missing=found.config is None)
-    sha256 = sha256_file(found.weights)
-    original = is_original_layout(state)
-    if found.config is not None:
-        config = read_config(found.config, label)
-    elif original:
-        config = original_config(state, file=found.file, sha256=sha256)
-    elif is_pickle(found.weights):
-        config = CheckpointConfig()  # a bare legacy state dict: assume the published architecture
-    else:
-        raise CheckpointError(f"{label}: {CONFIG_NAME} is missing (a checkpoint folder needs config.json)")
-    model = HydraLANet.from_config(config.model)
-    if original:
-        try:
-            state = from_original(state, config.model, model.state_dict())
-        except LayoutError as exc:
-            raise CheckpointError(
-                f"{label}: {found.file} is in {ORIGINAL_LAYOUT} but does not match it: {exc}"
-            ) from None
-    else:
-        check_own_layout(model, state, config, label)
-    model.load_state_dict(state, strict=True)
-    model.eval().to(resolve_device(device))
-    # Loaded from the original layout now, or a folder `convert` wrote from it earlier.
-    converted = ORIGINAL_LAYOUT if original else config.provenance.get("converted_from")
-    identity = _identity(config, source, found, sha256, count_parameters(model), converted)
-    return LoadedModel(model=model, config=config, identity=identity)
-
-
-def _identity(config: CheckpointConfig, source, found, sha256: str, parameters: int, converted_from, **more) -> dict:
-    """What a loaded model is (:attr:`LoadedModel.identity`)."""
-    return {
-        "name": config.name,
-        "source": "bundled" if source in (None, "") else str(source),
-        "revision": found.revision,
-        "file": found.file,
-        "sha256": sha256,
-        "parameters": parameters,
-        "converted_from": converted_from,
-        **more,
-    }
+    network = read_network(found, source, allow_pickle=allow_pickle)
+    network.model.to(resolve_device(device))
+    return LoadedModel(model=network.model, config=network.config, identity=network.identity)
 
 
 def _load_exported(found, source: str | os.PathLike | None) -> LoadedModel:
@@ -183,7 +130,7 @@ def _load_exported(found, source: str | os.PathLike | None) -> LoadedModel:
         raise CheckpointError(f"{found.label}: {found.file} is missing")
     network = Network(found.weights, label=found.label)
     exported = config.provenance.get("exported", {})
-    identity = _identity(
+    identity = identity_of(
         config,
         source,
         found,

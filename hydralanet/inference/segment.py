@@ -13,9 +13,7 @@ import torch
 
 from ..config import CLASSES, PreprocessConfig, format_threshold, validate_thresholds
 from ..preprocessing import FovGeometry, Preprocessed, preprocess
-from ..reading.zones import DME_EXUDATE_PEAK
-from .fast import PRECISIONS, InferenceModel, cpu_has_native_bf16, resolve_precision  # noqa: F401  (public here too)
-from .forward import module_device, run_model  # noqa: F401  (public here too)
+from .forward import run_model
 from .loaded import LoadedModel
 from .tiling import ALIGN, native_input_size, run_tiled
 
@@ -94,12 +92,6 @@ class SquarePrediction:
         float map of one class inside the crop box is all that is held at full resolution."""
         return square_masks(self.square, self.geometry, self.fov, thresholds)
 
-    def exudate_cores(self) -> np.ndarray:
-        """Flat indices of the photo's pixels where the hard-exudate probability reaches
-        :data:`~hydralanet.reading.zones.DME_EXUDATE_PEAK`: :func:`~hydralanet.reading.zones.exudate_cores` of
-        the full map, one class at full resolution (the reading's ``cores``)."""
-        return square_exudate_cores(self.square, self.geometry, self.fov)
-
     def masks_in(self, thresholds: dict[str, float] | None, top: int, bottom: int, left: int, right: int) -> np.ndarray:
         """``masks(thresholds)[:, top:bottom, left:right]`` (``4 x h x w`` bool) without the rest of
         the photo: what a zoomed view draws. Probabilities agree with :meth:`masks`'s to ~1e-6
@@ -122,13 +114,6 @@ def square_masks(
     for i, c in enumerate(CLASSES):
         square_mask(square[i], geometry, fov, thresholds[c], out=out[i])
     return out
-
-
-def square_exudate_cores(square: np.ndarray, geometry: FovGeometry, fov: np.ndarray) -> np.ndarray:
-    """Flat indices of the photo's pixels where the hard-exudate probability of the model's
-    square (``4 x S x S``) reaches :data:`~hydralanet.reading.zones.DME_EXUDATE_PEAK`: the reading's
-    ``cores``, equal to :func:`~hydralanet.reading.zones.exudate_cores` of the full map."""
-    return np.flatnonzero(square_mask(square[CLASSES.index("EX")], geometry, fov, DME_EXUDATE_PEAK))
 
 
 def square_mask(

@@ -25,12 +25,32 @@ from ..config import CLASSES
 from ..preprocessing import FovGeometry
 from .landmarks import DEFAULT_DISC_FRACTION, Landmarks, find_landmarks
 from .quality import Quality, assess_quality
-from .zones import DD_MM, ZONE_COLUMNS, PackedZoneMaps, ZoneMaps, exudate_cores, read_zones, zone_maps, zone_units
+from .zones import (
+    DD_MM,
+    DME_EXUDATE_PEAK,
+    ZONE_COLUMNS,
+    PackedZoneMaps,
+    ZoneMaps,
+    exudate_cores,
+    read_zones,
+    zone_maps,
+    zone_units,
+)
 
 if TYPE_CHECKING:
     from ..inference.working import WorkingPhoto
 
 __all__ = ["PhotoReading", "ZONE_COLUMNS", "findings", "read_photo", "read_working"]
+
+
+def square_exudate_cores(square: np.ndarray, geometry: FovGeometry, fov: np.ndarray) -> np.ndarray:
+    """Flat indices of the photo's pixels where the hard-exudate probability of the model's
+    square (``4 x S x S``) reaches :data:`~hydralanet.reading.zones.DME_EXUDATE_PEAK`: the reading's
+    ``cores``, equal to :func:`~hydralanet.reading.zones.exudate_cores` of the full map, made one
+    class at a time at full resolution."""
+    from ..inference.segment import square_mask
+
+    return np.flatnonzero(square_mask(square[CLASSES.index("EX")], geometry, fov, DME_EXUDATE_PEAK))
 
 
 @dataclass
