@@ -3,9 +3,12 @@ in colour fundus photographs. Research software, not a medical device."""
 
 from __future__ import annotations
 
-import importlib
+from ._lazy import lazy_exports
+from ._moved import install as _install_moved_paths
 
 __version__ = "0.1.0"
+
+_install_moved_paths()  # the module paths before the subpackages still import, with a DeprecationWarning
 
 # Imported on first use (PEP 562), so `python -m hydralanet --help` and `--version` answer without
 # loading torch: name -> the module that defines it.
@@ -35,17 +38,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'hydralanet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "CLASSES",

@@ -255,15 +255,16 @@ def _fail(message: str) -> int:
 
 def predict_command(args: argparse.Namespace) -> int:
     """The streaming pipeline (:mod:`hydralanet.batch.pipeline`), under ``torchrun`` too."""
-    from .batch.runner import run_predict
+    from .batch.runner import PredictRequest, run_predict
 
-    return run_predict(args, describe_model)
+    return run_predict(PredictRequest.from_args(args))
 
 
 def convert_command(args: argparse.Namespace) -> int:
     from .checkpoints.convert import convert_to_folder, export_original
     from .checkpoints.format import CheckpointError
     from .checkpoints.original import ORIGINAL_LAYOUT
+    from .checkpoints.read import describe_identity
 
     try:
         if args.to == "original":
@@ -274,7 +275,7 @@ def convert_command(args: argparse.Namespace) -> int:
             out, loaded = export_original(args.source, args.out, allow_pickle=args.allow_pickle)
             arch = loaded.config.model
             print(
-                f"wrote {out} ({ORIGINAL_LAYOUT}, {arch.encoder}, D = {arch.decoder_channels}) from {describe_model(loaded)}; "
+                f"wrote {out} ({ORIGINAL_LAYOUT}, {arch.encoder}, D = {arch.decoder_channels}) from {describe_identity(loaded.identity)}; "
                 f"the original code thresholds at 0.35 and reads the centre square",
                 file=sys.stderr,
             )
@@ -288,7 +289,7 @@ def convert_command(args: argparse.Namespace) -> int:
                 crop=args.crop,
             )
             print(
-                f"wrote {out} from {describe_model(loaded)}; its metrics are unknown until scored "
+                f"wrote {out} from {describe_identity(loaded.identity)}; its metrics are unknown until scored "
                 f"(python -m training.evaluate --model {out} ...)",
                 file=sys.stderr,
             )
@@ -299,6 +300,7 @@ def convert_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     from .checkpoints.format import CheckpointError
+    from .checkpoints.read import describe_identity
     from .inference.export import FORMATS, export_model
 
     print("exporting (tracing the network and checking the graph against PyTorch)...", file=sys.stderr)
@@ -308,24 +310,9 @@ def export_command(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     side = loaded.config.preprocessing.input_size
     print(
-        f"wrote {out} ({FORMATS[args.format][1]}) from {describe_model(loaded)}; largest probability difference from "
+        f"wrote {out} ({FORMATS[args.format][1]}) from {describe_identity(loaded.identity)}; largest probability difference from "
         f"PyTorch on a random "
         f"{side} px batch: {gap:.1e}",
         file=sys.stderr,
     )
     return 0
-
-
-def describe_model(loaded) -> str:
-    """One line: name, source, the file used, and whether it was converted."""
-    identity = loaded.identity
-    parts = [identity["source"]]
-    if identity.get("revision"):
-        parts.append(f"revision {identity['revision'][:12]}")
-    if identity.get("file"):
-        parts.append(f"file {identity['file']}")
-    if identity.get("converted_from"):
-        parts.append(f"converted from {identity['converted_from']}")
-    if identity.get("runtime", "torch") != "torch":
-        parts.append(f"run by {identity['runtime']}")
-    return f"{identity['name']} ({', '.join(parts)})"

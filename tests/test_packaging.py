@@ -77,7 +77,7 @@ def test_installed_package_runs_predict_away_from_the_repository(tmp_path: Path,
         "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
         "except SystemExit as end:\n"
         "    code = end.code\n"
-        "import hydralanet.inference.loaded as c\n"
+        "import hydralanet.checkpoints.sources as c\n"
         "print(c.__file__); print(c.BUNDLED_DIR)\n"
         "sys.exit(code)\n"
     )
@@ -92,7 +92,7 @@ def test_installed_package_runs_predict_away_from_the_repository(tmp_path: Path,
     assert done.returncode == 0, done.stderr[-2000:]
     assert "bundled" in done.stdout + done.stderr
     where = done.stdout.splitlines()[-2:]
-    assert where == [str(site / "hydralanet" / "checkpoint.py"), str(site / "hydralanet" / "bundled")]
+    assert where == [str(site / "hydralanet" / "checkpoints" / "sources.py"), str(site / "hydralanet" / "bundled")]
     rows = list(csv.DictReader((work / "o" / "summary.csv").read_text().splitlines()))
     assert [r["lesion"] for r in rows] == ["EX", "HE", "MA", "SE"] and rows[0]["image"] == "sample"
     assert (work / "o" / "sample" / "EX.png").exists()

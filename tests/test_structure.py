@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("hydralanet", "training", "webapp")
+PACKAGES = ("hydralanet", "training", "webapp", "benchmarks")
 MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 80
 
@@ -111,11 +111,67 @@ def test_no_import_cycle() -> None:
     assert find_cycle(graph) is None
 
 
+# The library's layers, lowest first: a module imports from its own layer and the ones below,
+# never from above (the package's root, `hydralanet`, only for `__version__`).
+LAYERS = (
+    ("hydralanet._lazy", "hydralanet._moved", "hydralanet.config", "hydralanet.io", "hydralanet.preprocessing"),
+    ("hydralanet.model",),
+    ("hydralanet.checkpoints",),
+    ("hydralanet.inference",),
+    ("hydralanet.reading",),
+    ("hydralanet.report",),
+    ("hydralanet.batch",),
+    ("hydralanet.cli", "hydralanet.__main__"),
+)
+
+
+def layer_of(module: str) -> int | None:
+    for level, names in enumerate(LAYERS):
+        if any(module == name or module.startswith(name + ".") for name in names):
+            return level
+    return None
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """``"a -> b"`` for each library module ``a`` that imports ``b`` from a higher layer, or
+    from outside the library other than the standard and third-party libraries."""
+    found = []
+    for module, imports in sorted(graph.items()):
+        if not module.startswith("hydralanet"):
+            continue
+        for imported in sorted(imports):
+            if imported.startswith(("training", "webapp", "benchmarks", "tools", "app")):
+                found.append(f"{module} -> {imported}")
+            elif module != "hydralanet" and imported != "hydralanet" and imported.startswith("hydralanet"):
+                mine, theirs = layer_of(module), layer_of(imported)
+                if mine is None or theirs is None or theirs > mine:
+                    found.append(f"{module} -> {imported}")
+    return found
+
+
+def test_every_library_module_has_a_layer() -> None:
+    modules = [m for m in import_graph() if m.startswith("hydralanet.")]
+    assert len(modules) > 40
+    assert [m for m in modules if layer_of(m) is None] == []
+
+
+def test_the_layer_check_sees_an_import_that_points_up() -> None:
+    graph = {
+        "hydralanet.inference.loaded": {"hydralanet.checkpoints.read", "hydralanet.inference.fast"},
+        "hydralanet.checkpoints.read": {"hydralanet.inference.fast", "hydralanet.config"},
+        "hydralanet.report.pdf": {"hydralanet", "hydralanet.reading.zones"},
+        "hydralanet.batch.runner": {"benchmarks.speed"},
+    }
+    assert layer_violations(graph) == [
+        "hydralanet.batch.runner -> benchmarks.speed",
+        "hydralanet.checkpoints.read -> hydralanet.inference.fast",
+    ]
+
+
 def test_layers_point_one_way() -> None:
     graph = import_graph()
+    assert layer_violations(graph) == []
     for module, imports in graph.items():
-        if module.startswith("hydralanet"):
-            assert not {m for m in imports if m.startswith(("training", "webapp", "app"))}, module
         if module.startswith("webapp"):
             assert not {m for m in imports if m.startswith(("training", "app"))}, module
 

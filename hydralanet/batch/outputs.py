@@ -66,7 +66,7 @@ class PhotoResult:
 class OutputOptions:
     """How a photo's outputs are made; ``fingerprint`` identifies model and settings.
     ``keep_identifiers``: DICOM patient and study identifiers go into findings and reports;
-    ``report``: write a PDF per photo, with :class:`hydralanet.report.pdf.ReportWriter`'s
+    ``pdf``: write a PDF per photo, with :class:`hydralanet.report.pdf.ReportWriter`'s
     arguments (``record``, ``provenance``, ``paper``); None: no PDF."""
 
     thresholds: dict[str, float]
@@ -75,7 +75,7 @@ class OutputOptions:
     reading: bool = True
     fingerprint: str = ""
     keep_identifiers: bool = False
-    report: dict[str, Any] | None = None
+    pdf: dict[str, Any] | None = None
 
 
 def settings_fingerprint(settings: dict[str, Any]) -> str:
@@ -128,15 +128,15 @@ def write_photo_outputs(folder: Path, result: PhotoResult, options: OutputOption
         files.append("findings.json")
         record["findings"] = found
         record["zones"] = [{"image": result.name, **z} for z in found["zones"] + indicator_rows(found)]
-    if options.report is not None:
+    if options.pdf is not None:
         photo = ReportPhoto(result.name, result.image, result.masks, record["rows"], reading, found, facts)
-        report = options.report
+        pdf = options.pdf
         write_report(
             folder / f"{result.name}.pdf",
             photo,
-            report["record"],
-            report["provenance"],
-            paper=report["paper"],
+            pdf["record"],
+            pdf["provenance"],
+            paper=pdf["paper"],
             opacity=options.opacity,
         )
         files.append(f"{result.name}.pdf")

@@ -345,7 +345,7 @@ class Pipeline:
     out: Path
     workers: int
     batch_size: int
-    report: Callable[[str], None] = print
+    say: Callable[[str], None] = print  # one line about a failed photo
 
     def run(self, order: InOrder) -> None:
         with fork_safe_opencv(self.workers):
@@ -359,7 +359,7 @@ class Pipeline:
                 if "skipped" in sample:
                     order.add(sample["skipped"], "skipped")
                 elif "error" in sample:
-                    self.report(sample["error"]["message"])
+                    self.say(sample["error"]["message"])
                     order.add(sample["error"], "failed")
                 else:
                     batch.append(sample)
@@ -379,13 +379,13 @@ class Pipeline:
                 post.submit(result)
                 self._collect(post.ready(), order)
             else:
-                self.report(result["message"])
+                self.say(result["message"])
                 order.add(result, "failed")
 
     def _collect(self, records: list[dict[str, Any]], order: InOrder) -> None:
         for record in records:
             if "error" in record:
-                self.report(record["message"])
+                self.say(record["message"])
             order.add(record, "done")
 
 

@@ -23,7 +23,7 @@ import csv
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,41 @@ from ..config import validate_thresholds
 from ..io.images import IMAGE_EXTENSIONS, PhotoSource, photo_sources
 
 SHARDS = ".shards"
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """What a ``predict`` run is asked to do: one field per option of ``python -m hydralanet
+    predict`` (its ``--help`` says what each means)."""
+
+    out: Path
+    paths: list[str] = field(default_factory=list)
+    list_file: Path | None = None
+    model: str | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    clahe: str | None = None
+    crop: str | None = None
+    tta: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    save_probabilities: bool = False
+    reading: bool = True
+    opacity: float = 0.5
+    allow_pickle: bool = False
+    tile: int | None = None
+    workers: int | None = None
+    batch_size: int | None = None
+    resume: bool = False
+    report: bool = False
+    report_combined: bool = False
+    paper: str = "a4"
+    keep_identifiers: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PredictRequest:
+        """The request the command line's parsed options make."""
+        named = {name: getattr(args, name) for name in cls.__dataclass_fields__ if hasattr(args, name)}
+        return cls(**named, list_file=args.list, thresholds=dict(args.threshold), reading=not args.no_reading)
 
 
 def read_list(path: str | os.PathLike) -> list[Path]:
@@ -140,74 +175,78 @@ def _fail(message: str) -> int:
     return 2
 
 
-def run_predict(args: argparse.Namespace, describe_model: Any) -> int:
+def run_predict(request: PredictRequest) -> int:
     """``python -m hydralanet predict``: returns the exit code (0, 1: some photos failed, 2:
     bad arguments or model)."""
     from ..checkpoints.format import CheckpointError
+    from ..checkpoints.read import describe_identity
     from ..inference.loaded import load_model
 
-    if not 0.0 <= args.opacity <= 1.0:
-        return _fail(f"--opacity must be in [0, 1], got {args.opacity}")
-    if not args.paths and args.list is None:
+    if not 0.0 <= request.opacity <= 1.0:
+        return _fail(f"--opacity must be in [0, 1], got {request.opacity}")
+    if not request.paths and request.list_file is None:
         return _fail("give image files or folders (PATH ...) or --list FILE")
     ranks = Ranks.from_env()
-    device = args.device
+    device = request.device
     if device == "auto" and ranks.world_size > 1:
         import torch
 
         device = f"cuda:{ranks.local_rank}" if torch.cuda.is_available() else "cpu"
     try:
-        loaded = load_model(args.model, device=device, allow_pickle=args.allow_pickle)
-        precision = loaded.resolve_precision(args.precision)  # an impossible pair fails before any writing
-        paths = photo_sources(expand_inputs(args.paths, args.list, exclude=args.out))
+        loaded = load_model(request.model, device=device, allow_pickle=request.allow_pickle)
+        precision = loaded.resolve_precision(request.precision)  # an impossible pair fails before any writing
+        paths = photo_sources(expand_inputs(request.paths, request.list_file, exclude=request.out))
     except (CheckpointError, ValueError) as exc:
         return _fail(str(exc))
     if not paths:
-        return _fail("no images found in " + ", ".join(map(str, [*args.paths, *([args.list] if args.list else [])])))
+        return _fail(
+            "no images found in "
+            + ", ".join(map(str, [*request.paths, *([request.list_file] if request.list_file else [])]))
+        )
     if ranks.rank == 0:
-        print(f"model: {describe_model(loaded)}", file=sys.stderr)
+        print(f"model: {describe_identity(loaded.identity)}", file=sys.stderr)
     ranks.start()
     try:
-        return _run(args, loaded, precision, paths, ranks)
+        return _run(request, loaded, precision, paths, ranks)
     finally:
         ranks.stop()
 
 
-def _settings(args: argparse.Namespace, loaded: Any) -> tuple[Any, dict[str, float]]:
+def _settings(request: PredictRequest, loaded: Any) -> tuple[Any, dict[str, float]]:
     preprocessing = loaded.config.preprocessing
-    if args.clahe:
-        preprocessing = preprocessing.replace(clahe=args.clahe)
-    if args.crop:
-        preprocessing = preprocessing.replace(crop=args.crop)
-    return preprocessing, validate_thresholds({**loaded.config.thresholds, **dict(args.threshold)})
+    if request.clahe:
+        preprocessing = preprocessing.replace(clahe=request.clahe)
+    if request.crop:
+        preprocessing = preprocessing.replace(crop=request.crop)
+    return preprocessing, validate_thresholds({**loaded.config.thresholds, **request.thresholds})
 
 
-def _options(args: argparse.Namespace, loaded: Any, precision: str, report: dict[str, Any]) -> Any:
+def _options(request: PredictRequest, loaded: Any, precision: str, pdf: dict[str, Any]) -> Any:
     """The per-photo output options, with the fingerprint of everything they depend on;
-    ``report``: the PDF reports' ``record``, ``provenance`` and ``paper``."""
+    ``pdf``: the PDF reports' ``record``, ``provenance`` and ``paper``."""
     from .outputs import OutputOptions, settings_fingerprint
 
-    preprocessing, thresholds = _settings(args, loaded)
+    preprocessing, thresholds = _settings(request, loaded)
     identity = {k: loaded.identity.get(k) for k in ("name", "source", "revision", "file", "sha256")}
     # The whole config.json, not a list of fields: calibration, provenance (on the reports) and
     # anything added later change what a photo's files hold without changing the weights.
     settings = {"model": identity, "config": loaded.config.to_dict(), "preprocessing": preprocessing.to_dict()}
     settings["thresholds"] = thresholds
-    settings.update(tta=args.tta, precision=precision, tile=args.tile, opacity=args.opacity)
-    settings.update(save_probabilities=args.save_probabilities, reading=not args.no_reading)
-    settings.update(report=args.paper if args.report else None, keep_identifiers=args.keep_identifiers)
+    settings.update(tta=request.tta, precision=precision, tile=request.tile, opacity=request.opacity)
+    settings.update(save_probabilities=request.save_probabilities, reading=request.reading)
+    settings.update(report=request.paper if request.report else None, keep_identifiers=request.keep_identifiers)
     return OutputOptions(
         thresholds,
-        args.opacity,
-        args.save_probabilities,
-        not args.no_reading,
+        request.opacity,
+        request.save_probabilities,
+        request.reading,
         settings_fingerprint(settings),
-        keep_identifiers=args.keep_identifiers,
-        report=report if args.report else None,
+        keep_identifiers=request.keep_identifiers,
+        pdf=pdf if request.report else None,
     )
 
 
-def _run(args: argparse.Namespace, loaded: Any, precision: str, paths: list[PhotoSource], ranks: Ranks) -> int:
+def _run(request: PredictRequest, loaded: Any, precision: str, paths: list[PhotoSource], ranks: Ranks) -> int:
     from tqdm import tqdm
 
     from ..io.system import reuse_freed_memory
@@ -216,39 +255,43 @@ def _run(args: argparse.Namespace, loaded: Any, precision: str, paths: list[Phot
     from .pipeline import InOrder, ModelStage, PhotoDataset, PhotoJob, Pipeline, default_workers, rank_share
 
     reuse_freed_memory()  # before the workers fork: they inherit it
-    preprocessing, thresholds = _settings(args, loaded)
-    record = run_record(loaded, preprocessing, thresholds, tta=args.tta, precision=args.precision)
-    pdf = {"record": record, "provenance": loaded.config.provenance, "paper": args.paper}
-    options = _options(args, loaded, precision, pdf)
+    preprocessing, thresholds = _settings(request, loaded)
+    record = run_record(loaded, preprocessing, thresholds, tta=request.tta, precision=request.precision)
+    pdf = {"record": record, "provenance": loaded.config.provenance, "paper": request.paper}
+    options = _options(request, loaded, precision, pdf)
     names = unique_names(paths)
     share = rank_share(len(paths), ranks.rank, ranks.world_size)
     jobs = [PhotoJob(i, str(paths[i].path), names[i], paths[i].frame) for i in share]
     del names
-    out: Path = args.out
+    out: Path = request.out
     out.mkdir(parents=True, exist_ok=True)
     shards = [out / SHARDS / f"rank{r}.jsonl" for r in range(ranks.world_size)]
     if ranks.rank == 0:  # shards of an earlier run with more processes are not this run's
         for stale in (out / SHARDS).glob("rank*.jsonl"):
             if stale not in shards:
                 stale.unlink()
-    overrides = {"clahe": preprocessing.clahe, "crop": preprocessing.crop, "tile": args.tile}
+    overrides = {"clahe": preprocessing.clahe, "crop": preprocessing.crop, "tile": request.tile}
     dataset = PhotoDataset(
-        jobs, loaded.config.preprocessing, overrides, out=out, fingerprint=options.fingerprint if args.resume else None
+        jobs,
+        loaded.config.preprocessing,
+        overrides,
+        out=out,
+        fingerprint=options.fingerprint if request.resume else None,
     )
-    predict_args = {**overrides, "tta": args.tta, "precision": args.precision}
-    workers = default_workers(ranks.local_world_size) if args.workers is None else args.workers
-    batch_size = args.batch_size or (1 if loaded.device.type == "cpu" else 4)
+    predict_args = {**overrides, "tta": request.tta, "precision": request.precision}
+    workers = default_workers(ranks.local_world_size) if request.workers is None else request.workers
+    batch_size = request.batch_size or (1 if loaded.device.type == "cpu" else 4)
     bar = tqdm(total=len(jobs), desc="segmenting", unit="photo", disable=None if ranks.rank == 0 else True)
 
-    def report(message: str) -> None:
+    def say(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
 
-    pipeline = Pipeline(dataset, ModelStage(loaded, predict_args), options, out, workers, batch_size, report)
+    pipeline = Pipeline(dataset, ModelStage(loaded, predict_args), options, out, workers, batch_size, say)
     shard = ShardWriter(shards[ranks.rank])
     order = InOrder(share, shard, on_write=lambda record: bar.update(1))
     started = time.perf_counter()
-    head = {**record, "tile": args.tile, "images": None, "seconds": None}
-    merge = _Merge(args, shards, head, paths, pdf, started)
+    head = {**record, "tile": request.tile, "images": None, "seconds": None}
+    merge = _Merge(request, shards, head, paths, pdf, started)
     try:
         pipeline.run(order)
     finally:  # also on Ctrl-C: the summary of what was done is written
@@ -269,7 +312,7 @@ class _Merge:
     """The merge step (rank 0): the shards into the summary files and, with
     ``--report-combined``, each photo done into ``DIR/report.pdf`` (:mod:`hydralanet.batch.combined`)."""
 
-    args: argparse.Namespace
+    request: PredictRequest
     shards: list[Path]
     head: dict[str, Any]
     sources: list[PhotoSource]
@@ -279,16 +322,16 @@ class _Merge:
     def __call__(self) -> tuple[int, int]:
         from .outputs import merge_shards
 
-        args, book = self.args, None
-        if args.report_combined:
+        request, book = self.request, None
+        if request.report_combined:
             from .combined import CombinedReport
 
             book = CombinedReport(
-                args.out, self.sources, self.pdf, opacity=args.opacity, keep_identifiers=args.keep_identifiers
+                request.out, self.sources, self.pdf, opacity=request.opacity, keep_identifiers=request.keep_identifiers
             )
         self.head["seconds"] = round(time.perf_counter() - self.started, 2)
         merged = merge_shards(
-            self.shards, args.out, self.head, reading=not args.no_reading, on_record=book.add if book else None
+            self.shards, request.out, self.head, reading=request.reading, on_record=book.add if book else None
         )
         if book is not None:
             book.write()

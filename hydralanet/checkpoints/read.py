@@ -53,6 +53,21 @@ def identity_of(config: CheckpointConfig, source, found: Located, sha256: str, p
     }
 
 
+def describe_identity(identity: dict[str, Any]) -> str:
+    """One line: name, source, the file used, whether it was converted, and the runtime when it
+    is not PyTorch."""
+    parts = [identity["source"]]
+    if identity.get("revision"):
+        parts.append(f"revision {identity['revision'][:12]}")
+    if identity.get("file"):
+        parts.append(f"file {identity['file']}")
+    if identity.get("converted_from"):
+        parts.append(f"converted from {identity['converted_from']}")
+    if identity.get("runtime", "torch") != "torch":
+        parts.append(f"run by {identity['runtime']}")
+    return f"{identity['name']} ({', '.join(parts)})"
+
+
 def read_network(found: Located, source: str | os.PathLike | None, *, allow_pickle: bool) -> Checkpoint:
     """The PyTorch weights ``found`` names, checked against their configuration and loaded
     strictly into a :class:`HydraLANet` in eval mode."""
