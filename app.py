@@ -8,7 +8,7 @@ dict such as the original code's ``best_model.pt`` (read with ``weights_only=Tru
 The page is thin: every computation is a ``hydralanet`` call; its parts are in ``webapp/``
 (``serve``: what the server shares between visitors; ``sidebar``; ``results``; ``downloads``).
 The network runs once per (image, preprocessing setting); thresholds, visibility, opacity and
-zoom only re-render cached probabilities (DESIGN §8). The page draws, counts and reads on the
+zoom only re-render cached probabilities (docs/architecture.md#inference). The page draws, counts and reads on the
 model's grid (``hydralanet.inference.working``: about 2 Mpixel where a camera's photo has 12), shows the
 overlay as soon as the model answers and the reading once it is made; the downloads are made
 at the photo's full resolution when clicked.
@@ -131,20 +131,20 @@ def dicom_frames(name: str, data: bytes) -> list[tuple[str, int | None]]:
     """One entry per frame of a multi-frame DICOM file (``<stem>_f<k>.dcm``, as the CLI names
     them), else the upload itself. Only the header is read; a broken file stays one entry and
     gets its one-line error when read."""
-    from hydralanet.io.dicom import frame_count, looks_like_dicom
+    from hydralanet.io.dicom import frame_count, frame_name, looks_like_dicom
 
-    frames = frame_count(data) if looks_like_dicom(data[:132], name) else 1
+    frames = frame_count(data) if looks_like_dicom(data, name) else 1
     if frames <= 1:
         return [(name, None)]
     stem, suffix = Path(name).stem, Path(name).suffix
-    return [(f"{stem}_f{k}{suffix}", k) for k in range(1, frames + 1)]
+    return [(frame_name(stem, k) + suffix, k) for k in range(1, frames + 1)]
 
 
 def upload_facts(data: bytes) -> DicomFacts | None:
     """The DICOM header facts of an upload (no identifiers: the page never shows them), or None."""
     from hydralanet.io.dicom import DicomError, looks_like_dicom, read_facts
 
-    if not looks_like_dicom(data[:132]):
+    if not looks_like_dicom(data):
         return None
     try:
         return read_facts(data)

@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         action="store_true",
         help="also time the fast path under torch.compile "
-        "(inductor; needs a C++ compiler; not the default, see README Speed)",
+        "(inductor; needs a C++ compiler; not the default, see docs/speed.md)",
     )
     p.add_argument(
         "--quick",

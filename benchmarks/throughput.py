@@ -97,7 +97,7 @@ def same_masks(a: Path, b: Path) -> bool:
 def time_split(inputs: Path, model: str | None, photos: int) -> dict[str, float]:
     """Seconds per photo of each stage, serially, in this process (median over ``photos``)."""
     from hydralanet.batch.outputs import OutputOptions, write_photo_outputs
-    from hydralanet.batch.pipeline import ModelStage, PhotoJob
+    from hydralanet.batch.pipeline import Decoded, ModelStage, PhotoJob
     from hydralanet.inference import segment as inference
     from hydralanet.io.images import read_image, save_png
 
@@ -114,9 +114,9 @@ def time_split(inputs: Path, model: str | None, photos: int) -> dict[str, float]
             prepared = inference.prepare_photo(loaded.config.preprocessing, image)
             t2 = time.perf_counter()
             prediction = inference.predict(loaded, image, prepared=prepared, square=True)
-            output = stage.result(
-                {"job": PhotoJob(k, str(path), path.stem), "image": image, "fov": prepared.fov}, prediction
-            )
+            job = PhotoJob(k, str(path), path.stem)
+            sample = Decoded(job, image, prepared.tensor, prepared.enhanced, prepared.fov, prepared.geometry)
+            output = stage.result(sample, prediction)
             t3 = time.perf_counter()
             result = output.to_result(options)
             write_photo_outputs(Path(tmp) / path.stem, result, options)

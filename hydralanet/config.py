@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-# Fixed everywhere: tensors, files, configs, tables, colours (DESIGN §1).
+# Fixed everywhere: tensors, files, configs, tables, colours (docs/architecture.md#lesion-classes).
 CLASSES: tuple[str, ...] = ("EX", "HE", "MA", "SE")
 CLASS_NAMES: dict[str, str] = {
     "EX": "hard exudates",
@@ -29,7 +29,7 @@ CROP_MODES: tuple[str, ...] = ("fov", "centre_square")
 # How inference runs (hydralanet.inference.fast): auto = the fast path at the best precision here.
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
-# ImageNet statistics: the encoder's pretrained weights expect them (DESIGN §4.5).
+# ImageNet statistics: the encoder's pretrained weights expect them (docs/architecture.md#normalisation).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -48,7 +48,7 @@ def _check_choice(name: str, value: Any, allowed: tuple) -> None:
 class ModelConfig:
     """Architecture arguments of :class:`hydralanet.HydraLANet`."""
 
-    encoder: str = "resnet50"  # published encoder (DESIGN §3); resnet18/34 are lighter options
+    encoder: str = "resnet50"  # published encoder (docs/architecture.md#model); resnet18/34 are lighter options
     decoder_channels: int = 256  # D in the paper: every decoder feature has D channels
     hydra_hidden_ratio: float = 0.25  # hidden width of each Hydra branch = max(1, int(D * ratio))
     head_bias_init: float = -2.0  # sigmoid(-2) ~ 0.12: fewer early false positives
@@ -71,7 +71,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Preprocessing shared by training and inference (DESIGN §4)."""
+    """Preprocessing shared by training and inference (docs/architecture.md#preprocessing)."""
 
     input_size: int = 1024  # published input: the FOV square is resized to this side
     clahe: str = "green"  # published choice: CLAHE on the green channel only
@@ -81,7 +81,7 @@ class PreprocessConfig:
     # 0.1 separates the black surround (< 5 % in every camera we tried) from dim rims.
     fov_threshold: float = 0.1
     # fov: every pixel of the field of view is read. centre_square: what the original code
-    # trained on (checkpoints converted from it default to it; README, original checkpoints).
+    # trained on (checkpoints converted from it default to it; docs/checkpoints.md#checkpoints-from-the-original-hydrala-net-code).
     crop: str = "fov"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -121,7 +121,7 @@ def _from_dict(cls, data: dict[str, Any], section: str):
 
 @dataclass
 class CheckpointConfig:
-    """Everything ``config.json`` holds besides the weights (DESIGN §7)."""
+    """Everything ``config.json`` holds besides the weights (docs/architecture.md#checkpoint-format)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)

@@ -1,4 +1,4 @@
-"""Preprocessing shared by training and inference (DESIGN §4): one implementation, no skew.
+"""Preprocessing shared by training and inference (docs/architecture.md#preprocessing): one implementation, no skew.
 
 Pipeline: RGB uint8 -> field of view (FOV) -> crop to the FOV, pad to a square ->
 resize to ``input_size`` -> CLAHE -> ImageNet normalisation. :class:`FovGeometry` keeps the
@@ -60,9 +60,9 @@ class FovGeometry:
 
         A square pixel is lesion when at least half of it is (area fraction, ``INTER_AREA``: the
         same centre-aligned grid as the image's resize), and a lesion that would vanish that way
-        keeps its most covered pixel. Nearest-neighbour sampling (DESIGN §4.3 as first built)
+        keeps its most covered pixel. Nearest-neighbour sampling
         shifts masks by about half a square pixel at 3.4:1 and drops small microaneurysms
-        (README, "Labels at the model's scale").
+        (docs/architecture.md#resizing-and-masks).
         """
         flat = masks.reshape(masks.shape[:2] + (-1,)).astype(np.float32)
         area = self.to_square(flat, interpolation=cv2.INTER_AREA if self.size < self.side else cv2.INTER_LINEAR)
@@ -286,7 +286,7 @@ def to_tensor(enhanced: np.ndarray, config: PreprocessConfig) -> torch.Tensor:
 
 
 def preprocess(image: np.ndarray, config: PreprocessConfig | None = None) -> Preprocessed:
-    """The whole of DESIGN §4 for one RGB uint8 image (steps 2-5). Training calls the same
+    """The whole of docs/architecture.md#preprocessing for one RGB uint8 image (steps 2-5). Training calls the same
     three steps (:func:`crop_to_fov`, :func:`enhance`, :func:`to_tensor`), with its
     augmentation between the last two."""
     config = config or PreprocessConfig()

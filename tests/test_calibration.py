@@ -1,4 +1,4 @@
-"""Calibration (DESIGN §13): Platt scaling fitted on PR histograms, applied in predict, fitted
+"""Calibration (docs/architecture.md#probabilities-and-calibration): Platt scaling fitted on PR histograms, applied in predict, fitted
 for an existing checkpoint by ``training.calibrate``."""
 
 from __future__ import annotations

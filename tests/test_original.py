@@ -1,5 +1,5 @@
 """Checkpoints of the original HydraLA-Net code (``best_model.pt``): recognised, mapped exactly,
-found in folders and Hub repos/Spaces, converted both ways (DESIGN §12, fixtures README).
+found in folders and Hub repos/Spaces, converted both ways (docs/checkpoints.md#checkpoints-from-the-original-hydrala-net-code, fixtures README).
 
 The golden fixture holds the original model's sigmoid output for deterministic weights; every way
 of loading those weights must reproduce it within 1e-5.

@@ -27,7 +27,7 @@ PATTERNS = [
 
 
 def published_keys() -> tuple[list[str], list[str], list[tuple[bool, ...]]]:
-    """The published image counts (DESIGN §5) with lesion patterns cycling through PATTERNS."""
+    """The published image counts (docs/training.md#data) with lesion patterns cycling through PATTERNS."""
     counts = [("idrid", "train", 54), ("idrid", "test", 27), ("ddr", "train", 383), ("ddr", "valid", 149),
               ("ddr", "test", 225), ("tjdr", "train", 448), ("tjdr", "test", 113)]  # fmt: skip
     sources, officials, patterns = [], [], []

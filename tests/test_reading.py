@@ -1,4 +1,4 @@
-"""The reading layer (DESIGN §11): landmarks, image quality, zones and indicators."""
+"""The reading layer (docs/reading.md#clinical-definitions): landmarks, image quality, zones and indicators."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def calibration_inputs(loaded, photos: list[Path]) -> list[np.ndarray]:
 # Kept in float for the "encoder only" int8 variant (names of the exported graph's nodes): the
 # decoder and head, and the encoder's stem, whose input is the photo itself. With these, NNCF's
 # full bias correction and asymmetric activations (the MIXED preset) moved the bundled model's
-# masks least of the recipes tried (README, Speed).
+# masks least of the recipes tried (docs/speed.md).
 FLOAT_NODES = [r"/(lam|ffb|fpb)\d+/.*", r"/head.*", r"/encoder/stem/.*"]
 
 

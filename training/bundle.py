@@ -39,7 +39,7 @@ illumination) and on procedural fundi (disc, vignetting, optic disc, macula, bra
 vessels). It has never seen a real lesion. It shows how the app and the CLI work offline;
 its outputs on real photographs of diseased eyes mean little. **Not for clinical use.**
 
-For a real model, train on IDRiD, DDR and TJDR with `training/` (see the project README:
+For a real model, train on IDRiD, DDR and TJDR with `training/` (see docs/training.md:
 `python -m training.prepare --idrid ... --ddr ... --tjdr ...`, then `python -m training.train
 --config published`), or load a published checkpoint: `HYDRALANET_MODEL=<owner/repo>` for the
 app, `--model <owner/repo>` for the CLI.

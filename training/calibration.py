@@ -1,4 +1,4 @@
-"""Per-class probability calibration (DESIGN §13), fitted and measured on PR histograms.
+"""Per-class probability calibration (docs/architecture.md#probabilities-and-calibration), fitted and measured on PR histograms.
 
 A model trained with Focal-Tversky saturates: most lesion pixels sit above p = 0.9999 and its
 F1-optimal thresholds at 0.99999, unusable in a slider and not a probability anyone can read.

@@ -4,7 +4,9 @@ The architecture and the preprocessing are the package's own dataclasses
 (:class:`hydralanet.ModelConfig`, :class:`hydralanet.PreprocessConfig`), nested here so that
 there is one source of defaults and the checkpoint stores exactly what training used.
 
-Named configs: ``published`` (DESIGN §6), ``cpu-small`` (a random-init ResNet-18 that trains
+Comments marked *recipe* give the published training recipe (docs/training.md#the-published-recipe).
+
+Named configs: ``published`` (the recipe), ``cpu-small`` (a random-init ResNet-18 that trains
 in minutes on two CPU cores), ``demo`` (the synthetic pretraining) and ``idrid`` (the bundled
 model: ``demo`` fine-tuned on IDRiD at 1536 px). On the command line::
 
@@ -27,7 +29,7 @@ from hydralanet.config import DEFAULT_THRESHOLD, ModelConfig, PreprocessConfig
 from hydralanet.io.images import write_atomic
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-TVERSKY_OVER = ("image", "batch")  # §6: per image
+TVERSKY_OVER = ("image", "batch")  # recipe: per image
 MONITORS = ("f1", "aupr")  # validation macro metric that picks `best` and drives early stopping
 
 
@@ -36,26 +38,34 @@ class TrainConfig:
     """Everything a training run needs besides the manifest and the output folder."""
 
     # --- architecture and preprocessing (stored in the checkpoint as they are)
-    model: ModelConfig = field(default_factory=ModelConfig)  # published: ResNet-50, D = 256 (DESIGN §3)
-    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)  # 1024 px, CLAHE green 1.5/8x8 (§4)
-    pretrained_encoder: bool = True  # §3: ImageNet weights when available (needs internet or a torch hub cache)
+    model: ModelConfig = field(
+        default_factory=ModelConfig
+    )  # published: ResNet-50, D = 256 (docs/architecture.md#model)
+    preprocessing: PreprocessConfig = field(
+        default_factory=PreprocessConfig
+    )  # 1024 px, CLAHE green 1.5/8x8 (docs/architecture.md#preprocessing)
+    pretrained_encoder: bool = (
+        True  # docs/architecture.md#model: ImageNet weights when available (needs internet or a torch hub cache)
+    )
     # Start from this checkpoint's weights (a hydralanet folder or Hub repo id, same architecture):
     # fine-tuning. The optimizer, schedule and counters start fresh; None: random/ImageNet init.
     init_weights: str | None = None
 
     # --- data
-    train_split: str = "train"  # manifest split names (§5 combined split: 827 train / 207 val / 365 test)
+    train_split: str = (
+        "train"  # manifest split names (docs/training.md#data combined split: 827 train / 207 val / 365 test)
+    )
     val_split: str = "val"
-    num_workers: int = 8  # §6: 8 loader workers
+    num_workers: int = 8  # recipe: 8 loader workers
     cache_dir: str | None = None  # resized CLAHE-free squares on disk; None: <run>/cache, "off": no cache
 
-    # --- augmentation, on image and masks together (§6; no colour augmentation: CLAHE handles contrast)
-    hflip_p: float = 0.5  # §6
-    vflip_p: float = 0.5  # §6
-    affine_p: float = 0.75  # §6
-    translate: float = 0.10  # §6: ±10 % of the side
-    scale: tuple[float, float] = (0.88, 1.25)  # §6
-    rotate: float = 15.0  # §6: ±15 degrees; the border is black for the image and 0 for the masks
+    # --- augmentation, on image and masks together (recipe; no colour augmentation: CLAHE handles contrast)
+    hflip_p: float = 0.5  # recipe
+    vflip_p: float = 0.5  # recipe
+    affine_p: float = 0.75  # recipe
+    translate: float = 0.10  # recipe: ±10 % of the side
+    scale: tuple[float, float] = (0.88, 1.25)  # recipe
+    rotate: float = 15.0  # recipe: ±15 degrees; the border is black for the image and 0 for the masks
     # Train on random crop_size x crop_size windows of the square (0 = the whole square): small
     # crops of a large input keep lesions at full scale for a fraction of the compute. Half
     # the crops are centred on a lesion when the sample has one. Validation sees whole squares.
@@ -72,54 +82,60 @@ class TrainConfig:
     # ``hard_negative_p`` of the crops of an image with some is centred on one of them.
     hard_negatives: str | None = None
     hard_negative_p: float = 0.0
-    # Photometric jitter before CLAHE (brightness, contrast, gamma, hue/saturation); §6 has none
+    # Photometric jitter before CLAHE (brightness, contrast, gamma, hue/saturation); recipe has none
     # (CLAHE handles contrast on real photos). The synthetic demo model uses it so it learns
     # lesions, not one generator's colours.
     colour_p: float = 0.0
     # Rare-lesion sampling: an image that contains lesion c is drawn oversample[c] times as often
     # as a lesion-free one (the largest factor among its lesions), with replacement; all 1: a
-    # plain shuffle (§6). Order EX, HE, MA, SE.
+    # plain shuffle (recipe). Order EX, HE, MA, SE.
     oversample: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     # Draws per image and epoch (with replacement, like oversampling): a small real dataset
     # (IDRiD: 45 training photos) gives epochs of a few steps, each followed by a validation
     # pass over whole photos; repeats make an epoch long enough for that to be worth it.
     epoch_repeats: int = 1
 
-    # --- loss: DualLoss = 0.8 x FocalTversky + 0.2 x BCE (§6)
-    tversky_weight: float = 0.8  # §6
-    bce_weight: float = 0.2  # §6
-    alpha: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.4)  # §6: Tversky FP weight per class
-    beta: tuple[float, float, float, float] = (0.6, 0.6, 0.8, 0.6)  # §6: FN weight; MA punishes misses most
-    gamma: float = 2.0  # §6: focal exponent
-    # Tversky index per image (§6) or over the whole batch: per image, a false positive in an
+    # --- loss: DualLoss = 0.8 x FocalTversky + 0.2 x BCE (recipe)
+    tversky_weight: float = 0.8  # recipe
+    bce_weight: float = 0.2  # recipe
+    alpha: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.4)  # recipe: Tversky FP weight per class
+    beta: tuple[float, float, float, float] = (0.6, 0.6, 0.8, 0.6)  # recipe: FN weight; MA punishes misses most
+    gamma: float = 2.0  # recipe: focal exponent
+    # Tversky index per image (recipe) or over the whole batch: per image, a false positive in an
     # image without that lesion saturates the term and goes unpunished (training/losses.py).
     tversky_over: str = "image"
-    class_weights: tuple[float, float, float, float] = (1.0, 1.0, 5.0, 1.0)  # §6: MA x 5
-    pos_weight: tuple[float, float, float, float] | None = None  # §6: optional BCE pos_weight, off
-    aux_weights: tuple[float, float, float] = (0.2, 0.1, 0.05)  # deep supervision d3, d4, d5: small (§3)
+    class_weights: tuple[float, float, float, float] = (1.0, 1.0, 5.0, 1.0)  # recipe: MA x 5
+    pos_weight: tuple[float, float, float, float] | None = None  # recipe: optional BCE pos_weight, off
+    aux_weights: tuple[float, float, float] = (
+        0.2,
+        0.1,
+        0.05,
+    )  # deep supervision d3, d4, d5: small (docs/architecture.md#model)
 
     # --- optimisation
-    epochs: int = 125  # §6
-    batch_size: int = 2  # §6; per process under torchrun
+    epochs: int = 125  # recipe
+    batch_size: int = 2  # recipe; per process under torchrun
     grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size x grad_accum x GPUs)
-    lr: float = 1e-5  # §6: AdamW
-    weight_decay: float = 1e-4  # §6
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's defaults (§6 does not change them)
-    warmup_epochs: float = 0.0  # §6 uses a constant lr; linear warmup from 0 over this many epochs
-    cosine: bool = False  # §6: off; cosine decay from lr to lr x min_lr_ratio after the warmup
+    lr: float = 1e-5  # recipe: AdamW
+    weight_decay: float = 1e-4  # recipe
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's defaults (recipe does not change them)
+    warmup_epochs: float = 0.0  # recipe uses a constant lr; linear warmup from 0 over this many epochs
+    cosine: bool = False  # recipe: off; cosine decay from lr to lr x min_lr_ratio after the warmup
     min_lr_ratio: float = 0.01  # floor of the cosine decay
-    grad_clip: float = 0.0  # max gradient norm; 0 = off (§6 does not clip)
-    freeze_bn: bool = True  # §6: batch 2 is too small for batch statistics; eval-mode BN, affine frozen
+    grad_clip: float = 0.0  # max gradient norm; 0 = off (recipe does not clip)
+    freeze_bn: bool = True  # recipe: batch 2 is too small for batch statistics; eval-mode BN, affine frozen
     amp: str = "auto"  # CUDA: bf16 (fp16 + GradScaler without bf16); CPU: off. Or off / bf16 / fp16
 
     # --- thresholds and model selection
-    default_threshold: float = DEFAULT_THRESHOLD  # §6: 0.35 per class
-    tune_thresholds: bool = True  # §6 "better": per class max-F1 threshold on validation, stored in the checkpoint
-    # §13: per-class Platt calibration of the logits fitted on validation each epoch, stored in
+    default_threshold: float = DEFAULT_THRESHOLD  # recipe: 0.35 per class
+    tune_thresholds: bool = True  # recipe "better": per class max-F1 threshold on validation, stored in the checkpoint
+    # docs/architecture.md#probabilities-and-calibration: per-class Platt calibration of the logits fitted on validation each epoch, stored in
     # the checkpoint; thresholds are then on calibrated probabilities (raw ones saturate at 0.9999).
     calibrate: bool = True
-    monitor: str = "f1"  # §6: F1 is the primary metric (macro over the classes, tuned thresholds)
-    patience: int = 0  # early stopping after this many epochs without a better `monitor`; 0 = off (§6 runs all epochs)
+    monitor: str = "f1"  # recipe: F1 is the primary metric (macro over the classes, tuned thresholds)
+    patience: int = (
+        0  # early stopping after this many epochs without a better `monitor`; 0 = off (recipe runs all epochs)
+    )
     # Stop after the epoch at which another epoch of the same length would pass this budget
     # (minutes of training loop, validation included; 0 = off). `best` is kept as usual.
     time_limit_minutes: float = 0.0
@@ -131,7 +147,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = PyTorch's default (one per core)
 
     # --- reproducibility
-    seed: int = 42  # §5/§6
+    seed: int = 42  # docs/training.md#data/recipe
     deterministic: bool = True  # torch.use_deterministic_algorithms(warn_only=True): exact --resume
 
     def __post_init__(self) -> None:

@@ -251,7 +251,7 @@ class CropThenWarp:
 
 
 def build_augmentation(config: TrainConfig) -> A.Compose | CropThenWarp:
-    """Flips + affine (DESIGN §6) on the image and the masks together.
+    """Flips + affine (docs/training.md#the-published-recipe) on the image and the masks together.
 
     The mask is ``S x S x 2``: the packed lesion bits (:func:`pack_masks`) and the FOV.
     With ``crop_size``, a :func:`crop_window` is cut first (:class:`CropThenWarp`: on a lesion

@@ -1,4 +1,4 @@
-"""DICOM in, PDF out, measured (README, "DICOM and reports").
+"""DICOM in, PDF out, measured (docs/dicom-and-reports.md).
 
     python -m training.dicom_check [--out artifacts/dicom_check]
 

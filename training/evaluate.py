@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from hydralanet import load_model, predict
-from hydralanet.batch.pipeline import PhotoDataset, PhotoJob, as_prepared, decoded, default_workers, fork_safe_opencv
+from hydralanet.batch.pipeline import Failed, PhotoDataset, PhotoJob, decoded, default_workers, fork_safe_opencv
 from hydralanet.checkpoints.format import CheckpointError
 from hydralanet.config import CLASSES, PRECISIONS, format_threshold
 from hydralanet.io.images import write_atomic
@@ -145,11 +145,11 @@ def score_rows(
     workers = default_workers() if workers is None else workers
     with fork_safe_opencv(workers):
         for sample in tqdm(decoded(dataset, workers), total=len(rows), desc=desc, file=sys.stderr):
-            if "error" in sample:
-                raise ValueError(sample["error"]["message"].removeprefix("error: "))
-            row, image = rows[sample["job"].index], sample["image"].numpy()
+            if isinstance(sample, Failed):
+                raise ValueError(sample.record["message"].removeprefix("error: "))
+            row, image = rows[sample.job.index], sample.image.numpy()
             prediction = predict(
-                loaded, image, tta=tta, precision=precision, calibrated=calibrated, prepared=as_prepared(sample)
+                loaded, image, tta=tta, precision=precision, calibrated=calibrated, prepared=sample.prepared()
             )
             shape = image.shape[:2]
             targets = np.stack([read_mask(row[c], shape) if row.get(c) else np.zeros(shape, bool) for c in CLASSES])

@@ -1,4 +1,4 @@
-"""The reading measured against IDRiD's graders (README, "Reading the photo").
+"""The reading measured against IDRiD's graders (docs/reading.md).
 
     python -m training.idrid_reading landmarks --idrid IDRIDROOT --out DIR [--figures docs/images]
     python -m training.idrid_reading grading --idrid IDRIDROOT --model weights --out DIR

@@ -1,4 +1,4 @@
-"""Landmark accuracy on the real photo and variants of it (README, "Reading the photo").
+"""Landmark accuracy on the real photo and variants of it (docs/reading.md).
 
     python -m training.landmark_check
 

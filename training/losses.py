@@ -1,4 +1,4 @@
-"""DualLoss = 0.8 x focal Tversky + 0.2 x BCE (DESIGN §6): the math in plain functions,
+"""DualLoss = 0.8 x focal Tversky + 0.2 x BCE (the published *recipe*, docs/training.md): the math in plain functions,
 the ``nn.Module`` s thin wrappers that check their arguments once.
 
 Shapes: ``logits`` and ``targets`` are ``B x C x H x W`` (C = 4: EX, HE, MA, SE), targets in
@@ -19,11 +19,11 @@ from hydralanet.config import CLASSES
 
 from .config import TVERSKY_OVER, TrainConfig
 
-DEFAULT_ALPHA: tuple[float, ...] = (0.4, 0.4, 0.2, 0.4)  # §6: weight of false positives
-DEFAULT_BETA: tuple[float, ...] = (0.6, 0.6, 0.8, 0.6)  # §6: weight of misses; MA punishes them most
-DEFAULT_GAMMA = 2.0  # §6: focal exponent
-DEFAULT_CLASS_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 5.0, 1.0)  # §6: MA x 5
-DEFAULT_SMOOTH = 1e-6  # §6: keeps an empty target with an empty prediction at TI = 1
+DEFAULT_ALPHA: tuple[float, ...] = (0.4, 0.4, 0.2, 0.4)  # recipe: weight of false positives
+DEFAULT_BETA: tuple[float, ...] = (0.6, 0.6, 0.8, 0.6)  # recipe: weight of misses; MA punishes them most
+DEFAULT_GAMMA = 2.0  # recipe: focal exponent
+DEFAULT_CLASS_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 5.0, 1.0)  # recipe: MA x 5
+DEFAULT_SMOOTH = 1e-6  # recipe: keeps an empty target with an empty prediction at TI = 1
 
 PerClass = float | Sequence[float] | Tensor
 
@@ -71,7 +71,7 @@ def focal_tversky_loss(
     classes (a plain mean of C weighted terms, so weights (1, 1, 5, 1) make MA count 5 / 4).
 
     ``over="batch"`` sums TP, FP and FN over the whole batch before the index (one TI per
-    class). Per image (§6), an image without class c has TI = s / (a FP + s): any false
+    class). Per image (recipe), an image without class c has TI = s / (a FP + s): any false
     positive at all saturates it at loss 1, with no gradient, so false positives in images
     without the lesion go unpunished by this term. Over the batch they count as long as some
     image in it has the lesion.
@@ -178,7 +178,7 @@ class FocalTverskyLoss(nn.Module):
 
 
 class DualLoss(nn.Module):
-    """``tversky_weight`` x focal Tversky + ``bce_weight`` x weighted BCE (DESIGN §6).
+    """``tversky_weight`` x focal Tversky + ``bce_weight`` x weighted BCE (docs/training.md#the-published-recipe).
 
     ``forward(logits, targets, valid=None)`` -> scalar; :meth:`components` also returns the
     two terms (for logging). The same class weights scale both terms.

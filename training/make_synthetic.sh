@@ -109,7 +109,7 @@ for name in finetune refine polish harden average; do
 done
 
 if [[ " $stages " == *" calibrate "* ]]; then
-  # Calibration (DESIGN §13): raw probabilities of lesion pixels sit above 0.9999 and the tuned
+  # Calibration (docs/architecture.md#probabilities-and-calibration): raw probabilities of lesion pixels sit above 0.9999 and the tuned
   # thresholds at 0.99999; Platt scaling per lesion puts them where a slider can move them.
   "$py" -m training.synthetic --out "$work/calib_data" --n 200 --seed 500 --size 1024 --splits valid=1.0 --workers "$cores"
   "$py" -m training.prepare --synthetic "$work/calib_data" --out "$work/calib.csv"

@@ -1,4 +1,4 @@
-"""Pixel metrics over a whole split, in bounded memory (DESIGN §6).
+"""Pixel metrics over a whole split, in bounded memory (docs/training.md#the-published-recipe).
 
 * :class:`ConfusionAccumulator`: TP / FP / FN / TN per class at fixed thresholds -> IoU,
   F1 (Dice), precision, recall. Counts are summed over every pixel of the split, so a
@@ -256,7 +256,7 @@ class PRAccumulator:
 
 
 class ElevenPointAccumulator:
-    """The literature's AUPR (DESIGN §13): precision and recall at the 11 thresholds 0, 0.1,
+    """The literature's AUPR (docs/architecture.md#probabilities-and-calibration): precision and recall at the 11 thresholds 0, 0.1,
     ..., 1 (a pixel is predicted when ``p > t``), precision 1 where nothing is predicted, and
     the trapezoidal area under those points from the highest threshold to the lowest. At t = 1 nothing is predicted,
     so the curve always reaches (recall 0, precision 1): on a coarse grid that corner adds area

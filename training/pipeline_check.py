@@ -1,4 +1,4 @@
-"""The batch pipeline's done-when checks, as figures (README, "Batch inference").
+"""The batch pipeline's speed and memory checks, as figures (docs/batch.md).
 
     python -m training.pipeline_check [--photos 200] [--size 256] [--model tiny|bundled]
         [--memory 50 500] [--memory-jpeg4288] [--only-memory] [--out DIR]

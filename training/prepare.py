@@ -1,4 +1,4 @@
-"""Datasets -> one CSV manifest with a train/val/test split (DESIGN §5).
+"""Datasets -> one CSV manifest with a train/val/test split (docs/training.md#data).
 
     python -m training.prepare --idrid DIR --ddr DIR --tjdr DIR --out data/manifest.csv
 
@@ -51,9 +51,9 @@ LABEL_COLUMNS: tuple[str, ...] = ("disc_x", "disc_y", "disc_diameter", "fovea_x"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SOURCES: tuple[str, ...] = ("idrid", "ddr", "tjdr", "synthetic")  # table and sort order
 SPLIT_MODES: tuple[str, ...] = ("published", "random")
-DEFAULT_VAL_FRACTION = 0.2  # DESIGN §5: 80/20 train/val of the non-test images
-DEFAULT_TEST_FRACTION = 0.26  # DESIGN §5: the `random` option's test share, taken first
-DEFAULT_SEED = 42  # DESIGN §5
+DEFAULT_VAL_FRACTION = 0.2  # docs/training.md#data: 80/20 train/val of the non-test images
+DEFAULT_TEST_FRACTION = 0.26  # docs/training.md#data: the `random` option's test share, taken first
+DEFAULT_SEED = 42  # docs/training.md#data
 # Masks of these sources exist only where the lesion does (the TJDR converter writes no empty
 # file), so a path is presence enough and the large masks need not be decoded again.
 _MASK_FILE_MEANS_PRESENT = {"tjdr"}

@@ -1,4 +1,4 @@
-"""Image-quality measures and verdicts on the real photo degraded on purpose (README, "Image quality").
+"""Image-quality measures and verdicts on the real photo degraded on purpose (docs/reading.md#image-quality).
 
     python -m training.quality_check
 

@@ -18,7 +18,7 @@ from hydralanet.reading.photo import findings, read_photo
 from hydralanet.reading.zones import read_zones, zone_maps
 
 GRADES = (0, 1, 2)
-DISC_TOLERANCE_DD, FOVEA_TOLERANCE_DD = 0.25, 0.5  # the acceptance limits of the reading issue
+DISC_TOLERANCE_DD, FOVEA_TOLERANCE_DD = 0.25, 0.5  # the accuracy the reading aims for (docs/reading.md)
 
 
 def has_labels(rows: list[dict[str, Any]]) -> bool:

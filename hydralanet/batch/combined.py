@@ -21,13 +21,13 @@ import cv2
 import numpy as np
 
 from ..config import CLASSES
+from ..io.dicom import facts_of
 from ..io.images import PhotoSource, write_atomic
 from ..reading.landmarks import Fovea, Landmarks, OpticDisc
 from ..reading.photo import PhotoReading
 from ..reading.quality import Quality
 from ..reading.zones import ZoneMaps, zone_units
 from ..report.pdf import ReportPhoto, ReportWriter
-from .outputs import dicom_facts
 
 
 def reading_from_findings(found: dict[str, Any], mm_per_px: float | None) -> PhotoReading:
@@ -79,7 +79,7 @@ class CombinedReport:
         name, folder = record["image"], self.out / record["image"]
         image = source.read()
         masks = np.stack([_read_mask(folder / f"{c}.png") for c in CLASSES])
-        facts = dicom_facts(source.path, self.keep_identifiers)
+        facts = facts_of(source.path, keep_identifiers=self.keep_identifiers)
         found = record.get("findings")
         reading = None if found is None else reading_from_findings(found, facts.mm_per_px if facts else None)
         return ReportPhoto(name, image, masks, record["rows"], reading, found, facts)

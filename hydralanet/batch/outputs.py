@@ -30,6 +30,7 @@ import numpy as np
 
 from ..config import CLASSES
 from ..inference.segment import lesion_statistics
+from ..io.dicom import facts_of
 from ..io.images import save_png, write_atomic
 from ..reading.photo import findings, read_photo
 from ..reading.zones import ZONE_COLUMNS, indicator_rows
@@ -109,7 +110,7 @@ def write_photo_outputs(folder: Path, result: PhotoResult, options: OutputOption
         "files": files,
         "rows": [{"image": result.name, "source": result.source, **row} for row in rows],
     }
-    facts = dicom_facts(result.source, options.keep_identifiers)
+    facts = facts_of(result.source, keep_identifiers=options.keep_identifiers)
     reading = found = None
     if options.reading:
         # read_photo excludes pixels where max over classes of p >= 0.5: ``lesions`` is that map.
@@ -142,13 +143,6 @@ def write_photo_outputs(folder: Path, result: PhotoResult, options: OutputOption
         files.append(f"{result.name}.pdf")
     write_atomic(folder / RECORD, (json.dumps(record) + "\n").encode())
     return record
-
-
-def dicom_facts(source: str | os.PathLike, keep_identifiers: bool) -> Any:
-    """The DICOM header facts of ``source`` (None for other images); identifiers only when kept."""
-    from ..io.dicom import is_dicom_file, read_facts
-
-    return read_facts(source, keep_identifiers=keep_identifiers) if is_dicom_file(source) else None
 
 
 def complete_record(folder: Path, source: str, fingerprint: str) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""The streaming batch pipeline behind ``predict`` (DESIGN: generators with bounded queues).
+"""The streaming batch pipeline behind ``predict`` (generators with bounded queues (docs/architecture.md#batch-pipeline)).
 
 Three stages, each bounded, so memory stays flat on any number of photos:
 
@@ -60,10 +60,40 @@ class PhotoJob:
     frame: int | None = None  # of a multi-frame DICOM file (1 = the first)
 
 
+@dataclass
+class Decoded:
+    """Stage 1's photo: the decoded image and the :class:`Preprocessed` parts as tensors (they
+    travel from a worker to the main process through shared memory)."""
+
+    job: PhotoJob
+    image: torch.Tensor
+    tensor: torch.Tensor
+    enhanced: torch.Tensor
+    fov: torch.Tensor
+    geometry: Any
+
+    def prepared(self) -> Preprocessed:
+        return Preprocessed(self.tensor, self.enhanced.numpy(), self.fov.numpy(), self.geometry)
+
+
+@dataclass
+class Skipped:
+    """A photo whose outputs are complete (``--resume``): ``record``, as it was written."""
+
+    job: PhotoJob
+    record: dict[str, Any]
+
+
+@dataclass
+class Failed:
+    """A photo that could not be read or segmented: ``record`` is its :func:`failure`."""
+
+    job: PhotoJob
+    record: dict[str, Any]
+
+
 class PhotoDataset(torch.utils.data.Dataset):
-    """Stage 1 for one photo: a dict with ``skipped`` (its complete record), ``error`` (a
-    :func:`failure`), or the decoded image and :class:`Preprocessed` parts as tensors (they
-    travel to the main process through shared memory)."""
+    """Stage 1 for one photo: :class:`Decoded`, :class:`Skipped` or :class:`Failed`."""
 
     def __init__(
         self,
@@ -80,25 +110,25 @@ class PhotoDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def __getitem__(self, k: int) -> dict[str, Any]:
+    def __getitem__(self, k: int) -> Decoded | Skipped | Failed:
         job = self.jobs[k]
         if self.fingerprint is not None:
             record = complete_record(self.out / job.name, job.source, self.fingerprint)
             if record is not None:
-                return {"job": job, "skipped": {**record, "index": job.index}}
+                return Skipped(job, {**record, "index": job.index})
         try:
             image = read_image(job.source, frame=job.frame)
             prepared = segment.prepare_photo(self.config, image, **self.overrides)
         except Exception as exc:  # one photo's failure must not cost the others
-            return {"job": job, "error": failure(job.index, job.source, exc)}
-        return {
-            "job": job,
-            "image": torch.from_numpy(np.require(image, requirements="W")),
-            "tensor": prepared.tensor,
-            "enhanced": torch.from_numpy(prepared.enhanced),
-            "fov": torch.from_numpy(prepared.fov),
-            "geometry": prepared.geometry,
-        }
+            return Failed(job, failure(job.index, job.source, exc))
+        return Decoded(
+            job,
+            torch.from_numpy(np.require(image, requirements="W")),
+            prepared.tensor,
+            torch.from_numpy(prepared.enhanced),
+            torch.from_numpy(prepared.fov),
+            prepared.geometry,
+        )
 
 
 def _as_is(sample: Any) -> Any:
@@ -124,7 +154,7 @@ def fork_safe_opencv(workers: int) -> Iterator[None]:
         cv2.setNumThreads(threads)
 
 
-def decoded(dataset: PhotoDataset, workers: int) -> Iterator[dict[str, Any]]:
+def decoded(dataset: PhotoDataset, workers: int) -> Iterator[Decoded | Skipped | Failed]:
     """Stage 1's results in input order, ``workers`` processes (0: in this process). Call it
     under :func:`fork_safe_opencv`."""
     loader = torch.utils.data.DataLoader(
@@ -139,10 +169,6 @@ def decoded(dataset: PhotoDataset, workers: int) -> Iterator[dict[str, Any]]:
     yield from loader
 
 
-def as_prepared(sample: dict[str, Any]) -> Preprocessed:
-    return Preprocessed(sample["tensor"], sample["enhanced"].numpy(), sample["fov"].numpy(), sample["geometry"])
-
-
 @dataclass
 class ModelStage:
     """Stage 2: ``predict``/``predict_batch`` with the run's settings, then what stage 3 needs."""
@@ -150,11 +176,11 @@ class ModelStage:
     loaded: Any
     predict_args: dict[str, Any]
 
-    def run(self, samples: list[dict[str, Any]]) -> Iterator[ModelOutput | dict[str, Any]]:
-        """A :class:`ModelOutput` per photo, or a failure record; a batch that fails is retried
+    def run(self, samples: list[Decoded]) -> Iterator[ModelOutput | Failed]:
+        """A :class:`ModelOutput` per photo, or :class:`Failed`; a batch that fails is retried
         photo by photo, so a bad photo costs only itself."""
-        images = [s["image"].numpy() for s in samples]
-        prepared = [as_prepared(s) for s in samples]
+        images = [s.image.numpy() for s in samples]
+        prepared = [s.prepared() for s in samples]
         try:
             if len(samples) == 1:
                 predictions = [
@@ -169,19 +195,19 @@ class ModelStage:
                 for sample in samples:
                     yield from self.run([sample])
                 return
-            job = samples[0]["job"]
-            yield failure(job.index, job.source, exc)
+            job = samples[0].job
+            yield Failed(job, failure(job.index, job.source, exc))
             return
         for sample, prediction in zip(samples, predictions):
             yield self.result(sample, prediction)
 
-    def result(self, sample: dict[str, Any], prediction: segment.SquarePrediction) -> ModelOutput:
+    def result(self, sample: Decoded, prediction: segment.SquarePrediction) -> ModelOutput:
         """What stage 3 needs: the model's square and the photo and FOV as stage 1 shared them
         (no full-resolution map is made here, where the model waits for it, or copied between
         processes: stage 3 makes the masks)."""
-        job = sample["job"]
+        job = sample.job
         return ModelOutput(
-            job.index, job.name, job.source, sample["image"], sample["fov"], prediction.square, prediction.geometry
+            job.index, job.name, job.source, sample.image, sample.fov, prediction.square, prediction.geometry
         )
 
 
@@ -353,14 +379,14 @@ class Pipeline:
 
     def _run(self, order: InOrder) -> None:
         post = PostPool(self.workers, self.out, self.options)
-        batch: list[dict[str, Any]] = []
+        batch: list[Decoded] = []
         try:
             for sample in decoded(self.dataset, self.workers):
-                if "skipped" in sample:
-                    order.add(sample["skipped"], "skipped")
-                elif "error" in sample:
-                    self.say(sample["error"]["message"])
-                    order.add(sample["error"], "failed")
+                if isinstance(sample, Skipped):
+                    order.add(sample.record, "skipped")
+                elif isinstance(sample, Failed):
+                    self.say(sample.record["message"])
+                    order.add(sample.record, "failed")
                 else:
                     batch.append(sample)
                 if len(batch) == self.batch_size:
@@ -373,14 +399,14 @@ class Pipeline:
         finally:
             post.close()
 
-    def _model(self, batch: list[dict[str, Any]], post: PostPool, order: InOrder) -> None:
+    def _model(self, batch: list[Decoded], post: PostPool, order: InOrder) -> None:
         for result in self.model.run(batch):
             if isinstance(result, ModelOutput):
                 post.submit(result)
                 self._collect(post.ready(), order)
             else:
-                self.say(result["message"])
-                order.add(result, "failed")
+                self.say(result.record["message"])
+                order.add(result.record, "failed")
 
     def _collect(self, records: list[dict[str, Any]], order: InOrder) -> None:
         for record in records:

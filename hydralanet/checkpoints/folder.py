@@ -1,4 +1,4 @@
-"""Reading and writing checkpoint folders (DESIGN §7): ``config.json``, ``model.safetensors``
+"""Reading and writing checkpoint folders (docs/architecture.md#checkpoint-format): ``config.json``, ``model.safetensors``
 (or a state dict the caller allowed to unpickle, read with ``weights_only=True``) and the
 model card; the config of an original-layout state dict that came without one."""
 

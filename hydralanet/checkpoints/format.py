@@ -1,4 +1,4 @@
-"""Names and errors of the checkpoint format (DESIGN §7), and how a weights file is found.
+"""Names and errors of the checkpoint format (docs/architecture.md#checkpoint-format), and how a weights file is found.
 
 A leaf module: :mod:`checkpoint` (loading) and :mod:`hub` (downloading) both need these and
 neither imports the other's internals through it.

@@ -2,7 +2,7 @@
 
 The original training saves ``model.state_dict()`` as ``runs/<name>/best_model.pt`` with its own
 module names (``bkbone.*``, ``fpb45.*``, ``head.*``, ``ffb45.*``, ``lam5.*``,
-``hydra_head.heads.EX.*``). It is the same function as ours (DESIGN §12) with two differences
+``hydra_head.heads.EX.*``). It is the same function as ours (docs/checkpoints.md#checkpoints-from-the-original-hydrala-net-code) with two differences
 in the parameters, both exact to undo:
 
 - ten convolutions carry a bias directly followed by BatchNorm (``head.conv0`` and ``conv0``,

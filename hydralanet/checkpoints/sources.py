@@ -1,4 +1,4 @@
-"""Where a checkpoint source's files are (DESIGN §7): the bundled model, a local folder or
+"""Where a checkpoint source's files are (docs/architecture.md#checkpoint-format): the bundled model, a local folder or
 file, or a Hugging Face Hub repo or Space (downloaded by :mod:`hydralanet.checkpoints.hub`)."""
 
 from __future__ import annotations

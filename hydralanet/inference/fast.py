@@ -1,4 +1,4 @@
-"""The fast inference path (DESIGN §8: chosen by measurement; the figures are in README, Speed).
+"""The fast inference path (docs/architecture.md#inference: chosen by measurement; the figures are in docs/speed.md).
 
 :func:`optimize_for_inference` turns an eval-mode model into an :class:`InferenceModel`: a
 separate copy, built once per process (``LoadedModel.inference_model`` caches it), that takes
@@ -353,7 +353,7 @@ def optimize_for_inference(
 
     ``compile=True`` adds ``torch.compile`` (inductor, weights frozen): on the 2-core test
     machine it cut the published model's 1024 px time by ~8 % (0.1 s) for 6 s (warm cache) to
-    35 s (cold) of compiling (README, Speed), needs a C++ compiler at run time, and compiles
+    35 s (cold) of compiling (docs/speed.md), needs a C++ compiler at run time, and compiles
     again for each new input size; so it is off by default. Failures fall back to the eager
     fast path with a warning.
     """

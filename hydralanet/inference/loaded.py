@@ -35,7 +35,7 @@ class LoadedModel:
     model: HydraLANet
     config: CheckpointConfig
     identity: dict[str, Any] = field(default_factory=dict)
-    compile: bool = False  # torch.compile the fast path: ~8 % faster per image after ~6-30 s (README, Speed)
+    compile: bool = False  # torch.compile the fast path: ~8 % faster per image after ~6-30 s (docs/speed.md)
     _optimised: dict[tuple[str, bool], nn.Module] = field(default_factory=dict, init=False, repr=False, compare=False)
     # The app's sessions share one LoadedModel from several threads: build the fast path once.
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)

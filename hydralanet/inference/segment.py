@@ -1,4 +1,4 @@
-"""Inference (DESIGN §8): the model runs once per (image, preprocessing setting); masks,
+"""Inference (docs/architecture.md#inference): the model runs once per (image, preprocessing setting); masks,
 statistics and overlays come afterwards from the cached probabilities, without re-running.
 """
 
@@ -155,7 +155,7 @@ def photo_config(
 
 
 def prepare_photo(config: PreprocessConfig, image: np.ndarray, **overrides: Any) -> Preprocessed:
-    """Steps 2-5 of DESIGN §4 for :func:`predict` (``overrides``: its ``clahe``, ``crop``,
+    """Steps 2-5 of docs/architecture.md#preprocessing for :func:`predict` (``overrides``: its ``clahe``, ``crop``,
     ``tile``, ``scale``), with no model: what a pipeline's worker processes run
     (:mod:`hydralanet.batch.pipeline`) before handing the result to ``predict(prepared=...)``."""
     return preprocess(image, photo_config(config, image, **overrides))

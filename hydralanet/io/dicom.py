@@ -2,7 +2,7 @@
 
 pydicom parses the file; the pixel-data handlers pinned in requirements.txt (pylibjpeg with its
 libjpeg, openjpeg and RLE plugins; Pillow and pydicom's own RLE decoder also serve) decode the
-transfer syntaxes listed in the README ("DICOM and reports", measured by
+transfer syntaxes listed in docs/dicom-and-reports.md (measured by
 ``python -m training.dicom_check``). Colour comes out as RGB (YBR_FULL and YBR_FULL_422 are
 converted by pydicom); MONOCHROME1/2 (red-free photos) become gray copied to three channels,
 MONOCHROME1 inverted first; more than 8 bits stored are scaled to 8.
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+HEAD_BYTES = 132  # the preamble (128 bytes) and "DICM"
 # Identifiers of the patient, the study and the people and place involved (DICOM PS3.15 E.1's
 # basic profile, the ones fundus archives fill in): written only with --keep-identifiers.
 IDENTIFIER_KEYWORDS = (
@@ -81,18 +82,30 @@ class DicomFacts:
         return out
 
 
-def looks_like_dicom(head: bytes, name: str = "") -> bool:
-    """A DICOM Part 10 file (``DICM`` after the 128-byte preamble) or a ``.dcm`` name."""
-    return head[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
+def looks_like_dicom(data: bytes, name: str = "") -> bool:
+    """A DICOM Part 10 file (``DICM`` after the 128-byte preamble) or a ``.dcm`` name.
+    ``data``: the file's bytes (the first :data:`HEAD_BYTES` are enough)."""
+    return data[128:HEAD_BYTES] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
     path = Path(path)
     try:
         with path.open("rb") as fh:
-            return looks_like_dicom(fh.read(132), path.name)
+            return looks_like_dicom(fh.read(HEAD_BYTES), path.name)
     except OSError:
         return path.name.lower().endswith(DICOM_SUFFIXES)
+
+
+def facts_of(source: str | os.PathLike, *, keep_identifiers: bool = False) -> DicomFacts | None:
+    """The header facts of a photo's file (:func:`read_facts`), None when it is not DICOM;
+    identifiers only when kept."""
+    return read_facts(source, keep_identifiers=keep_identifiers) if is_dicom_file(source) else None
+
+
+def frame_name(stem: str, frame: int) -> str:
+    """What one frame (1 = the first) of a multi-frame file is called in outputs and on the page."""
+    return f"{stem}_f{frame}"
 
 
 def _open(source: bytes | str | os.PathLike, *, header_only: bool):

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .dicom import looks_like_dicom
+from .dicom import frame_name, looks_like_dicom
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview
 
@@ -78,7 +78,7 @@ def read_image(
             raise ImageError(label, f"cannot read file ({exc.strerror or exc})") from None
     if not data:
         raise ImageError(label, "file is empty (0 bytes)")
-    if looks_like_dicom(data[:132], label):
+    if looks_like_dicom(data, label):
         return _read_dicom(data, label, frame, max_pixels)
     pil = _open_checked(data, label, max_pixels)
     try:
@@ -100,7 +100,7 @@ def check_image(data: bytes, *, name: str | None = None, max_pixels: int = MAX_P
     label = _describe(data, name)
     if not data:
         raise ImageError(label, "file is empty (0 bytes)")
-    if not looks_like_dicom(data[:132], label):
+    if not looks_like_dicom(data, label):
         _open_checked(data, label, max_pixels).close()
 
 
@@ -197,7 +197,7 @@ class PhotoSource:
 
     @property
     def stem(self) -> str:
-        return self.path.stem if self.frame is None else f"{self.path.stem}_f{self.frame}"
+        return self.path.stem if self.frame is None else frame_name(self.path.stem, self.frame)
 
     def read(self, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         return read_image(self.path, frame=self.frame, max_pixels=max_pixels)

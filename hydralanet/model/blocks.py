@@ -1,4 +1,4 @@
-"""LA-Net decoder blocks (DESIGN §3): FPB, head attention, LAM, FFB.
+"""LA-Net decoder blocks (docs/architecture.md#model): FPB, head attention, LAM, FFB.
 
 Notation as in the design: ``CBR`` = conv, BatchNorm, ReLU; ``GAP`` = global average pool;
 ``D`` = decoder channels. All shapes are ``B x C x H x W``.

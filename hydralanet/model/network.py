@@ -1,4 +1,4 @@
-"""HydraLA-Net: LA-Net's decoder (DESIGN §3) with a per-lesion Hydra head. Wiring only."""
+"""HydraLA-Net: LA-Net's decoder (docs/architecture.md#model) with a per-lesion Hydra head. Wiring only."""
 
 from __future__ import annotations
 

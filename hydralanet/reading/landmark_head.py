@@ -1,4 +1,4 @@
-"""A small learned optic-disc and fovea locator (README, "Reading the photo").
+"""A small learned optic-disc and fovea locator (docs/reading.md).
 
 A fully convolutional network reads the field of view, cropped and padded to a square and
 resized to ``input_size`` px (the same square as :mod:`hydralanet.reading.landmarks` uses), and gives

@@ -1,4 +1,4 @@
-"""Optic disc and fovea (DESIGN §11), for any photo and any checkpoint.
+"""Optic disc and fovea (docs/reading.md#clinical-definitions), for any photo and any checkpoint.
 
 Two finders. The **learned head** (:mod:`hydralanet.reading.landmark_head`, ``weights/landmarks.*``,
 trained on IDRiD's graders' centres) places both when its files are there; the disc's diameter
@@ -10,14 +10,14 @@ the vessels closed over (a morphological closing removes dark structures thinner
 kernel), so neither the vessels nor the lesion model play a part.
 
 Coordinates are in pixels of the image as given (EXIF already applied by ``read_image``).
-Accuracy, measured on IDRiD and on the real photo and its variants, is in the README
-("Reading the photo").
+Accuracy, measured on IDRiD and on the real photo and its variants, is in docs/reading.md.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -26,7 +26,7 @@ from ..preprocessing import FovGeometry, fov_geometry, fov_mask
 from .landmark_head import HeadAnswer, LandmarkHead, bundled_landmark_head, load_landmark_head, photo_to_square
 
 WORK_SIDE = 512  # the FOV square is analysed at this size: the disc is ~50 px across there
-# The disc is 1/6-1/8 of a 45-degree field (DESIGN §11): its diameter is searched in this range
+# The disc is 1/6-1/8 of a 45-degree field (docs/reading.md#clinical-definitions): its diameter is searched in this range
 # of the FOV's diameter, and assumed at the middle when it cannot be measured.
 DISC_FRACTION = (0.06, 0.3)  # up to 0.3: a 30-35 degree camera's disc is over 0.2 of its field
 DEFAULT_DISC_FRACTION = 0.11
@@ -49,7 +49,7 @@ MIN_DISC_CONFIDENCE = 0.05
 MIN_FOVEA_CONFIDENCE = 0.1
 # Below these a landmark is reported, but as "not found reliably": no grade, no ETDRS grid and
 # no macula picture are built on it. Chosen on IDRiD's 413 training photos
-# (``python -m training.idrid_reading landmarks``; README, "Reading the photo").
+# (``python -m training.idrid_reading landmarks``; docs/reading.md).
 RELIABLE_DISC_CONFIDENCE = 0.15
 RELIABLE_FOVEA_CONFIDENCE = 0.35
 IMAGE_ANALYSIS, LEARNED_HEAD = "image analysis", "learned head"
@@ -122,6 +122,24 @@ class Landmarks:
             "fov_diameter_px": round(self.fov_diameter_px, 1),
             "landmark_notes": list(self.notes),
         }
+
+
+class _Disc(NamedTuple):
+    """A disc in work pixels; ``measured`` False: the diameter is :data:`DEFAULT_DISC_FRACTION`
+    of the field's; ``score``: its rank among candidates."""
+
+    x: float
+    y: float
+    diameter: float
+    confidence: float
+    measured: bool
+    score: float = 0.0
+
+
+class _Fovea(NamedTuple):  # in work pixels
+    x: float
+    y: float
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -211,8 +229,7 @@ def _work(image: np.ndarray, fov: np.ndarray, lesions: np.ndarray | None) -> _Wo
 
 
 def _image_analysis(work: _Work, header: str | None, notes: list[str]):
-    """Disc ``(x, y, diameter, confidence, measured)`` and fovea ``(x, y, confidence)`` in work
-    pixels (each None when not found)."""
+    """The disc and the fovea in work pixels (each None when not found)."""
     closed, vessels, core, diameter = work.closed, work.vessels, work.core, work.diameter
     # Bright specks smaller than the disc (exudates, reflexes) are opened away for the disc search.
     bright = (
@@ -221,14 +238,14 @@ def _image_analysis(work: _Work, header: str | None, notes: list[str]):
         else closed
     )
     disc, fovea = _disc_and_fovea(bright, closed, vessels, core, diameter, work.inside)
-    if fovea is not None and fovea[2] < MIN_FOVEA_CONFIDENCE:
+    if fovea is not None and fovea.confidence < MIN_FOVEA_CONFIDENCE:
         fovea = None
     if header is not None and disc is not None:
         fovea = _fovea_on_the_header_side(closed, vessels, core, disc, fovea, diameter, header, notes)
     if disc is not None and fovea is not None and DISC_NASAL_SHIFT_DD:
-        away = np.array([disc[0] - fovea[0], disc[1] - fovea[1]])
-        away = away / max(float(np.hypot(*away)), 1e-6) * DISC_NASAL_SHIFT_DD * disc[2]
-        disc = (disc[0] + away[0], disc[1] + away[1], *disc[2:])
+        away = np.array([disc.x - fovea.x, disc.y - fovea.y])
+        away = away / max(float(np.hypot(*away)), 1e-6) * DISC_NASAL_SHIFT_DD * disc.diameter
+        disc = disc._replace(x=disc.x + away[0], y=disc.y + away[1])
     return disc, fovea
 
 
@@ -260,8 +277,9 @@ def _learned(answer: HeadAnswer, head: LandmarkHead, work: _Work, header: str | 
     )
     image_eye = "left" if disc.x < fovea.x else "right"
     if header is not None and image_eye != header:
-        found = _find_fovea(work.closed, work.vessels, work.core, (dx, dy, size), work.diameter, _SIDE[header])
-        found = found if found is not None and found[2] >= MIN_FOVEA_CONFIDENCE else None
+        at = _Disc(dx, dy, size, answer.disc_confidence, measured)
+        found = _find_fovea(work.closed, work.vessels, work.core, at, work.diameter, _SIDE[header])
+        found = found if found is not None and found.confidence >= MIN_FOVEA_CONFIDENCE else None
         notes.append(
             f"the file says {header} eye but the image's disc and fovea say {image_eye} eye (learned head): check "
             f"the file; the fovea was searched by image analysis on the {header} eye's temporal side"
@@ -282,9 +300,9 @@ def _learned(answer: HeadAnswer, head: LandmarkHead, work: _Work, header: str | 
 def _fovea_on_the_header_side(closed, vessels, core, disc, fovea, diameter, header: str, notes: list[str]):
     """The fovea searched on the temporal side of the disc for the file's eye (right of the
     disc in a left eye); a note when the image's own disc and fovea (``fovea``) say otherwise."""
-    image_eye = None if fovea is None else ("left" if disc[0] < fovea[0] else "right")
+    image_eye = None if fovea is None else ("left" if disc.x < fovea.x else "right")
     found = _find_fovea(closed, vessels, core, disc, diameter, _SIDE[header])
-    if found is not None and found[2] < MIN_FOVEA_CONFIDENCE:
+    if found is not None and found.confidence < MIN_FOVEA_CONFIDENCE:
         found = None
     if image_eye is not None and image_eye != header:
         notes.append(
@@ -295,7 +313,9 @@ def _fovea_on_the_header_side(closed, vessels, core, disc, fovea, diameter, head
     return found
 
 
-def _in_the_photo(disc, fovea, geometry, scale: float, notes: list[str]) -> tuple[OpticDisc | None, Fovea | None]:
+def _in_the_photo(
+    disc: _Disc | None, fovea: _Fovea | None, geometry, scale: float, notes: list[str]
+) -> tuple[OpticDisc | None, Fovea | None]:
     """The work-pixel disc and fovea as :class:`OpticDisc` / :class:`Fovea` in the photo's
     pixels, with a note for an assumed disc size and for each landmark below its floor."""
 
@@ -305,10 +325,12 @@ def _in_the_photo(disc, fovea, geometry, scale: float, notes: list[str]) -> tupl
 
     disc_out = fovea_out = None
     if disc is not None:
-        x, y = to_original(disc[0], disc[1])
-        source = "measured" if disc[4] else "assumed"
-        disc_out = OpticDisc(round(x, 1), round(y, 1), round(disc[2] * scale, 1), round(disc[3], 3), source)
-        if not disc[4]:
+        x, y = to_original(disc.x, disc.y)
+        source = "measured" if disc.measured else "assumed"
+        disc_out = OpticDisc(
+            round(x, 1), round(y, 1), round(disc.diameter * scale, 1), round(disc.confidence, 3), source
+        )
+        if not disc.measured:
             notes.append(
                 f"the optic disc's size could not be measured: 1 DD is assumed to be {DEFAULT_DISC_FRACTION:g} of the "
                 f"field's diameter ({disc_out.diameter_px:.0f} px)"
@@ -316,15 +338,15 @@ def _in_the_photo(disc, fovea, geometry, scale: float, notes: list[str]) -> tupl
         if not disc_out.reliable:
             notes.append(f"optic disc not found reliably (confidence {disc_out.confidence:.2f})")
     if fovea is not None:
-        x, y = to_original(fovea[0], fovea[1])
-        fovea_out = Fovea(round(x, 1), round(y, 1), round(fovea[2], 3))
+        x, y = to_original(fovea.x, fovea.y)
+        fovea_out = Fovea(round(x, 1), round(y, 1), round(fovea.confidence, 3))
         if not fovea_out.reliable:
             notes.append(f"fovea not found reliably (confidence {fovea_out.confidence:.2f})")
     return disc_out, fovea_out
 
 
 def _disc_and_fovea(bright, closed, vessels, core, diameter, inside):
-    """The disc (see :func:`_find_disc`) and the fovea found from it: of the
+    """The disc and the fovea found from it: of the
     :data:`DISC_CANDIDATES` best disc candidates, the one whose disc score plus
     :data:`DISC_FOVEA_WEIGHT` x its fovea's confidence is highest (an exudate cluster can
     outshine the disc, but has no fovea where the disc's would be)."""
@@ -332,18 +354,18 @@ def _disc_and_fovea(bright, closed, vessels, core, diameter, inside):
     best = None
     for candidate in candidates:
         fovea = _find_fovea(closed, vessels, core, candidate, diameter)
-        total = candidate[5] + DISC_FOVEA_WEIGHT * (fovea[2] if fovea is not None else 0.0)
+        total = candidate.score + DISC_FOVEA_WEIGHT * (fovea.confidence if fovea is not None else 0.0)
         if best is None or total > best[0]:
             best = (total, candidate, fovea)
     if best is None:
         return None, None
-    disc, fovea = best[1][:5], best[2]
+    disc, fovea = best[1], best[2]
     if best[1] is not candidates[0]:  # confidence: how far it beat the first by the combined score
         first = candidates[0]
         first_fovea = _find_fovea(closed, vessels, core, first, diameter)
-        lead = best[0] - first[5] - DISC_FOVEA_WEIGHT * (first_fovea[2] if first_fovea is not None else 0.0)
-        disc = (*disc[:3], float(np.clip(lead / 1.5, 0, 1)), disc[4])
-    if disc[3] < MIN_DISC_CONFIDENCE:
+        lead = best[0] - first.score - DISC_FOVEA_WEIGHT * (first_fovea.confidence if first_fovea is not None else 0.0)
+        disc = disc._replace(confidence=float(np.clip(lead / 1.5, 0, 1)))
+    if disc.confidence < MIN_DISC_CONFIDENCE:
         return None, None
     return disc, fovea
 
@@ -370,13 +392,6 @@ def _zscore(values: np.ndarray, where: np.ndarray) -> np.ndarray:
     return (values - float(np.median(inside))) / spread
 
 
-def _find_disc(closed: np.ndarray, vessels: np.ndarray, core: np.ndarray, diameter: float, inside: np.ndarray):
-    """``(x, y, diameter, confidence, measured)`` in work pixels, or None; ``measured`` False
-    when the diameter is :data:`DEFAULT_DISC_FRACTION` of the field's, assumed."""
-    candidates = _disc_candidates(closed, vessels, core, diameter, inside, 1)
-    return candidates[0][:5] if candidates else None
-
-
 def _disc_candidates(
     closed: np.ndarray,
     vessels: np.ndarray,
@@ -385,9 +400,8 @@ def _disc_candidates(
     inside: np.ndarray,
     k: int,
     sized: np.ndarray | None = None,
-) -> list[tuple]:
-    """Up to ``k`` disc candidates, best first, each at least 2 disc diameters from the others:
-    ``(x, y, diameter, confidence, measured, score)`` in work pixels (see :func:`_find_disc`);
+) -> list[_Disc]:
+    """Up to ``k`` disc candidates, best first, each at least 2 disc diameters from the others;
     the diameter is measured on ``sized`` (default ``closed``)."""
     r = DISC_BLOB_FRACTION * diameter / 2
     weight = inside.astype(np.float32)
@@ -412,9 +426,9 @@ def _disc_candidates(
         confidence = float(np.clip((peak - runner_up) / 1.5, 0, 1))
         size = _disc_diameter(closed if sized is None else sized, x, y, diameter)
         if size is None:
-            out.append((float(x), float(y), DEFAULT_DISC_FRACTION * diameter, confidence * 0.7, False, peak))
+            out.append(_Disc(float(x), float(y), DEFAULT_DISC_FRACTION * diameter, confidence * 0.7, False, peak))
         else:
-            out.append((float(x), float(y), size, confidence, True, peak))
+            out.append(_Disc(float(x), float(y), size, confidence, True, peak))
     return out
 
 
@@ -454,13 +468,13 @@ def _disc_diameter(closed: np.ndarray, x: int, y: int, diameter: float, reach: f
 
 
 def _find_fovea(
-    closed: np.ndarray, vessels: np.ndarray, core: np.ndarray, disc: tuple, diameter: float, side: int | None = None
-):
-    """``(x, y, confidence)`` in work pixels, or None: the darkest spot (relative to its
+    closed: np.ndarray, vessels: np.ndarray, core: np.ndarray, disc: _Disc, diameter: float, side: int | None = None
+) -> _Fovea | None:
+    """The fovea in work pixels, or None: the darkest spot (relative to its
     surroundings) in the annulus :data:`FOVEA_DD` around the disc, near the horizontal, away
     from vessels (the fovea is avascular) and preferably about 2.5 DD from the disc. ``side``
     (+1 right of the disc, -1 left; from a known eye) replaces the guess from the field's centre."""
-    dx0, dy0, dd = disc[0], disc[1], disc[2]
+    dx0, dy0, dd = disc.x, disc.y, disc.diameter
     blur = cv2.GaussianBlur(closed, (0, 0), FOVEA_BLUR_DD * dd)
     local = cv2.GaussianBlur(closed, (0, 0), FOVEA_SURROUND_DD * dd)
     darkness = local - blur  # positive where darker than the surroundings
@@ -483,4 +497,4 @@ def _find_fovea(
     score = np.where(search, dark_z - 0.5 * vessel_z - 0.3 * np.abs(dist - FOVEA_PREFERRED_DD), -np.inf)
     y, x = np.unravel_index(int(np.argmax(score)), score.shape)
     confidence = float(np.clip(dark_z[y, x] / 1.5, 0, 1))
-    return float(x), float(y), confidence
+    return _Fovea(float(x), float(y), confidence)

@@ -1,11 +1,11 @@
-"""Is the photo gradable? Checks a grader makes before reading (DESIGN §11, issue: image quality).
+"""Is the photo gradable? Checks a grader makes before reading (docs/reading.md#image-quality).
 
 Each measure is taken on the field of view resized to :data:`WORK_SIDE` px (so the numbers do
 not depend on the camera's resolution) and compared with two limits: past the first the photo
 is ``usable`` (read it with care), past the second ``ungradable``. The verdict is the worst of
 them, with a reason per failed check. The limits were set on the real photo degraded on purpose
 (blur, gamma, noise, JPEG, crops): ``python -m training.quality_check`` prints the measures and
-verdicts; the README has the table.
+verdicts; docs/reading.md#image-quality has the table.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ VERDICTS = ("good", "usable", "ungradable")
 
 # measure: (direction, usable limit, ungradable limit, what it means). "min": the measure must
 # stay above the limits; "max": below. Set between the clean photo's values and those of its
-# degraded copies (python -m training.quality_check; README "Image quality").
+# degraded copies (python -m training.quality_check; docs/reading.md#image-quality).
 LIMITS: dict[str, tuple[str, float, float, str]] = {
     "fov_fraction": ("min", 0.35, 0.15, "field of view covers too little of the image"),
     # A 3:2 camera frame cuts the disc at top and bottom (IDRiD: ~0.93; the 3:2 crop of the
@@ -41,7 +41,7 @@ LIMITS: dict[str, tuple[str, float, float, str]] = {
 
 # The macula against the rest of the field, when the fovea is known (``macula`` of
 # :func:`assess_quality`): set below IDRiD's training photos and above copies of them with the
-# macula blurred or shaded (python -m training.quality_check --idrid; README "Image quality").
+# macula blurred or shaded (python -m training.quality_check --idrid; docs/reading.md#image-quality).
 MACULA_LIMITS: dict[str, tuple[str, float, float, str]] = {
     "macula_in_field": ("min", 0.90, 0.50, "the macula is partly outside the field of view"),
     "macula_exposure": ("min", 0.65, 0.35, "the macula is in shadow"),

@@ -1,4 +1,4 @@
-"""Lesions by where they are (DESIGN §11): the ETDRS grid, quadrants about the fovea, "within
+"""Lesions by where they are (docs/reading.md#clinical-definitions): the ETDRS grid, quadrants about the fovea, "within
 1 DD of the fovea", and two research indicators read from them — the DME risk grade (IDRiD's
 definition) and the haemorrhage part of the 4-2-1 rule. Research indicators, never a diagnosis.
 
@@ -323,7 +323,7 @@ def read_zones(
 # DME_EXUDATE_PEAK, and the photo has exudates when at least DME_EXUDATE_MIN_COUNT of those show,
 # or when they cover at least DME_EXUDATE_MIN_AREA of the disc's area (the 1 DD circle). Chosen
 # together on IDRiD's grading training photos only, for the best DME accuracy
-# (python -m training.idrid_reading grading; README, "Reading the photo").
+# (python -m training.idrid_reading grading; docs/reading.md).
 DME_EXUDATE_PEAK = 0.9
 DME_EXUDATE_MIN_COUNT = 8
 DME_EXUDATE_MIN_AREA = 0.5
@@ -371,7 +371,7 @@ RETINOPATHY_LEVELS = (
 )
 # Lesion burden (see retinopathy_estimate) at or above which a photo is flagged "referable
 # retinopathy likely" (grade 2 or more). Chosen on IDRiD's grading training photos only, by
-# Youden's J (python -m training.idrid_reading grading; README, "Reading the photo").
+# Youden's J (python -m training.idrid_reading grading; docs/reading.md).
 REFERABLE_BURDEN = 54.0
 
 

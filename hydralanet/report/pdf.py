@@ -8,7 +8,7 @@ data, the input file, the date and the software version. Every page carries the
 research-software notice.
 
 Pictures are downscaled and stored as JPEG, fonts (DejaVu Sans, ``fonts/LICENSE.txt``) embedded
-as subsets: a 4288 x 2848 photo's report stays well under 2 MB (README, "DICOM and reports").
+as subsets: a 4288 x 2848 photo's report stays well under 2 MB (docs/dicom-and-reports.md).
 Patient identifiers appear only when the facts carry them (read with ``keep_identifiers``).
 """
 

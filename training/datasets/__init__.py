@@ -1,4 +1,4 @@
-"""Parsers for the public lesion-segmentation datasets: IDRiD, DDR and TJDR (DESIGN §5).
+"""Parsers for the public lesion-segmentation datasets: IDRiD, DDR and TJDR (docs/training.md#data).
 
 Each parser walks a dataset folder *as released* and returns :class:`Record` s: one photo,
 its official split and one mask path per lesion (``None`` = that lesion is absent). Nothing

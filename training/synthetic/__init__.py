@@ -1,7 +1,7 @@
 """Synthetic fundus photographs with pixel-exact lesion masks, written in the DDR layout.
 
 The data trains the bundled demonstration model, which is later scored on lesions drawn by a
-different generator, so the emphasis is on the lesions themselves (DESIGN §1 sizes, shapes and
+different generator, so the emphasis is on the lesions themselves (docs/architecture.md#lesion-classes sizes, shapes and
 colours) and on unlabelled look-alikes the model must learn to reject: the bright optic disc,
 vessel segments and crossings, dark dots at vessel ends, the foveal reflex.
 

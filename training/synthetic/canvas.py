@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-REFERENCE_SIZE = 1024  # DESIGN §1 gives lesion sizes at this image width
+REFERENCE_SIZE = 1024  # docs/architecture.md#lesion-classes gives lesion sizes at this image width
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Lesions, each composited in a local patch with an alpha map and a colour derived from the
 local background; its label is exactly ``alpha >= 0.5``. Sizes, shapes and colours follow
-DESIGN §1: hard exudates (EX) in clusters and rings, haemorrhages (HE) as dots, blots and
+docs/architecture.md#lesion-classes: hard exudates (EX) in clusters and rings, haemorrhages (HE) as dots, blots and
 flames, microaneurysms (MA) near vessels, soft exudates (SE) near the arcades.
 """
 
@@ -16,7 +16,7 @@ from hydralanet.config import CLASSES
 
 from .canvas import REFERENCE_SIZE, Fundus, composite, log_uniform, pixel_grid, shape_alpha, smooth_noise
 
-LESION_IDS = CLASSES  # channel order fixed project-wide (DESIGN §1): EX, HE, MA, SE
+LESION_IDS = CLASSES  # channel order fixed project-wide (docs/architecture.md#lesion-classes): EX, HE, MA, SE
 P_NO_LESIONS = 0.15  # share of lesion-free images (the model must learn to predict nothing)
 DISC_EXCLUSION = 1.35  # no lesion within this many disc radii of the disc centre
 
