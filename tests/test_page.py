@@ -285,3 +285,28 @@ def test_an_operator_error_is_one_clean_line(browser, workdir: Path) -> None:
         expect(page.get_by_test_id("stFileUploader")).to_have_count(0)  # nothing is served on a bad setting
         assert_clean(page, "an operator error")
         shot(page, "laptop_7_operator_error", LAPTOP)
+
+
+def test_a_real_photo_shows_its_lesions_and_the_reading(browser, bundled_server: str) -> None:
+    """A real IDRiD test photo (CC BY 4.0, downscaled) on the bundled model: every lesion its
+    graders drew is found at least once, the reading grades it, and the overlay with the reading
+    is kept as the picture the README shows (``artifacts/page/readme_overlay_and_reading.png``)."""
+    photo = ROOT / "tests" / "fixtures" / "idrid" / "IDRiD_59.jpg"
+    with open_page(browser, bundled_server) as page:
+        page.set_viewport_size(LAPTOP)
+        expect(page.get_by_text("Upload one or more fundus photos")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        upload(page, photo)
+        wait_result(page, 1536, 1020)
+        assert_clean(page, "a real photo")
+        for lesion in ("EX", "HE", "MA", "SE"):
+            assert lesion_numbers(page, lesion)[0] > 0, f"no {lesion} found on IDRiD_59, where the graders drew it"
+        expect(page.get_by_text("DME risk estimate")).to_be_visible()
+        snap(page, "laptop_8_real_photo", width=LAPTOP["width"], folder=SCREENSHOTS)
+        uploader = page.get_by_test_id("stFileUploader").bounding_box()
+        top = uploader["y"] + uploader["height"] + 8
+        end = page.get_by_text("Lesions by ETDRS subfield").bounding_box()["y"] - 8
+        main = page.get_by_test_id("stMain").bounding_box()
+        page.screenshot(
+            path=str(SCREENSHOTS / "readme_overlay_and_reading.png"),
+            clip={"x": main["x"], "y": top, "width": main["width"], "height": end - top},
+        )
