@@ -46,7 +46,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "export": ("inference.export",),
     "landmarks": ("reading.landmarks",),
     "landmark_head": ("reading.landmark_head",),
-    "zones": ("reading.zones",),
+    "zones": ("reading.zones", "reading.grading"),
     "quality": ("reading.quality",),
     "overlay": ("report.overlay",),
     "pdf_report": ("report.pdf",),

@@ -17,17 +17,11 @@ from hydralanet.batch.pipeline import ModelOutput
 from hydralanet.config import CLASSES
 from hydralanet.inference.segment import SquarePrediction
 from hydralanet.preprocessing import fov_geometry, fov_mask
+from hydralanet.reading.grading import DME_EXUDATE_MIN_AREA, DME_EXUDATE_MIN_COUNT, DME_EXUDATE_PEAK, exudate_cores
 from hydralanet.reading.landmarks import Fovea, Landmarks, OpticDisc
 from hydralanet.reading.photo import PhotoReading, findings, read_photo, square_exudate_cores
 from hydralanet.reading.quality import Quality
-from hydralanet.reading.zones import (
-    DME_EXUDATE_MIN_AREA,
-    DME_EXUDATE_MIN_COUNT,
-    DME_EXUDATE_PEAK,
-    exudate_cores,
-    read_zones,
-    zone_maps,
-)
+from hydralanet.reading.zones import read_zones, zone_maps
 from training.idrid_grading import choose_exudate_floor, dme_with_floor, exudate_components
 
 SHAPE = (600, 800)

@@ -248,7 +248,7 @@ def test_dme_check_names_where_false_exudates_lie():
 
 
 def test_indicator_rows_say_not_assessed_as_empty():
-    from hydralanet.reading.zones import INDICATORS, indicator_rows
+    from hydralanet.reading.grading import INDICATORS, indicator_rows
 
     found = {
         "dme_risk": None,

@@ -263,7 +263,7 @@ def test_idrid_photos_with_an_off_centre_fovea(row, head):
 
 def test_retinopathy_estimate_from_the_lesions():
     """No lesion / microaneurysms only / more, and the burden: HE + EX + SE + half the MAs."""
-    from hydralanet.reading.zones import REFERABLE_BURDEN
+    from hydralanet.reading.grading import REFERABLE_BURDEN
 
     maps = zone_maps(SHAPE, FULL, _tilted())
     masks = np.zeros((4, *SHAPE), bool)

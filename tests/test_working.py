@@ -12,9 +12,10 @@ from hydralanet import CLASSES, lesion_statistics
 from hydralanet.inference.segment import SquarePrediction
 from hydralanet.inference.working import working_photo, working_side
 from hydralanet.preprocessing import FovGeometry, fov_geometry, fov_mask
+from hydralanet.reading.grading import DME_EXUDATE_MIN_COUNT
 from hydralanet.reading.landmarks import Fovea, Landmarks, OpticDisc
 from hydralanet.reading.photo import LESION_EXCLUSION_P, findings, moved_landmarks, read_photo, read_working
-from hydralanet.reading.zones import DME_EXUDATE_MIN_COUNT, ETDRS_ZONES
+from hydralanet.reading.zones import ETDRS_ZONES
 
 THRESHOLDS = dict.fromkeys(CLASSES, 0.5)
 

@@ -151,7 +151,7 @@ def choose_cutoff(rows: list[dict[str, Any]]) -> float:
     return float(min(thresholds[best], 1e9))
 
 
-# The DME rule's settings tried (hydralanet.reading.zones.DME_EXUDATE_PEAK, DME_EXUDATE_MIN_COUNT and
+# The DME rule's settings tried (hydralanet.reading.grading.DME_EXUDATE_PEAK, DME_EXUDATE_MIN_COUNT and
 # DME_EXUDATE_MIN_AREA): a hard exudate is evidence when its most confident pixel reaches the
 # peak; the photo has exudates when there are at least the count of those, or when they cover at
 # least the area (a share of the disc's area, the 1 DD circle). inf: that criterion never met.

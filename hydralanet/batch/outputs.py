@@ -32,8 +32,9 @@ from ..config import CLASSES
 from ..inference.segment import lesion_statistics
 from ..io.dicom import facts_of
 from ..io.images import save_png, write_atomic
+from ..reading.grading import indicator_rows
 from ..reading.photo import findings, read_photo
-from ..reading.zones import ZONE_COLUMNS, indicator_rows
+from ..reading.zones import ZONE_COLUMNS
 from ..report.overlay import render_overlay
 from ..report.pdf import ReportPhoto, write_report
 from ..report.tables import SUMMARY_COLUMNS
@@ -50,7 +51,7 @@ class PhotoResult:
     reaches :data:`hydralanet.reading.photo.LESION_EXCLUSION_P`; for the reading, None without it);
     ``prob16`` uint16 ``4 x H x W`` (p x 65535) when probability maps are asked for;
     ``cores``: for the reading, where the hard-exudate probability reaches
-    :data:`hydralanet.reading.zones.DME_EXUDATE_PEAK` (flat indices)."""
+    :data:`hydralanet.reading.grading.DME_EXUDATE_PEAK` (flat indices)."""
 
     index: int
     name: str

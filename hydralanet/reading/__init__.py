@@ -15,7 +15,12 @@ _EXPORTS = {
     "OpticDisc": ".landmarks",
     "find_landmarks": ".landmarks",
     "ZoneMaps": ".zones",
+    "ZoneReading": ".zones",
     "read_zones": ".zones",
+    "dme_grade": ".grading",
+    "exudate_cores": ".grading",
+    "indicator_rows": ".grading",
+    "retinopathy_estimate": ".grading",
     "Quality": ".quality",
     "assess_quality": ".quality",
 }

@@ -23,19 +23,10 @@ import numpy as np
 
 from ..config import CLASSES
 from ..preprocessing import FovGeometry
+from .grading import DME_EXUDATE_PEAK, exudate_cores
 from .landmarks import DEFAULT_DISC_FRACTION, Landmarks, find_landmarks
 from .quality import Quality, assess_quality
-from .zones import (
-    DD_MM,
-    DME_EXUDATE_PEAK,
-    ZONE_COLUMNS,
-    PackedZoneMaps,
-    ZoneMaps,
-    exudate_cores,
-    read_zones,
-    zone_maps,
-    zone_units,
-)
+from .zones import DD_MM, ZONE_COLUMNS, PackedZoneMaps, ZoneMaps, read_zones, zone_maps, zone_units
 
 if TYPE_CHECKING:
     from ..inference.working import WorkingPhoto
@@ -45,8 +36,8 @@ __all__ = ["PhotoReading", "ZONE_COLUMNS", "findings", "read_photo", "read_worki
 
 def square_exudate_cores(square: np.ndarray, geometry: FovGeometry, fov: np.ndarray) -> np.ndarray:
     """Flat indices of the photo's pixels where the hard-exudate probability of the model's
-    square (``4 x S x S``) reaches :data:`~hydralanet.reading.zones.DME_EXUDATE_PEAK`: the reading's
-    ``cores``, equal to :func:`~hydralanet.reading.zones.exudate_cores` of the full map, made one
+    square (``4 x S x S``) reaches :data:`~hydralanet.reading.grading.DME_EXUDATE_PEAK`: the reading's
+    ``cores``, equal to :func:`~hydralanet.reading.grading.exudate_cores` of the full map, made one
     class at a time at full resolution."""
     from ..inference.segment import square_mask
 
@@ -65,7 +56,7 @@ class PhotoReading:
     maps: ZoneMaps | PackedZoneMaps | None
     mm_per_px: float | None = None  # the file's pixel size, when it gave one
     map_scale: float = 1.0
-    cores: np.ndarray | None = None  # :func:`hydralanet.reading.zones.exudate_cores` on the maps' grid
+    cores: np.ndarray | None = None  # :func:`hydralanet.reading.grading.exudate_cores` on the maps' grid
 
     @property
     def grid_unit_px(self) -> float | None:
@@ -120,8 +111,8 @@ def read_photo(
     (a haemorrhage is darker than the fovea); or give that mask as ``lesions`` (``H x W`` bool).
     ``mm_per_px``: the pixel size when the file says (a DICOM header's PixelSpacing): zones are
     then measured in mm, not in disc diameters. ``cores``: where the hard-exudate probability
-    reaches :data:`~hydralanet.reading.zones.DME_EXUDATE_PEAK` (flat indices,
-    :func:`~hydralanet.reading.zones.exudate_cores`), what the DME grade counts exudates by; made here
+    reaches :data:`~hydralanet.reading.grading.DME_EXUDATE_PEAK` (flat indices,
+    :func:`~hydralanet.reading.grading.exudate_cores`), what the DME grade counts exudates by; made here
     from ``probabilities`` when given. Without either, every hard exudate counts."""
     if probabilities is not None:
         lesions = probabilities.max(axis=0) >= LESION_EXCLUSION_P

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from ..config import CLASSES
+from .grading import dme_grade, near_unit, retinopathy_estimate, rule_421
 from .landmarks import Landmarks
 
 ETDRS_ZONES = (
@@ -33,11 +34,8 @@ ETDRS_ZONES = (
 QUADRANTS = ("superotemporal", "superonasal", "inferonasal", "inferotemporal")
 ETDRS_RADII_DD = (1 / 3, 1.0, 2.0)  # 1, 3 and 6 mm diameters at 1 DD = 1.5 mm
 DD_MM = 1.5  # ETDRS convention: 1 disc diameter = 1.5 mm
-RULE_421_HAEMORRHAGES = 20  # "> 20 intraretinal haemorrhages in each of the four quadrants"
 ZONE_COLUMNS = ["image", "lesion", "zone", "count", "pixels", "zone_pct"]
 SCALES = ("disc_diameter", "pixel_spacing", "assumed_field_fraction")
-# A haemorrhage area larger than this share of the disc's area may be several touching ones.
-MERGED_HE_DISC_AREA = 0.25
 
 
 def zone_units(landmarks: Landmarks, mm_per_px: float | None = None) -> tuple[float, str, float, str] | None:
@@ -212,7 +210,7 @@ def _zone_band(xs, ys, nasal, superior, dd, near_dd, etdrs, quadrant, near) -> N
 
 
 @dataclass
-class Reading:
+class ZoneReading:
     """Zone statistics and indicators of one photo at one set of thresholds."""
 
     zones: list[dict[str, Any]] = field(default_factory=list)
@@ -243,22 +241,23 @@ def read_zones(
     maps: ZoneMaps | PackedZoneMaps | None,
     labelled: list[tuple] | None = None,
     cores: np.ndarray | None = None,
-) -> Reading:
+) -> ZoneReading:
     """Zone rows (lesion, zone, count, pixels, zone_pct) for ``masks`` (bool ``4 x H x W``, EX,
     HE, MA, SE), quadrant counts, the DME risk grade and the 4-2-1 haemorrhage criterion.
     ``labelled``: each class's 8-connected lesions as ``(count + 1, labels, ...)``
     (:func:`hydralanet.inference.segment.label_lesions`), when already made. ``cores``: the flat
-    indices of the pixels where the hard-exudate probability reaches :data:`DME_EXUDATE_PEAK`
-    (:func:`exudate_cores`); with them the DME grade counts only the hard exudates that hold
-    one, and none at all while those are fewer than :data:`DME_EXUDATE_MIN_COUNT` and cover
-    less than :data:`DME_EXUDATE_MIN_AREA` of the disc's area. Without them every hard exudate
+    indices of the pixels where the hard-exudate probability reaches
+    :data:`~hydralanet.reading.grading.DME_EXUDATE_PEAK`
+    (:func:`~hydralanet.reading.grading.exudate_cores`); with them the DME grade counts only the hard exudates that hold
+    one, and none at all while those are too few and too small
+    (:func:`~hydralanet.reading.grading.dme_grade`). Without them every hard exudate
     of the mask counts."""
     if maps is None:
         why = "no grade: the optic disc or the fovea was not found"
-        reading = Reading(dme_reason=why, rule_421_reason=why.replace("no grade", "not assessed"))
+        reading = ZoneReading(dme_reason=why, rule_421_reason=why.replace("no grade", "not assessed"))
         reading.retinopathy = retinopathy_estimate(masks, None)
         return reading
-    reading = Reading()
+    reading = ZoneReading()
     etdrs, quadrant, near_map = maps.etdrs, maps.quadrant, maps.near  # read once (packed maps unpack)
     etdrs_area, quadrant_area, near_area = maps.areas()
     near_lesions: dict[str, int] = {}
@@ -293,151 +292,14 @@ def read_zones(
     }
     ex_total = sum(r["count"] for r in reading.zones if r["lesion"] == "EX" and r["zone"] in ETDRS_ZONES)
     disc_area = np.pi / 4 * maps.near_dd**2
-    reading.dme_risk, reading.dme_reason = _dme(lesions["EX"], ex_labels, ex_near, ex_total, cores, disc_area)
-    reading.dme_reason += _NEAR_UNIT.get(maps.near_scale, "") if reading.dme_risk else ""
-    he = reading.quadrant_counts["HE"]
-    reading.rule_421_haemorrhages = all(he[q] > RULE_421_HAEMORRHAGES for q in QUADRANTS)
+    reading.dme_risk, reading.dme_reason = dme_grade(lesions["EX"], ex_labels, ex_near, ex_total, cores, disc_area)
+    reading.dme_reason += near_unit(maps.near_scale) if reading.dme_risk else ""
     sizes = np.bincount(lesions["HE"][1], minlength=lesions["HE"][0])
-    reading.rule_421_large_haemorrhages = int((sizes[1:] > MERGED_HE_DISC_AREA * disc_area).sum())
-    reading.rule_421_reason = (
-        f"haemorrhages per quadrant about the fovea (not the standard fields about the disc): {', '.join(f'{q} {he[q]}' for q in QUADRANTS)}; "
-        + (
-            "more than 20 in each: the 4-2-1 haemorrhage criterion is met within this photograph"
-            if reading.rule_421_haemorrhages
-            else "the 4-2-1 haemorrhage criterion (> 20 in each of the four) is not met within this photograph, "
-            "which shows about one of the seven standard fields: it cannot rule the criterion out"
-        )
-        + "; venous beading and IRMA are not assessed; touching haemorrhages count as one"
-        + (
-            f" ({_n(reading.rule_421_large_haemorrhages, 'area')} larger than a quarter of the disc may be several)"
-            if reading.rule_421_large_haemorrhages
-            else ""
-        )
-    )
+    met, large, reason = rule_421(reading.quadrant_counts["HE"], sizes, disc_area)
+    reading.rule_421_haemorrhages, reading.rule_421_large_haemorrhages, reading.rule_421_reason = met, large, reason
     counts = {c: n - 1 for c, (n, _) in lesions.items()}
     reading.retinopathy = retinopathy_estimate(masks, reading.rule_421_haemorrhages, counts)
     return reading
-
-
-# The DME grade's evidence: a hard exudate counts when its most confident pixel reaches
-# DME_EXUDATE_PEAK, and the photo has exudates when at least DME_EXUDATE_MIN_COUNT of those show,
-# or when they cover at least DME_EXUDATE_MIN_AREA of the disc's area (the 1 DD circle). Chosen
-# together on IDRiD's grading training photos only, for the best DME accuracy
-# (python -m training.idrid_reading grading; docs/reading.md).
-DME_EXUDATE_PEAK = 0.9
-DME_EXUDATE_MIN_COUNT = 8
-DME_EXUDATE_MIN_AREA = 0.5
-
-
-def exudate_cores(probability: np.ndarray) -> np.ndarray:
-    """The ``cores`` of :func:`read_zones`: flat indices where the hard-exudate probability
-    (``H x W``, on the grid of the masks) reaches :data:`DME_EXUDATE_PEAK`."""
-    return np.flatnonzero(probability >= np.float32(DME_EXUDATE_PEAK))
-
-
-def _dme(
-    ex: tuple[int, np.ndarray], labels: np.ndarray, near: np.ndarray, total: int, cores, disc_area: float
-) -> tuple[int, str]:
-    """The DME risk grade and its reason (see :func:`read_zones`): ``ex`` the hard exudates'
-    (count + 1, each exudate pixel's label), ``labels`` the label image (flat), ``near`` the
-    labels reaching within 1 DD of the fovea, ``total`` the exudates in the field."""
-    if total == 0:
-        return 0, "no hard exudates"
-    n, lab = ex
-    counted = np.zeros(n, dtype=bool)
-    if cores is None:
-        counted[1:] = True
-    else:
-        counted[np.unique(labels[cores])] = True
-        counted[0] = False
-        area, sure = int(np.bincount(lab, minlength=n)[counted].sum()), int(counted.sum())
-        if sure < DME_EXUDATE_MIN_COUNT and area < DME_EXUDATE_MIN_AREA * disc_area:
-            return 0, (
-                f"no hard exudates counted: {_n(total, 'hard exudate')} in the mask, {sure} of them with "
-                f"p >= {DME_EXUDATE_PEAK:g} (fewer than {DME_EXUDATE_MIN_COUNT}), covering "
-                f"{100 * area / disc_area:.1f} % of the disc's area (under {100 * DME_EXUDATE_MIN_AREA:g} %)"
-            )
-    near_counted = int(counted[near].sum())
-    if near_counted == 0:
-        return 1, f"{_n(int(counted.sum()), 'hard exudate')}, none within 1 DD of the fovea"
-    return 2, f"{_n(near_counted, 'hard exudate')} within 1 DD of the fovea"
-
-
-RETINOPATHY_LEVELS = (
-    "no lesion seen",
-    "microaneurysms only",
-    "lesions beyond microaneurysms",
-    "haemorrhage part of the 4-2-1 rule met within this photograph",
-)
-# Lesion burden (see retinopathy_estimate) at or above which a photo is flagged "referable
-# retinopathy likely" (grade 2 or more). Chosen on IDRiD's grading training photos only, by
-# Youden's J (python -m training.idrid_reading grading; docs/reading.md).
-REFERABLE_BURDEN = 54.0
-
-
-def retinopathy_estimate(
-    masks: np.ndarray, rule_421: bool | None, counts: dict[str, int] | None = None
-) -> dict[str, Any]:
-    """What one photo's lesion masks (bool ``4 x H x W``) support about retinopathy, given the
-    4-2-1 haemorrhage criterion (None: not assessed): a level (index into
-    :data:`RETINOPATHY_LEVELS`, comparable to the graders' 0-3; new vessels, venous beading and
-    IRMA are not seen by the lesion model, so proliferative retinopathy (4) is never estimated),
-    and the lesion burden (haemorrhages + hard + soft exudates + half the microaneurysms, as
-    counted lesions) with a research flag for referable retinopathy (burden >=
-    :data:`REFERABLE_BURDEN`). ``counts``: the lesions of each kind in ``masks``, when already
-    counted (8-connected)."""
-    if counts is None:
-        counts = {c: cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1 for c, m in zip(CLASSES, masks)}
-    beyond = counts["HE"] + counts["EX"] + counts["SE"]
-    burden = beyond + 0.5 * counts["MA"]
-    if rule_421:
-        level = 3
-    elif beyond:
-        level = 2
-    else:
-        level = 1 if counts["MA"] else 0
-    return {
-        "level": level,
-        "label": RETINOPATHY_LEVELS[level],
-        "lesion_burden": burden,
-        "referable_likely": bool(burden >= REFERABLE_BURDEN),
-        "note": "research indicator from the lesion masks of one photograph, not a grade: new vessels, "
-        "venous beading and IRMA are not seen",
-    }
-
-
-INDICATORS = ("dme_risk", "retinopathy_level", "lesion_burden", "referable_likely", "rule_421_haemorrhages")
-
-
-def indicator_rows(found: dict[str, Any]) -> list[dict[str, Any]]:
-    """The research indicators of a ``findings.json`` as rows of ``zones.csv``: lesion
-    ``indicator``, zone the indicator's name (:data:`INDICATORS`), count its value (a grade,
-    level or burden; 1/0 for yes/no; empty when not assessed), pixels and zone_pct empty."""
-    estimate = found.get("retinopathy_estimate") or {}
-    values = {
-        "dme_risk": found.get("dme_risk"),
-        "retinopathy_level": estimate.get("level"),
-        "lesion_burden": estimate.get("lesion_burden"),
-        "referable_likely": estimate.get("referable_likely"),
-        "rule_421_haemorrhages": found.get("rule_421_haemorrhages"),
-    }
-    return [
-        {
-            "lesion": "indicator",
-            "zone": name,
-            "count": int(v) if isinstance(v, bool) else v,
-            "pixels": None,
-            "zone_pct": None,
-        }
-        for name, v in values.items()
-    ]
-
-
-_NEAR_UNIT = {
-    "disc_diameter": "",
-    "pixel_spacing": " (1 DD taken as 1.5 mm from the file's pixel size: the disc could not be measured)",
-    "assumed_field_fraction": " (1 DD assumed from the field's size: the disc could not be measured)",
-}
 
 
 def _majority_counts(labels: np.ndarray, zones: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -457,10 +319,6 @@ def _row(lesion: str, zone: str, count: int, pixels: int, area: int) -> dict[str
         "pixels": pixels,
         "zone_pct": round(100.0 * pixels / area, 4) if area else 0.0,
     }
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def draw_grid(image: np.ndarray, landmarks: Landmarks, scale: float = 1.0, *, dd_px: float | None = None) -> np.ndarray:
