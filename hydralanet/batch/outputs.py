@@ -93,15 +93,7 @@ def write_photo_outputs(folder: Path, result: PhotoResult, options: OutputOption
     reading, ``findings`` and ``zones``)."""
     for stale in folder.glob(".*.tmp"):  # a temporary file of a run killed mid-write
         stale.unlink(missing_ok=True)
-    files = []
-    for i, c in enumerate(CLASSES):
-        save_png(folder / f"{c}.png", np.asarray(result.masks[i], bool).view(np.uint8) * 255)
-        files.append(f"{c}.png")
-        if options.save_probabilities:
-            save_png(folder / f"prob_{c}.png", result.prob16[i])
-            files.append(f"prob_{c}.png")
-    save_png(folder / "overlay.png", render_overlay(result.image, result.masks, opacity=options.opacity))
-    files.append("overlay.png")
+    files = _write_images(folder, result, options)
     rows = lesion_statistics(result.masks, result.fov, options.thresholds)
     record: dict[str, Any] = {
         "index": result.index,
@@ -114,22 +106,7 @@ def write_photo_outputs(folder: Path, result: PhotoResult, options: OutputOption
     facts = facts_of(result.source, keep_identifiers=options.keep_identifiers)
     reading = found = None
     if options.reading:
-        # read_photo excludes pixels where max over classes of p >= 0.5: ``lesions`` is that map.
-        reading = read_photo(
-            result.image,
-            result.fov,
-            lesions=result.lesions,
-            cores=result.cores,
-            laterality=facts.laterality if facts else None,
-            mm_per_px=facts.mm_per_px if facts else None,
-        )
-        found = findings(reading, result.masks)
-        if facts is not None:
-            found["dicom"] = facts.to_dict()
-        write_atomic(folder / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
-        files.append("findings.json")
-        record["findings"] = found
-        record["zones"] = [{"image": result.name, **z} for z in found["zones"] + indicator_rows(found)]
+        reading, found = _write_findings(folder, result, facts, record)
     if options.pdf is not None:
         photo = ReportPhoto(result.name, result.image, result.masks, record["rows"], reading, found, facts)
         pdf = options.pdf
@@ -144,6 +121,41 @@ def write_photo_outputs(folder: Path, result: PhotoResult, options: OutputOption
         files.append(f"{result.name}.pdf")
     write_atomic(folder / RECORD, (json.dumps(record) + "\n").encode())
     return record
+
+
+def _write_images(folder: Path, result: PhotoResult, options: OutputOptions) -> list[str]:
+    """The masks, the probabilities when asked for, and the overlay; their file names."""
+    files = []
+    for i, c in enumerate(CLASSES):
+        save_png(folder / f"{c}.png", np.asarray(result.masks[i], bool).view(np.uint8) * 255)
+        files.append(f"{c}.png")
+        if options.save_probabilities:
+            save_png(folder / f"prob_{c}.png", result.prob16[i])
+            files.append(f"prob_{c}.png")
+    save_png(folder / "overlay.png", render_overlay(result.image, result.masks, opacity=options.opacity))
+    files.append("overlay.png")
+    return files
+
+
+def _write_findings(folder: Path, result: PhotoResult, facts: Any, record: dict[str, Any]) -> tuple[Any, dict]:
+    """The reading, written as ``findings.json`` and added to ``record`` (``findings``, ``zones``)."""
+    # read_photo excludes pixels where max over classes of p >= 0.5: ``lesions`` is that map.
+    reading = read_photo(
+        result.image,
+        result.fov,
+        lesions=result.lesions,
+        cores=result.cores,
+        laterality=facts.laterality if facts else None,
+        mm_per_px=facts.mm_per_px if facts else None,
+    )
+    found = findings(reading, result.masks)
+    if facts is not None:
+        found["dicom"] = facts.to_dict()
+    write_atomic(folder / "findings.json", (json.dumps(found, indent=2) + "\n").encode())
+    record["files"].append("findings.json")
+    record["findings"] = found
+    record["zones"] = [{"image": result.name, **z} for z in found["zones"] + indicator_rows(found)]
+    return reading, found
 
 
 def complete_record(folder: Path, source: str, fingerprint: str) -> dict[str, Any] | None:
