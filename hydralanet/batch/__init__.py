@@ -6,6 +6,7 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "PredictRequest": ".runner",
     "run_predict": ".runner",
     "OutputOptions": ".outputs",
     "write_photo_outputs": ".outputs",
