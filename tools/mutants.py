@@ -52,8 +52,8 @@ READING_TESTS = ["tests/test_reading_geometry.py", "tests/test_reading.py"]
 MUTATIONS = [
     # ---- calibration: the CLI, the command that fits it, prediction
     M("runner-uncalibrated", "hydralanet/batch/runner.py",
-      'predict_args = {**overrides, "tta": args.tta, "precision": args.precision}',
-      'predict_args = {**overrides, "tta": args.tta, "precision": args.precision, "calibrated": False}',
+      'predict_args = {**overrides, "tta": request.tta, "precision": request.precision}',
+      'predict_args = {**overrides, "tta": request.tta, "precision": request.precision, "calibrated": False}',
       ["tests/test_calibration.py", "tests/test_cli.py::test_predict_on_real_photo_with_bundled_model"],
       "predict runs the model without the checkpoint's calibration"),
     M("calibrate-raw-thresholds", "training/calibrate.py",
@@ -134,7 +134,7 @@ MUTATIONS = [
       ["tests/test_app.py::test_dicom_identifiers_stay_off_the_page_and_out_of_every_download"],
       "the app reads the DICOM identifiers (and its PDF prints them)"),
     # ---- DICOM
-    M("cli-keeps-identifiers", "hydralanet/batch/outputs.py",
+    M("cli-keeps-identifiers", "hydralanet/io/dicom.py",
       "return read_facts(source, keep_identifiers=keep_identifiers) if is_dicom_file(source) else None",
       "return read_facts(source, keep_identifiers=True) if is_dicom_file(source) else None",
       ["tests/test_dicom.py::test_cli_keeps_identifiers_out_of_every_output_unless_asked"],
