@@ -60,9 +60,12 @@ def grading_records(root: Path, split: str) -> list[dict[str, Any]]:
     return out
 
 
-def read_graded(loaded, records: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
-    """Each photo through the model (default thresholds) and the reading, appended to ``rows``;
-    ``path`` (CSV) is rewritten after each photo, so an interrupted run keeps what it read."""
+def read_graded(
+    loaded, records: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path, *, tta: bool = False
+) -> list[dict[str, Any]]:
+    """Each photo through the model (default thresholds; ``tta``: flip test-time augmentation)
+    and the reading, appended to ``rows``; ``path`` (CSV) is rewritten after each photo, so an
+    interrupted run keeps what it read."""
     from hydralanet import predict
     from hydralanet.reading.photo import findings, read_photo
 
@@ -70,7 +73,7 @@ def read_graded(loaded, records: list[dict[str, Any]], rows: list[dict[str, Any]
     todo = [r for r in records if (r["split"], r["image"].stem) not in done]
     start = time.perf_counter()
     for i, record in enumerate(todo):
-        prediction = predict(loaded, read_image(record["image"]))
+        prediction = predict(loaded, read_image(record["image"]), tta=tta)
         photo = read_photo(prediction.image, prediction.fov, probabilities=prediction.probabilities)
         masks = prediction.masks()
         found = findings(photo, masks)
@@ -261,7 +264,8 @@ def grading_markdown(report: dict[str, Any]) -> list[str]:
         f"exudates counted when at least {dme['exudate_min_count']} reach p >= {dme['exudate_peak']:g} or "
         f"those cover >= {dme['exudate_min_area']} of the disc's area (chosen on the training photos; "
         f"{dme['accuracy_every_exudate']:.3f} counting every one); the reading as bundled gives the same "
-        f"grade on {dme['same_as_the_reading']} of {report['photos']}",
+        f"grade on {dme['same_as_the_reading']} of {report['photos']}"
+        + ("; the model run with flip test-time augmentation" if report.get("tta") else ""),
         "",
         "| graders \\ read | 0 | 1 | 2 | no grade |",
         "|---|---:|---:|---:|---:|",
@@ -293,8 +297,10 @@ def run_grading(args: argparse.Namespace) -> int:
     if args.limit:
         train, test = train[: args.limit], test[: args.limit]
     rows = read_rows(out / "grading.csv") if args.resume else []
-    read_graded(loaded, test, rows, out / "grading.csv")  # the test photos first: the scores need only them
-    read_graded(loaded, train, rows, out / "grading.csv")
+    read_graded(
+        loaded, test, rows, out / "grading.csv", tta=args.tta
+    )  # the test photos first: the scores need only them
+    read_graded(loaded, train, rows, out / "grading.csv", tta=args.tta)
     train_rows = [r for r in rows if r["split"] == "train"]
     cutoff = choose_cutoff(train_rows)
     floor, floors = choose_exudate_floor(train_rows)
@@ -302,6 +308,7 @@ def run_grading(args: argparse.Namespace) -> int:
     report["train"] = grading_report(train_rows, cutoff, len(train_rows), floor)
     report["exudate_floor_on_train"] = floors
     report["model"] = args.model
+    report["tta"] = args.tta
     write_atomic(out / "grading.json", json.dumps(report, indent=2).encode())
     lines = grading_markdown(report)
     write_atomic(out / "grading.md", ("\n".join(lines) + "\n").encode())
