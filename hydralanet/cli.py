@@ -131,7 +131,12 @@ def _add_predict_arguments(p: argparse.ArgumentParser) -> None:
         help="fov: the whole field of view; centre_square: the photo's centre square, as the original "
         "HydraLA-Net code trained (default: the checkpoint's)",
     )
-    p.add_argument("--tta", action="store_true", help="average over horizontal/vertical flips (3x slower)")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average over horizontal/vertical flips (about 2.5x the model's time; default: the checkpoint's)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument(
         "--precision",

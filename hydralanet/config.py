@@ -131,6 +131,9 @@ class CheckpointConfig:
     # Per-class Platt calibration of the logits, {class: (a, b)}: p = sigmoid(a * logit + b),
     # fitted on validation (training.calibrate); None = raw sigmoid (checkpoints made before it).
     calibration: dict[str, tuple[float, float]] | None = None
+    # Flip test-time augmentation by default (predict, the CLI, the app, evaluation): for a model
+    # whose thresholds and calibration were fitted with it. Written to config.json only when on.
+    tta: bool = False
 
     def __post_init__(self) -> None:
         self.thresholds = validate_thresholds(self.thresholds)
@@ -146,6 +149,7 @@ class CheckpointConfig:
             "preprocessing": self.preprocessing.to_dict(),
             "thresholds": dict(self.thresholds),
             "calibration": {c: list(ab) for c, ab in self.calibration.items()} if self.calibration else None,
+            **({"tta": True} if self.tta else {}),
             "provenance": self.provenance,
         }
 
@@ -168,6 +172,7 @@ class CheckpointConfig:
             name=str(data.get("name", "hydralanet")),
             provenance=dict(data.get("provenance", {})),
             calibration=data.get("calibration"),
+            tta=bool(data.get("tta", False)),
         )
 
 

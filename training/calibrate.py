@@ -5,7 +5,9 @@
 
 Runs :func:`hydralanet.predict` (raw sigmoid) on the split at the photos' original resolution,
 fits ``p = sigmoid(a * logit + b)`` per class (:mod:`training.calibration`), re-tunes the
-thresholds for the best F1 on the calibrated probabilities, and writes the checkpoint folder
+thresholds for the best F1 on the calibrated probabilities (``--tta``: on the calibrated
+probabilities averaged over flips, and the checkpoint then runs with flips by default), and
+writes the checkpoint folder
 again (in place, or to ``--out``) with ``calibration`` and the new thresholds in
 ``config.json``; ``model.safetensors`` is copied byte for byte. Reports the expected
 calibration error before and after, on the fitting split and on ``--test-split`` when the
@@ -52,8 +54,11 @@ def calibrate(
     out: str | os.PathLike | None = None,
     precision: str = "fp32",
     test_manifest: str | os.PathLike | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
-    """Fit, re-tune, write; returns the record stored as ``provenance["calibration"]``."""
+    """Fit, re-tune, write; returns the record stored as ``provenance["calibration"]``.
+    ``tta``: the thresholds are tuned on flip-averaged calibrated probabilities and the
+    checkpoint's ``tta`` is set (the calibration itself is fitted per view, as it is applied)."""
     folder = Path(model)
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{model}: not a checkpoint folder ({CONFIG_NAME} + {WEIGHTS_NAME}); convert it first")
@@ -66,11 +71,16 @@ def calibrate(
     calibration = fit_platt(pr)
     raw_best = pr.best_thresholds(default=0.5)
     thresholds = {c: round(calibrate_threshold(raw_best[i], calibration[c]), 4) for i, c in enumerate(CLASSES)}
+    if tta:
+        thresholds = _tta_thresholds(
+            loaded, fit_rows, calibration, desc=f"thresholds with flips on {split}", precision=precision
+        )
     record: dict[str, Any] = {
         "method": "platt (per class: p = sigmoid(a * logit + b))",
         "fitted_on": {"manifest": Path(manifest).name, "split": split, "images": len(fit_rows)},
         "ece": {split: _ece_pair(pr, calibration)},
         "thresholds_before": dict(loaded.config.thresholds),
+        **({"thresholds_tuned_with": "flip test-time augmentation"} if tta else {}),
     }
     test_source = read_manifest(test_manifest) if test_manifest else rows
     test_rows = [r for r in test_source if r["split"] == test_split] if test_split else []
@@ -86,11 +96,23 @@ def calibrate(
         name=old.name,
         provenance={**old.provenance, "calibration": record},
         calibration=calibration,
+        tta=tta or old.tta,
     )
     card_path = folder / CARD_NAME
     card = card_path.read_text() if card_path.exists() else ""
     _write_folder(folder, Path(out) if out else folder, config, _updated_card(card, old, config, loaded))
     return record
+
+
+def _tta_thresholds(loaded, rows: list[dict[str, Any]], calibration, *, desc: str, precision: str) -> dict[str, float]:
+    """The best-F1 thresholds of the calibrated probabilities averaged over flips."""
+    from dataclasses import replace
+
+    calibrated = replace(loaded, config=replace(loaded.config, calibration=calibration))
+    suite = MetricSuite(sorted({r["source"] for r in rows}))
+    score_rows(calibrated, rows, suite, desc=desc, tta=True, precision=precision)
+    best = suite.overall_pr().best_thresholds(default=0.5)
+    return {c: round(float(best[i]), 4) for i, c in enumerate(CLASSES)}
 
 
 def _ece_pair(pr: PRAccumulator, calibration: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
@@ -152,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="write here instead of updating --model in place")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument(
+        "--tta", action="store_true", help="tune the thresholds with flips, and make flips the checkpoint's default"
+    )
     args = parser.parse_args(argv)
     try:
         record = calibrate(
@@ -162,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out,
             precision=args.precision,
             test_manifest=args.test_manifest,
+            tta=args.tta,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -48,7 +48,7 @@ def evaluate(
     split: str,
     out: str | os.PathLike,
     *,
-    tta: bool = False,
+    tta: bool | None = None,
     precision: str = "fp32",
     device: str = "auto",
     bootstrap: int = 0,
@@ -58,6 +58,7 @@ def evaluate(
     lesion's pooled AP (``metrics["overall"][lesion]["aupr_95"]``)."""
     out = Path(out)
     loaded = load_model(model, device=device)
+    tta = loaded.config.tta if tta is None else tta  # None: the checkpoint's, as predict
     rows = split_rows(read_manifest(manifest), split)
     sources = sorted({r["source"] for r in rows})
     thresholds = [loaded.config.thresholds[c] for c in CLASSES]
@@ -287,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", required=True, type=Path)
     parser.add_argument("--split", default="test", help="manifest split to score (default test)")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--tta", action="store_true", help="flip test-time augmentation, as `predict --tta`")
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip test-time augmentation, as `predict --tta` (default: the checkpoint's)",
+    )
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -23,7 +23,7 @@ EXPORTED = {"ONNX Runtime": "exported to ONNX", "OpenVINO": "exported to OpenVIN
 
 
 def reset_controls(loaded: LoadedModel) -> None:
-    """Thresholds and CLAHE follow the checkpoint's defaults, whenever the model changes."""
+    """Thresholds, CLAHE, crop and TTA follow the checkpoint's defaults, whenever the model changes."""
     model_key = (loaded.identity["source"], loaded.identity["sha256"])
     if st.session_state.get("defaults_for") == model_key:
         return
@@ -33,6 +33,7 @@ def reset_controls(loaded: LoadedModel) -> None:
     st.session_state.clahe_on = clahe != "off"
     st.session_state.clahe_mode = clahe if clahe != "off" else CLAHE_MODES[0]
     st.session_state.crop = loaded.config.preprocessing.crop
+    st.session_state.tta = loaded.config.tta
 
 
 def reset_thresholds(loaded: LoadedModel) -> None:

@@ -23,7 +23,7 @@ import csv
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ class PredictRequest:
     thresholds: dict[str, float] = field(default_factory=dict)
     clahe: str | None = None
     crop: str | None = None
-    tta: bool = False
+    tta: bool | None = None  # None: the checkpoint's
     device: str = "auto"
     precision: str = "auto"
     save_probabilities: bool = False
@@ -195,6 +195,7 @@ def run_predict(request: PredictRequest) -> int:
     try:
         loaded = load_model(request.model, device=device, allow_pickle=request.allow_pickle)
         precision = loaded.resolve_precision(request.precision)  # an impossible pair fails before any writing
+        request = replace(request, tta=loaded.config.tta if request.tta is None else request.tta)
         paths = photo_sources(expand_inputs(request.paths, request.list_file, exclude=request.out))
     except (CheckpointError, ValueError) as exc:
         return _fail(str(exc))

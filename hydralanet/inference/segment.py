@@ -166,7 +166,7 @@ def predict_square(
     image: np.ndarray,
     *,
     clahe: str | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     precision: str = "auto",
     tile: int | None = None,
     scale: float | None = None,
@@ -181,6 +181,8 @@ def predict_square(
     ``crop`` its crop (``fov``, ``centre_square``: :data:`hydralanet.config.CROP_MODES`).
     Probabilities are calibrated by the checkpoint's ``calibration`` when it has one;
     ``calibrated=False`` gives the raw sigmoid (what calibration is fitted on).
+    ``tta``: average the plain, horizontally and vertically flipped photo (None: the
+    checkpoint's default, ``config.tta``).
     ``precision``: ``auto`` is the fast path (:mod:`hydralanet.inference.fast`), ``fp32`` the exact one.
     ``tile``: segment in overlapping tiles of this many pixels (:mod:`hydralanet.inference.tiling`), at
     native resolution unless ``scale`` is given; ``scale``: the FOV square's side as a multiple
@@ -219,7 +221,7 @@ def predict_square_batch(
     images: list[np.ndarray],
     *,
     clahe: str | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     precision: str = "auto",
     tile: int | None = None,
     scale: float | None = None,
@@ -235,6 +237,7 @@ def predict_square_batch(
     if prepared is None:
         prepared = [prepare_photo(loaded.config.preprocessing, image, **overrides) for image in images]
     calibration = loaded.config.calibration if calibrated else None
+    tta = loaded.config.tta if tta is None else bool(tta)
     precision = loaded.resolve_precision(precision)
     model = loaded.inference_model(precision)
     config = photo_config(loaded.config.preprocessing, images[0], clahe=clahe, crop=crop)
