@@ -23,8 +23,9 @@
 #              a quarter of the draws) and choosing the epoch and thresholds with them, so that
 #              a healthy eye stays clean; lr 2e-4 over 10 epochs, into WORKDIR/normals. The
 #              training stages resume where they stopped: run the same command again.
-#   calibrate  Platt scaling per lesion and thresholds re-tuned, on the validation photos at
-#              their original resolution (`training.calibrate`).
+#   calibrate  Platt scaling per lesion, and thresholds re-tuned on the flip-averaged
+#              probabilities, on the validation photos at their original resolution
+#              (`training.calibrate --tta`: the model then runs with flips by default).
 #   bundle     fp16 weights, test metrics on the 27 official test photos with bootstrap
 #              intervals, the normal-eye check, inference time and the model card -> OUT.
 #
@@ -106,7 +107,7 @@ done
 if [[ " $stages " == *" calibrate "* ]]; then
   # Fitted on the validation photos only; the test photos are for the bundle stage alone.
   "$py" -m training.calibrate --model "$final/best" --manifest "$work/manifest_normals.csv" --split val --test-split "" \
-    --precision auto
+    --precision auto --tta
 fi
 
 if [[ " $stages " == *" bundle "* ]]; then

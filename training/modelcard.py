@@ -51,6 +51,14 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
             if config.calibration
             else []
         ),
+        *(
+            [
+                "- flip test-time augmentation by default: the plain, left-right and up-down flipped photo, "
+                "averaged (thresholds tuned that way; `--no-tta` or `tta=False` turns it off)"
+            ]
+            if config.tta
+            else []
+        ),
         "",
     ]
     if not prov.get("trained", False):

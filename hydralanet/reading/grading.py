@@ -20,11 +20,11 @@ MERGED_HE_DISC_AREA = 0.25
 # The DME grade's evidence: a hard exudate counts when its most confident pixel reaches
 # DME_EXUDATE_PEAK, and the photo has exudates when at least DME_EXUDATE_MIN_COUNT of those show,
 # or when they cover at least DME_EXUDATE_MIN_AREA of the disc's area (the 1 DD circle). Chosen
-# together on IDRiD's grading training photos only, for the best DME accuracy
-# (python -m training.idrid_reading grading; docs/reading.md).
+# together on 206 of IDRiD's grading training photos only (the bundled model with its flips), for
+# the best DME accuracy (python -m training.idrid_reading grading; docs/reading.md).
 DME_EXUDATE_PEAK = 0.9
 DME_EXUDATE_MIN_COUNT = 8
-DME_EXUDATE_MIN_AREA = 0.5
+DME_EXUDATE_MIN_AREA = 0.2
 
 
 def exudate_cores(probability: np.ndarray) -> np.ndarray:
