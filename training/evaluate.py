@@ -58,7 +58,7 @@ def evaluate(
     lesion's pooled AP (``metrics["overall"][lesion]["aupr_95"]``)."""
     out = Path(out)
     loaded = load_model(model, device=device)
-    tta = loaded.config.tta if tta is None else tta  # None: the checkpoint's, as predict
+    tta = loaded.resolve_tta(tta)  # None: the checkpoint's, as predict
     rows = split_rows(read_manifest(manifest), split)
     sources = sorted({r["source"] for r in rows})
     thresholds = [loaded.config.thresholds[c] for c in CLASSES]

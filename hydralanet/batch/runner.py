@@ -195,7 +195,7 @@ def run_predict(request: PredictRequest) -> int:
     try:
         loaded = load_model(request.model, device=device, allow_pickle=request.allow_pickle)
         precision = loaded.resolve_precision(request.precision)  # an impossible pair fails before any writing
-        request = replace(request, tta=loaded.config.tta if request.tta is None else request.tta)
+        request = replace(request, tta=loaded.resolve_tta(request.tta))
         paths = photo_sources(expand_inputs(request.paths, request.list_file, exclude=request.out))
     except (CheckpointError, ValueError) as exc:
         return _fail(str(exc))

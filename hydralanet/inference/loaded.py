@@ -49,6 +49,10 @@ class LoadedModel:
         """``torch``, or ``ONNX Runtime`` / ``OpenVINO`` for a folder ``python -m hydralanet export`` wrote."""
         return self.identity.get("runtime", "torch")
 
+    def resolve_tta(self, tta: bool | None) -> bool:
+        """Whether to average over flips: ``tta`` when given, else the checkpoint's ``config.tta``."""
+        return self.config.tta if tta is None else bool(tta)
+
     def resolve_precision(self, precision: str) -> str:
         """:func:`hydralanet.inference.fast.resolve_precision` for this model. An ONNX graph runs in fp32
         (``auto`` gives fp32); an OpenVINO model in fp32 or, where the CPU has it, bf16 (``auto``

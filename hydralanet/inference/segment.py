@@ -237,7 +237,7 @@ def predict_square_batch(
     if prepared is None:
         prepared = [prepare_photo(loaded.config.preprocessing, image, **overrides) for image in images]
     calibration = loaded.config.calibration if calibrated else None
-    tta = loaded.config.tta if tta is None else bool(tta)
+    tta = loaded.resolve_tta(tta)
     precision = loaded.resolve_precision(precision)
     model = loaded.inference_model(precision)
     config = photo_config(loaded.config.preprocessing, images[0], clahe=clahe, crop=crop)
