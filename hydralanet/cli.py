@@ -135,7 +135,8 @@ def _add_predict_arguments(p: argparse.ArgumentParser) -> None:
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="average over horizontal/vertical flips (about 2.5x the model's time; default: the checkpoint's)",
+        help="average over horizontal/vertical flips (about 2.5x the model's time) and the checkpoint's "
+        "input scales per lesion, if it has them (default: the checkpoint's)",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument(

@@ -134,10 +134,19 @@ class CheckpointConfig:
     # Flip test-time augmentation by default (predict, the CLI, the app, evaluation): for a model
     # whose thresholds and calibration were fitted with it. Written to config.json only when on.
     tta: bool = False
+    # Input scales combined per class (geometric mean) under test-time augmentation, {class: (factor, ...)}, each a
+    # multiple of preprocessing.input_size (1.0 is that size itself): large lesions such as
+    # haemorrhages are seen whole at a smaller input. None = the input size alone.
+    scales: dict[str, tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         self.thresholds = validate_thresholds(self.thresholds)
         self.calibration = validate_calibration(self.calibration)
+        self.scales = validate_scales(self.scales)
+
+    def extra_scales(self) -> tuple[float, ...]:
+        """The factors other than 1.0 that some class averages (sorted; empty without ``scales``)."""
+        return tuple(sorted({f for fs in (self.scales or {}).values() for f in fs if f != 1.0}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +159,7 @@ class CheckpointConfig:
             "thresholds": dict(self.thresholds),
             "calibration": {c: list(ab) for c, ab in self.calibration.items()} if self.calibration else None,
             **({"tta": True} if self.tta else {}),
+            **({"scales": {c: list(fs) for c, fs in self.scales.items()}} if self.scales else {}),
             "provenance": self.provenance,
         }
 
@@ -173,6 +183,7 @@ class CheckpointConfig:
             provenance=dict(data.get("provenance", {})),
             calibration=data.get("calibration"),
             tta=bool(data.get("tta", False)),
+            scales=data.get("scales"),
         )
 
 
@@ -228,6 +239,25 @@ def validate_calibration(calibration: dict[str, Any] | None) -> dict[str, tuple[
             raise ValueError(f"calibration for {c} must have a finite a > 0 and a finite b, got ({a}, {b})")
         out[c] = (a, b)
     return out
+
+
+def validate_scales(scales: dict[str, Any] | None) -> dict[str, tuple[float, ...]] | None:
+    """``{class: (factor, ...)}`` for all four classes, each factor finite and in (0, 4], or None.
+    A class that lists only 1.0 runs at the input size alone."""
+    if not scales:
+        return None
+    if set(scales) != set(CLASSES):
+        raise ValueError(f"scales must list factors for each of {', '.join(CLASSES)}, got {sorted(scales)}")
+    out = {}
+    for c in CLASSES:
+        try:
+            factors = tuple(float(f) for f in scales[c])
+        except (TypeError, ValueError):
+            raise ValueError(f"scales for {c} must be a list of numbers, got {scales[c]!r}") from None
+        if not factors or not all(math.isfinite(f) and 0 < f <= 4 for f in factors):
+            raise ValueError(f"scales for {c} must be one or more factors in (0, 4], got {scales[c]!r}")
+        out[c] = tuple(sorted(set(factors)))
+    return out if any(fs != (1.0,) for fs in out.values()) else None
 
 
 def validate_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:

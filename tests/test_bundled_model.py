@@ -24,15 +24,16 @@ from training.metrics import PRAccumulator
 IDRID = Path(__file__).resolve().parent / "fixtures" / "idrid"
 PHOTOS = ("IDRiD_59", "IDRiD_71", "IDRiD_75")
 # Exact AP pooled over the three photos at 1536 x 1020; measured with the bundled weights and
-# their default flips: EX 0.769, HE 0.373, MA 0.536, SE 0.605 (pytest -s prints them; without
-# the flips EX 0.712, HE 0.340, MA 0.508, SE 0.645). The synthetic-only model scored EX 0.275,
-# HE 0.057, MA 0.074, SE 0.175 here.
-AP_FLOORS = {"EX": 0.72, "HE": 0.33, "MA": 0.49, "SE": 0.55}
-# Measured on the normal eye: EX 0.120 %, HE 0.079 %, MA 0.040 %, SE 0.000 % of the field of
-# view (without the flips EX 0.289 %, HE 0.144 %, MA 0.053 %). The aim is under 0.1 % for every
-# lesion; EX is not there yet (docs/training.md). These ceilings catch a model that gets worse:
-# the fine-tuning stage before the lesion-free photos marked EX 0.66 % and HE 0.42 % here.
-NORMAL_EYE_MAX_PCT = {"EX": 0.16, "HE": 0.1, "MA": 0.06, "SE": 0.05}
+# their default test-time augmentation: EX 0.769, HE 0.482, MA 0.536, SE 0.605 (pytest -s prints
+# them; with flips alone HE 0.373; without any EX 0.712, HE 0.340, MA 0.508, SE 0.645). The
+# synthetic-only model scored EX 0.275, HE 0.057, MA 0.074, SE 0.175 here.
+AP_FLOORS = {"EX": 0.72, "HE": 0.44, "MA": 0.49, "SE": 0.55}
+# Measured on the normal eye: EX 0.120 %, HE 0.204 %, MA 0.040 %, SE 0.000 % of the field of
+# view (flips alone: HE 0.079 %; without the flips EX 0.289 %, HE 0.144 %, MA 0.053 %). The aim
+# is under 0.1 % for every lesion; EX and HE are not there yet (docs/training.md). These ceilings
+# catch a model that gets worse: the fine-tuning stage before the lesion-free photos marked EX
+# 0.66 % and HE 0.42 % here, and averaging the half-size pass arithmetically HE 0.73 %.
+NORMAL_EYE_MAX_PCT = {"EX": 0.16, "HE": 0.25, "MA": 0.06, "SE": 0.05}
 
 
 @pytest.fixture(scope="module")
@@ -75,4 +76,5 @@ def test_bundled_model_is_quiet_on_the_normal_eye(bundled, retina):
 def test_bundled_thresholds_are_calibrated_and_movable(bundled):
     assert bundled.config.calibration is not None
     assert bundled.config.tta  # its thresholds were tuned on flip-averaged probabilities
+    assert bundled.config.extra_scales() == (0.5,)  # and on haemorrhages seen at half size too
     assert all(0.05 <= t <= 0.95 for t in bundled.config.thresholds.values()), bundled.config.thresholds

@@ -211,3 +211,28 @@ def test_cli_probability_files_are_the_calibrated_ones(tiny, tmp_path, retina, t
         expected = np.round(calibrated.probabilities[i] * 65535.0)
         assert np.abs(written.astype(np.float64) - expected).max() <= 1, c  # rounding only
         assert np.abs(written / 65535.0 - raw.probabilities[i]).max() > 0.01, c  # not the raw sigmoid
+
+
+def test_calibrate_stores_scales_and_fits_on_every_view(tiny, tmp_path, capsys) -> None:
+    model, manifest = str(tiny / "model"), str(tiny / "manifest.csv")
+    spec = "EX=0.5,1 HE=0.5 MA=1 SE=1"
+    assert calibrate_main(["--model", model, "--manifest", manifest, "--split", "train", "--scales", spec]) == 2
+    assert "give --tta with --scales" in capsys.readouterr().err
+    out = tmp_path / "scaled"
+    args = ["--model", model, "--manifest", manifest, "--split", "train", "--tta", "--scales", spec, "--out", str(out)]
+    assert calibrate_main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["tta"] is True
+    assert config["scales"] == {"EX": [0.5, 1.0], "HE": [0.5], "MA": [1.0], "SE": [1.0]}
+    assert "input scales per lesion" in config["provenance"]["calibration"]["thresholds_tuned_with"]
+    plain = tmp_path / "plain"
+    base = ["--model", model, "--manifest", manifest, "--split", "train", "--tta", "--out", str(plain)]
+    assert calibrate_main(base) == 0
+    plain_config = json.loads((plain / "config.json").read_text())
+    assert "scales" not in plain_config
+    # MA and SE run at the input size alone in both, so their fit is the same; HE is fitted on
+    # the half-size view only, and EX on both views pooled: both differ.
+    for c in ("MA", "SE"):
+        assert config["calibration"][c] == pytest.approx(plain_config["calibration"][c]), c
+    for c in ("EX", "HE"):
+        assert config["calibration"][c] != pytest.approx(plain_config["calibration"][c], rel=1e-3), c

@@ -28,7 +28,7 @@ from typing import Any
 
 from hydralanet import load_model
 from hydralanet.checkpoints.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError
-from hydralanet.config import CLASSES, PRECISIONS, CheckpointConfig
+from hydralanet.config import CLASSES, PRECISIONS, CheckpointConfig, validate_scales
 
 from .calibration import calibrate_threshold, fit_platt, reliability
 from .data import split_rows
@@ -39,10 +39,26 @@ from .prepare import read_manifest
 from .runfolder import publish_folder
 
 
-def raw_histograms(loaded, rows: list[dict[str, Any]], *, desc: str, precision: str) -> PRAccumulator:
-    suite = MetricSuite(sorted({r["source"] for r in rows}))
-    score_rows(loaded, rows, suite, desc=desc, precision=precision, calibrated=False)
-    return suite.overall_pr()
+def raw_histograms(
+    loaded, rows: list[dict[str, Any]], *, desc: str, precision: str, scales: dict[str, tuple[float, ...]] | None = None
+) -> PRAccumulator:
+    """The raw sigmoid's PR histograms on ``rows``; with ``scales`` each class pools the views
+    at the input scales it averages (the calibration is applied to each view, so it is fitted
+    on all of them)."""
+    if not scales:
+        scales = dict.fromkeys(CLASSES, (1.0,))
+    pooled = PRAccumulator()
+    for factor in sorted({f for fs in scales.values() for f in fs}):
+        suite = MetricSuite(sorted({r["source"] for r in rows}))
+        at = "" if factor == 1.0 else f" at {factor:g} x the input size"
+        scale = None if factor == 1.0 else factor
+        score_rows(loaded, rows, suite, desc=desc + at, precision=precision, calibrated=False, scale=scale)
+        pr = suite.overall_pr()
+        for i, c in enumerate(CLASSES):
+            if factor in scales[c]:
+                pooled.positives[i] += pr.positives[i]
+                pooled.negatives[i] += pr.negatives[i]
+    return pooled
 
 
 def calibrate(
@@ -55,10 +71,16 @@ def calibrate(
     precision: str = "fp32",
     test_manifest: str | os.PathLike | None = None,
     tta: bool = False,
+    scales: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit, re-tune, write; returns the record stored as ``provenance["calibration"]``.
     ``tta``: the thresholds are tuned on flip-averaged calibrated probabilities and the
-    checkpoint's ``tta`` is set (the calibration itself is fitted per view, as it is applied)."""
+    checkpoint's ``tta`` is set (the calibration itself is fitted per view, as it is applied).
+    ``scales`` (with ``tta``): the input scales each class averages (``config.scales``), stored in
+    the checkpoint; the calibration is fitted on all their views and the thresholds on the average."""
+    scales = validate_scales(scales)
+    if scales and not tta:
+        raise ValueError("scales apply under test-time augmentation: give --tta with --scales")
     folder = Path(model)
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{model}: not a checkpoint folder ({CONFIG_NAME} + {WEIGHTS_NAME}); convert it first")
@@ -67,25 +89,27 @@ def calibrate(
     fit_rows = [r for name in split.split(",") for r in split_rows(rows, name.strip())]
     if not fit_rows:
         raise ValueError(f"{manifest}: no rows in split {split!r} to fit the calibration on")
-    pr = raw_histograms(loaded, fit_rows, desc=f"calibrating on {split}", precision=precision)
+    pr = raw_histograms(loaded, fit_rows, desc=f"calibrating on {split}", precision=precision, scales=scales)
     calibration = fit_platt(pr)
     raw_best = pr.best_thresholds(default=0.5)
     thresholds = {c: round(calibrate_threshold(raw_best[i], calibration[c]), 4) for i, c in enumerate(CLASSES)}
     if tta:
         thresholds = _tta_thresholds(
-            loaded, fit_rows, calibration, desc=f"thresholds with flips on {split}", precision=precision
+            loaded, fit_rows, calibration, scales, desc=f"thresholds with flips on {split}", precision=precision
         )
     record: dict[str, Any] = {
         "method": "platt (per class: p = sigmoid(a * logit + b))",
         "fitted_on": {"manifest": Path(manifest).name, "split": split, "images": len(fit_rows)},
         "ece": {split: _ece_pair(pr, calibration)},
         "thresholds_before": dict(loaded.config.thresholds),
-        **({"thresholds_tuned_with": "flip test-time augmentation"} if tta else {}),
+        **({"thresholds_tuned_with": _tuned_with(scales)} if tta else {}),
     }
     test_source = read_manifest(test_manifest) if test_manifest else rows
     test_rows = [r for r in test_source if r["split"] == test_split] if test_split else []
     if test_rows:
-        test_pr = raw_histograms(loaded, test_rows, desc=f"measuring on {test_split}", precision=precision)
+        test_pr = raw_histograms(
+            loaded, test_rows, desc=f"measuring on {test_split}", precision=precision, scales=scales
+        )
         record["ece"][test_split] = _ece_pair(test_pr, calibration)
 
     old = loaded.config
@@ -97,6 +121,7 @@ def calibrate(
         provenance={**old.provenance, "calibration": record},
         calibration=calibration,
         tta=tta or old.tta,
+        scales=scales if tta else old.scales,
     )
     card_path = folder / CARD_NAME
     card = card_path.read_text() if card_path.exists() else ""
@@ -104,11 +129,20 @@ def calibrate(
     return record
 
 
-def _tta_thresholds(loaded, rows: list[dict[str, Any]], calibration, *, desc: str, precision: str) -> dict[str, float]:
-    """The best-F1 thresholds of the calibrated probabilities averaged over flips."""
+def _tuned_with(scales: dict[str, tuple[float, ...]] | None) -> str:
+    if not scales:
+        return "flip test-time augmentation"
+    each = "; ".join(f"{c} {', '.join(f'{f:g}' for f in fs)}" for c, fs in scales.items())
+    return f"flip test-time augmentation and input scales per lesion (x the input size: {each})"
+
+
+def _tta_thresholds(
+    loaded, rows: list[dict[str, Any]], calibration, scales, *, desc: str, precision: str
+) -> dict[str, float]:
+    """The best-F1 thresholds of the calibrated probabilities averaged over flips (and ``scales``)."""
     from dataclasses import replace
 
-    calibrated = replace(loaded, config=replace(loaded.config, calibration=calibration))
+    calibrated = replace(loaded, config=replace(loaded.config, calibration=calibration, scales=scales))
     suite = MetricSuite(sorted({r["source"] for r in rows}))
     score_rows(calibrated, rows, suite, desc=desc, tta=True, precision=precision)
     best = suite.overall_pr().best_thresholds(default=0.5)
@@ -163,6 +197,23 @@ def _write_folder(source: Path, out: Path, config: CheckpointConfig, card: str) 
         raise
 
 
+def parse_scales(spec: str) -> dict[str, list[float]]:
+    """``'EX=0.667,1 HE=0.667 MA=1 SE=1'`` -> ``{"EX": [0.667, 1.0], ...}`` (checked by
+    :func:`hydralanet.config.validate_scales`)."""
+    out: dict[str, list[float]] = {}
+    for part in spec.split():
+        name, sep, values = part.partition("=")
+        if not sep or name not in CLASSES:
+            raise ValueError(
+                f"--scales: {part!r} is not LESION=FACTOR[,FACTOR...] with a lesion of {', '.join(CLASSES)}"
+            )
+        try:
+            out[name] = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise ValueError(f"--scales: {part!r} has a factor that is not a number") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="checkpoint folder (config.json + model.safetensors)")
@@ -177,6 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tta", action="store_true", help="tune the thresholds with flips, and make flips the checkpoint's default"
     )
+    parser.add_argument(
+        "--scales",
+        default=None,
+        metavar="SPEC",
+        help="with --tta: input scales each lesion averages, multiples of the input size, e.g. "
+        "'EX=0.667,1 HE=0.667 MA=1 SE=1' (stored in the checkpoint)",
+    )
     args = parser.parse_args(argv)
     try:
         record = calibrate(
@@ -188,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             test_manifest=args.test_manifest,
             tta=args.tta,
+            scales=parse_scales(args.scales) if args.scales else None,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -135,14 +135,16 @@ def score_rows(
     calibrated: bool = True,
     each=None,
     workers: int | None = None,
+    scale: float | None = None,
 ) -> None:
     """Run :func:`hydralanet.predict` on each manifest row and add it to ``suite`` at the
     image's original resolution (``calibrated=False``: the raw sigmoid, for fitting calibration).
     ``each(row, prediction, targets)`` is called for every photo when given. Photos are decoded
     and preprocessed ahead in worker processes, by ``predict``'s pipeline stage
-    (:mod:`hydralanet.batch.pipeline`); ``workers`` None: one per core."""
+    (:mod:`hydralanet.batch.pipeline`); ``workers`` None: one per core. ``scale``: one input
+    size, that multiple of the checkpoint's (as ``predict``)."""
     jobs = [PhotoJob(i, row["image"], str(i)) for i, row in enumerate(rows)]
-    dataset = PhotoDataset(jobs, loaded.config.preprocessing, {})
+    dataset = PhotoDataset(jobs, loaded.config.preprocessing, {} if scale is None else {"scale": scale})
     workers = default_workers() if workers is None else workers
     with fork_safe_opencv(workers):
         for sample in tqdm(decoded(dataset, workers), total=len(rows), desc=desc, file=sys.stderr):
@@ -150,7 +152,13 @@ def score_rows(
                 raise ValueError(sample.record["message"].removeprefix("error: "))
             row, image = rows[sample.job.index], sample.image.numpy()
             prediction = predict(
-                loaded, image, tta=tta, precision=precision, calibrated=calibrated, prepared=sample.prepared()
+                loaded,
+                image,
+                tta=tta,
+                precision=precision,
+                calibrated=calibrated,
+                scale=scale,
+                prepared=sample.prepared(),
             )
             shape = image.shape[:2]
             targets = np.stack([read_mask(row[c], shape) if row.get(c) else np.zeros(shape, bool) for c in CLASSES])

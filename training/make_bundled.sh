@@ -25,14 +25,17 @@
 #              training stages resume where they stopped: run the same command again.
 #   calibrate  Platt scaling per lesion, and thresholds re-tuned on the flip-averaged
 #              probabilities, on the validation photos at their original resolution
-#              (`training.calibrate --tta`: the model then runs with flips by default).
+#              (`training.calibrate --tta`: the model then runs with flips by default),
+#              haemorrhages also combined with a pass at half the input size
+#              (SCALES; chosen on the validation photos).
 #   bundle     fp16 weights, test metrics on the 27 official test photos with bootstrap
 #              intervals, the normal-eye check, inference time and the model card -> OUT.
 #
 # Environment: PYTHON (default .venv/bin/python), INIT (pretrained checkpoint folder; default
 # WORKDIR/synthetic/weights), OUT (default weights), TRAIN_SET and REFINE_SET (extra `--set
 # key=value` pairs for the training stages, space-separated, e.g. "amp=bf16"), NORMALS_SET,
-# TRAIN_STOP (default 9), REFINE_STOP (default 7), MACHINE (the training machine named in the
+# TRAIN_STOP (default 9), REFINE_STOP (default 7), SCALES (input sizes per lesion for the
+# test-time augmentation, as `training.calibrate --scales`), MACHINE (the training machine named in the
 # card; default: read from this machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,7 +110,7 @@ done
 if [[ " $stages " == *" calibrate "* ]]; then
   # Fitted on the validation photos only; the test photos are for the bundle stage alone.
   "$py" -m training.calibrate --model "$final/best" --manifest "$work/manifest_normals.csv" --split val --test-split "" \
-    --precision auto --tta
+    --precision auto --tta --scales "${SCALES:-EX=1 HE=0.5,1 MA=1 SE=1}"
 fi
 
 if [[ " $stages " == *" bundle "* ]]; then

@@ -59,6 +59,14 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
             if config.tta
             else []
         ),
+        *(
+            [
+                "- with it, each lesion takes the geometric mean over these input sizes (multiples of the input size, each with "
+                "flips): " + ", ".join(f"{c} {' and '.join(f'{f:g}' for f in config.scales[c])}" for c in CLASSES)
+            ]
+            if config.tta and config.scales
+            else []
+        ),
         "",
     ]
     if not prov.get("trained", False):

@@ -149,7 +149,15 @@ def controls(loaded: LoadedModel) -> dict:
         "the photo's centred square, as the original HydraLA-Net code trained (the sides of a wide photo "
         "are not read)",
     )
-    tta = st.toggle("Test-time augmentation (flips, 3x slower)", key="tta")
+    extra = loaded.config.extra_scales()
+    cost = 3 * (1 + sum(f * f for f in extra))  # three flips per view; a view costs its area
+    tta = st.toggle(
+        "Test-time augmentation",
+        key="tta",
+        help="average the plain, left-right and up-down flipped photo"
+        + (f" at {1 + len(extra)} input sizes" if extra else "")
+        + f": about {cost:.0f}x the model's time (the model's thresholds were tuned with it when it is on by default)",
+    )
     precision = st.radio(
         "Precision",
         list(PRECISIONS),

@@ -4,6 +4,7 @@ statistics and overlays come afterwards from the cached probabilities, without r
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from ..config import CLASSES, PreprocessConfig, format_threshold, validate_thresholds
-from ..preprocessing import FovGeometry, Preprocessed, preprocess
+from ..preprocessing import FovGeometry, Preprocessed, enhance, preprocess, to_tensor
 from .forward import run_model
 from .loaded import LoadedModel
 from .tiling import ALIGN, native_input_size, run_tiled
@@ -181,8 +182,9 @@ def predict_square(
     ``crop`` its crop (``fov``, ``centre_square``: :data:`hydralanet.config.CROP_MODES`).
     Probabilities are calibrated by the checkpoint's ``calibration`` when it has one;
     ``calibrated=False`` gives the raw sigmoid (what calibration is fitted on).
-    ``tta``: average the plain, horizontally and vertically flipped photo (None: the
-    checkpoint's default, ``config.tta``).
+    ``tta``: average the plain, horizontally and vertically flipped photo and, per class, the
+    checkpoint's input ``scales`` when it has them and neither ``tile`` nor ``scale`` is given
+    (None: the checkpoint's default, ``config.tta``).
     ``precision``: ``auto`` is the fast path (:mod:`hydralanet.inference.fast`), ``fp32`` the exact one.
     ``tile``: segment in overlapping tiles of this many pixels (:mod:`hydralanet.inference.tiling`), at
     native resolution unless ``scale`` is given; ``scale``: the FOV square's side as a multiple
@@ -247,9 +249,15 @@ def predict_square_batch(
         "tta": bool(tta),
         "precision": precision,
     }
+    scales = loaded.config.scales if tta and tile is None and scale is None else None
+    if scales:
+        settings["scales"] = {c: list(fs) for c, fs in scales.items()}
     if tile is None:
         batch = torch.stack([p.tensor for p in prepared])
-        squares = run_model(model, batch, precision=precision, tta=tta, calibration=calibration).cpu().numpy()
+        probs = run_model(model, batch, precision=precision, tta=tta, calibration=calibration)
+        if scales:
+            probs = _average_scales(loaded, images, prepared, probs, scales, overrides, model, precision, calibration)
+        squares = probs.cpu().numpy()
         extra = [{} for _ in prepared]
     else:
         squares, extra = [], []
@@ -268,6 +276,30 @@ def predict_square_batch(
         }
         photo_settings.update(more)
         out.append(SquarePrediction.make(probs, p.fov, image, p.enhanced, p.geometry, photo_settings))
+    return out
+
+
+def _average_scales(loaded, images, prepared, base, scales, overrides, model, precision, calibration) -> torch.Tensor:
+    """Each class's geometric mean over its input scales (``config.scales``): the photos are
+    prepared again at each other factor of the input size, run with flips, and the probabilities
+    resized to the base square (``B x 4 x S x S``) before averaging. The geometric mean keeps a
+    pixel only where every size sees the lesion: a dark fovea that looks like a haemorrhage at
+    half size, and like nothing at full size, stays out."""
+    views = {1.0: base}
+    for factor in loaded.config.extra_scales():
+        small = []
+        for image, p in zip(images, prepared):
+            # prepare_photo(scale=factor) without finding the field of view again: same box, other size
+            config = photo_config(loaded.config.preprocessing, image, **{**overrides, "scale": factor})
+            square = dataclasses.replace(p.geometry, size=config.input_size).to_square(image)
+            small.append(to_tensor(enhance(square, config), config))
+        probs = run_model(model, torch.stack(small), precision=precision, tta=True, calibration=calibration)
+        views[factor] = torch.nn.functional.interpolate(
+            probs, size=base.shape[-2:], mode="bilinear", align_corners=False
+        )
+    out = torch.empty_like(base)
+    for i, c in enumerate(CLASSES):
+        out[:, i] = torch.stack([views[f][:, i] for f in scales[c]]).prod(0).pow(1.0 / len(scales[c]))
     return out
 
 
