@@ -75,3 +75,27 @@ def test_the_app_starts_with_the_checkpoints_choice(tta_checkpoint, tiny_checkpo
         app = AppTest.from_file(app_file, default_timeout=120).run()
         assert not app.exception
         assert app.toggle(key="tta").value is expected
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], True), (["--no-tta"], False)])
+def test_the_idrid_grading_measurement_follows_the_checkpoint(tta_checkpoint, retina, tmp_path, flag, expected) -> None:
+    import cv2
+
+    from training.idrid_reading import main as reading_main
+
+    from .fixtures_datasets import make_idrid_reading
+
+    root = make_idrid_reading(tmp_path / "idrid", n_train=2, n_test=1)
+    eye = cv2.cvtColor(cv2.resize(retina, (256, 256), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+    for split in ("a. Training Set", "b. Testing Set"):  # part B's photos, named as part C's
+        target = root / "B. Disease Grading" / "1. Original Images" / split
+        target.mkdir(parents=True)
+        for photo in (root / "C. Localization" / "1. Original Images" / split).glob("*.jpg"):
+            cv2.imwrite(str(target / photo.name), eye)
+    out = tmp_path / "grading"
+    args = ["grading", "--idrid", str(root), "--model", str(tta_checkpoint), "--out", str(out), *flag]
+    assert reading_main(args) == 0
+    report = json.loads((out / "grading.json").read_text())
+    assert report["tta"] is expected
+    said = "with its test-time augmentation" if expected else "without test-time augmentation"
+    assert said in (out / "grading.md").read_text()

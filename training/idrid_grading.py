@@ -265,7 +265,11 @@ def grading_markdown(report: dict[str, Any]) -> list[str]:
         f"those cover >= {dme['exudate_min_area']} of the disc's area (chosen on the training photos; "
         f"{dme['accuracy_every_exudate']:.3f} counting every one); the reading as bundled gives the same "
         f"grade on {dme['same_as_the_reading']} of {report['photos']}"
-        + ("; the model run with flip test-time augmentation" if report.get("tta") else ""),
+        + (
+            "; the model run with its test-time augmentation"
+            if report.get("tta")
+            else "; the model run without test-time augmentation"
+        ),
         "",
         "| graders \\ read | 0 | 1 | 2 | no grade |",
         "|---|---:|---:|---:|---:|",
@@ -289,6 +293,7 @@ def run_grading(args: argparse.Namespace) -> int:
 
     root, out = Path(args.idrid), Path(args.out)
     loaded = load_model(args.model, device=args.device)
+    args.tta = loaded.resolve_tta(args.tta)  # None: the checkpoint's, as predict
     train = grading_records(root, "train")
     if args.train_photos and args.train_photos < len(train):
         step = len(train) / args.train_photos

@@ -250,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     gr.add_argument("--device", default="auto")
     gr.add_argument("--limit", type=int, default=0, help="only the first N photos of each split (a quick look)")
     gr.add_argument("--resume", action="store_true", help="keep the photos DIR/grading.csv already has")
-    gr.add_argument("--tta", action="store_true", help="flip test-time augmentation, as predict --tta")
+    gr.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-time augmentation, as predict --tta (default: the checkpoint's)",
+    )
     args = parser.parse_args(argv)
     if args.command == "landmarks":
         return run_landmarks(args)
