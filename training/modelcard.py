@@ -43,30 +43,7 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
         + ("tuned per lesion for the best F1 on validation" if prov.get("thresholds_tuned") else "defaults")
         + "): "
         + ", ".join(f"{c} {format_threshold(config.thresholds[c])}" for c in CLASSES),
-        *(
-            [
-                "- probabilities calibrated per lesion on validation, `sigmoid(a * logit + b)` (Platt scaling: the "
-                "ranking of pixels unchanged); thresholds are on calibrated probabilities"
-            ]
-            if config.calibration
-            else []
-        ),
-        *(
-            [
-                "- flip test-time augmentation by default: the plain, left-right and up-down flipped photo, "
-                "averaged (thresholds tuned that way; `--no-tta` or `tta=False` turns it off)"
-            ]
-            if config.tta
-            else []
-        ),
-        *(
-            [
-                "- with it, each lesion takes the geometric mean over these input sizes (multiples of the input size, each with "
-                "flips): " + ", ".join(f"{c} {' and '.join(f'{f:g}' for f in config.scales[c])}" for c in CLASSES)
-            ]
-            if config.tta and config.scales
-            else []
-        ),
+        *_inference_lines(config),
         "",
     ]
     if not prov.get("trained", False):
@@ -99,6 +76,28 @@ def render_model_card(config: CheckpointConfig, *, parameters: int | None = None
         if prov.get("code_version"):
             lines += [f"Code version: `{prov['code_version']}`.", ""]
     return "\n".join(lines)
+
+
+def _inference_lines(config: CheckpointConfig) -> list[str]:
+    """The model section's lines on calibration and test-time augmentation."""
+    lines = []
+    if config.calibration:
+        lines.append(
+            "- probabilities calibrated per lesion on validation, `sigmoid(a * logit + b)` (Platt scaling: the "
+            "ranking of pixels unchanged); thresholds are on calibrated probabilities"
+        )
+    if config.tta:
+        lines.append(
+            "- flip test-time augmentation by default: the plain, left-right and up-down flipped photo, "
+            "averaged (thresholds tuned that way; `--no-tta` or `tta=False` turns it off)"
+        )
+    if config.tta and config.scales:
+        sizes = ", ".join(f"{c} {' and '.join(f'{f:g}' for f in config.scales[c])}" for c in CLASSES)
+        lines.append(
+            "- with it, each lesion takes the geometric mean over these input sizes (multiples of the input "
+            f"size, each with flips): {sizes}"
+        )
+    return lines
 
 
 def calibration_section(config: CheckpointConfig) -> list[str]:
