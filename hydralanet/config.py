@@ -146,7 +146,7 @@ class CheckpointConfig:
 
     def extra_scales(self) -> tuple[float, ...]:
         """The factors other than 1.0 that some class averages (sorted; empty without ``scales``)."""
-        return tuple(sorted({f for fs in (self.scales or {}).values() for f in fs if f != 1.0}))
+        return tuple(f for f in scale_factors(self.scales) if f != 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -239,6 +239,11 @@ def validate_calibration(calibration: dict[str, Any] | None) -> dict[str, tuple[
             raise ValueError(f"calibration for {c} must have a finite a > 0 and a finite b, got ({a}, {b})")
         out[c] = (a, b)
     return out
+
+
+def scale_factors(scales: dict[str, tuple[float, ...]] | None) -> tuple[float, ...]:
+    """Every input size that some class of ``scales`` uses, sorted; ``(1.0,)`` without scales."""
+    return tuple(sorted({f for fs in scales.values() for f in fs})) if scales else (1.0,)
 
 
 def validate_scales(scales: dict[str, Any] | None) -> dict[str, tuple[float, ...]] | None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from hydralanet import load_model
 from hydralanet.checkpoints.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError
-from hydralanet.config import CLASSES, PRECISIONS, CheckpointConfig, validate_scales
+from hydralanet.config import CLASSES, PRECISIONS, CheckpointConfig, scale_factors, validate_scales
 
 from .calibration import calibrate_threshold, fit_platt, reliability
 from .data import split_rows
@@ -45,10 +45,10 @@ def raw_histograms(
     """The raw sigmoid's PR histograms on ``rows``; with ``scales`` each class pools the views
     at the input scales it averages (the calibration is applied to each view, so it is fitted
     on all of them)."""
-    if not scales:
-        scales = dict.fromkeys(CLASSES, (1.0,))
+    factors = scale_factors(scales)
+    scales = scales or dict.fromkeys(CLASSES, factors)
     pooled = PRAccumulator()
-    for factor in sorted({f for fs in scales.values() for f in fs}):
+    for factor in factors:
         suite = MetricSuite(sorted({r["source"] for r in rows}))
         at = "" if factor == 1.0 else f" at {factor:g} x the input size"
         scale = None if factor == 1.0 else factor

@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="flip test-time augmentation, as `predict --tta` (default: the checkpoint's)",
+        help="test-time augmentation (flips, and the checkpoint's input sizes per lesion), as `predict --tta` "
+        "(default: the checkpoint's)",
     )
     parser.add_argument(
         "--precision",
