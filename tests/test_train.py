@@ -32,7 +32,7 @@ from training.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["preprocessing.input_size=64", "model.decoder_channels=8", "num_workers=0", "batch_size=2",
-        "epochs=2", "warmup_epochs=1"]  # fmt: skip
+        "keep_epochs=1", "epochs=2", "warmup_epochs=1"]  # fmt: skip
 
 
 def _env() -> dict[str, str]:
@@ -133,6 +133,14 @@ def test_run_writes_checkpoints_logs_and_curves(runs):
     assert best.provenance["epoch"] == best_epoch + 1
     assert best.thresholds == records[best_epoch]["thresholds"]  # tuned on validation, stored in the checkpoint
     assert not (a / "best" / "training_state.json").exists() and (a / "last" / "training_state.safetensors").exists()
+    # keep_epochs=1: every epoch's weights, 1-based; the last one is last/'s, the best one best/'s
+    assert sorted(p.name for p in (a / "epochs").iterdir()) == ["001", "002"]
+    assert not (a / "epochs" / "002" / "training_state.json").exists()
+    kept = {e: load_file(str(a / "epochs" / f"{e:03d}" / "model.safetensors")) for e in (1, 2)}
+    for name, epoch in (("last", 2), ("best", best_epoch + 1)):
+        weights = load_file(str(a / name / "model.safetensors"))
+        assert all(torch.equal(weights[k], kept[epoch][k]) for k in weights)
+    assert load_model(a / "epochs" / f"{best_epoch + 1:03d}", device="cpu").config.thresholds == best.thresholds
 
 
 def test_average_states_by_hand():
@@ -179,6 +187,23 @@ def test_average_runs_writes_a_validated_checkpoint(runs, manifest, tmp_path, ca
         assert only_a.config.provenance["metrics"]["val"][c]["f1"] == pytest.approx(
             own.provenance["metrics"]["val"][c]["f1"]
         )
+
+
+def test_average_takes_the_kept_epochs_of_one_run(runs, manifest, tmp_path, capsys):
+    from training import average
+
+    e1, e2 = runs["a"] / "epochs" / "001", runs["a"] / "epochs" / "002"
+    assert average.main(["--runs", str(e1), str(e2), "--manifest", str(manifest), "--out", str(tmp_path / "swa")]) == 0
+    w1, w2 = (load_file(str(e / "model.safetensors")) for e in (e1, e2))
+    swa = load_model(tmp_path / "swa" / "best", device="cpu")
+    key = next(k for k in w1 if w1[k].ndim > 1 and not torch.equal(w1[k], w2[k]))
+    assert torch.allclose(swa.model.state_dict()[key], (w1[key] + w2[key]) / 2, atol=1e-6)
+    assert swa.config.provenance["averaged"]["runs"] == [str(e1), str(e2)]
+    # A checkpoint folder outside any run has no settings to validate with.
+    shutil.copytree(e1, tmp_path / "lone" / "ckpt")
+    args = ["--manifest", str(manifest), "--out", str(tmp_path / "none")]
+    assert average.main(["--runs", str(e2), str(tmp_path / "lone" / "ckpt"), *args]) == 2
+    assert "no train_config.json in it or the run above it" in capsys.readouterr().err
 
 
 def test_average_runs_refuses_what_cannot_be_averaged(runs, manifest, tmp_path, capsys):

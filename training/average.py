@@ -2,7 +2,9 @@
 
     python -m training.average --runs runs/a runs/b [--weights 0.5,0.5] --manifest M.csv --out runs/avg
 
-Each run's ``best`` checkpoint is read (same architecture, checked); every floating-point
+Each run's ``best`` checkpoint is read, or the checkpoint folder itself where an entry is one
+(``RUN/last``, or ``RUN/epochs/NNN`` kept by ``--set keep_epochs=N``: averaging the epochs of one
+run, as in stochastic weight averaging). Same architecture, checked; every floating-point
 tensor (weights and BatchNorm statistics) becomes the weighted mean, integer counters are
 taken from the last run. This is weight-space ensembling (WiSE-FT, Wortsman et al. 2022):
 a fine-tuned model averaged with the model it started from keeps most of the fine-tuning's
@@ -59,6 +61,28 @@ def average_states(states: list[dict[str, torch.Tensor]], weights: list[float]) 
     return out
 
 
+def checkpoint_folder(entry: Path) -> Path:
+    """``entry/best`` for a training run folder, else ``entry`` itself when it is a checkpoint folder."""
+    if (entry / "best").is_dir():
+        return entry / "best"
+    if (entry / "config.json").is_file():
+        return entry
+    raise FileNotFoundError(
+        f"{entry}: no best/ checkpoint and no config.json (neither a training run nor a checkpoint folder)"
+    )
+
+
+def run_settings(entry: Path) -> Path:
+    """The ``train_config.json`` of the run ``entry`` belongs to: its own, or that of the run
+    holding it (``RUN/last``, ``RUN/epochs/NNN``)."""
+    for folder in (entry, entry.parent, entry.parent.parent):
+        if (folder / "train_config.json").is_file():
+            return folder / "train_config.json"
+    raise FileNotFoundError(
+        f"{entry}: no train_config.json in it or the run above it (the last entry's settings pick the validation data)"
+    )
+
+
 def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Path) -> dict[str, Any]:
     """Average ``RUN/best`` of ``runs``, validate, write ``out/best``; returns the validation metrics."""
     if len(runs) < 2:
@@ -66,11 +90,7 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
     if len(weights) != len(runs) or any(not w >= 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"--weights needs one number >= 0 per run ({len(runs)}), not all 0; got {weights}")
     start = time.time()
-    loaded = []
-    for run in runs:
-        if not (run / "best").is_dir():
-            raise FileNotFoundError(f"{run}: no best/ checkpoint (is it a training run folder?)")
-        loaded.append(load_model(run / "best", device="cpu"))
+    loaded = [load_model(checkpoint_folder(run), device="cpu") for run in runs]
     arch = loaded[-1].config.model
     for run, m in zip(runs, loaded):
         if m.config.model != arch:
@@ -81,9 +101,7 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
     model = loaded[-1].model
     model.load_state_dict(average_states([m.model.state_dict() for m in loaded], weights))
 
-    config_path = runs[-1] / "train_config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path}: missing (the last run's settings pick the validation data)")
+    config_path = run_settings(runs[-1])
     cfg = TrainConfig.from_dict(json.loads(config_path.read_text()))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -92,7 +110,7 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
     if not val_rows:
         raise ValueError(f"{manifest}: no rows in split {cfg.val_split!r} to tune thresholds on")
     loader = DataLoader(
-        LesionDataset(val_rows, cfg.preprocessing, cache=open_cache(cfg, runs[-1])),
+        LesionDataset(val_rows, cfg.preprocessing, cache=open_cache(cfg, config_path.parent)),
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
     )
@@ -129,7 +147,13 @@ def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.average", description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", nargs="+", required=True, type=Path, help="training run folders (each has best/)")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        type=Path,
+        help="training run folders (their best/ is used) or checkpoint folders of runs (RUN/last, RUN/epochs/NNN)",
+    )
     parser.add_argument(
         "--weights", default=None, help="comma-separated, one per run (default: equal); normalised to sum 1"
     )

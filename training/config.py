@@ -142,6 +142,9 @@ class TrainConfig:
     # Stop after this epoch while the learning-rate schedule still spans `epochs` (0 = off): a
     # stage that hands its weights to the next one part way through its schedule.
     stop_epoch: int = 0
+    # Also keep every Nth epoch's weights as RUN/epochs/NNN (1-based, as the log counts), for
+    # `training.average` to average epochs of one run; 0 = off (only best/ and last/).
+    keep_epochs: int = 0
 
     # --- compute
     threads: int = 0  # torch intra-op threads; 0 = PyTorch's default (one per core)
@@ -192,6 +195,7 @@ class TrainConfig:
             "threads",
             "time_limit_minutes",
             "stop_epoch",
+            "keep_epochs",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -433,7 +437,15 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 # Settings that may change on --resume without changing the numbers (or, for epochs and
 # patience, changing them knowingly: a longer run). Anything else must match the run.
-RESUME_MAY_CHANGE = ("num_workers", "cache_dir", "epochs", "patience", "time_limit_minutes", "stop_epoch")
+RESUME_MAY_CHANGE = (
+    "num_workers",
+    "cache_dir",
+    "epochs",
+    "patience",
+    "time_limit_minutes",
+    "stop_epoch",
+    "keep_epochs",
+)
 
 
 def resolve_run_config(name_or_file: str | None, overrides: list[str], out: Path, resume: bool) -> TrainConfig:

@@ -404,6 +404,8 @@ def _end_epoch(run: _Run, epoch: int, train_loss: float, t0: float) -> bool:
         save_checkpoint(learner.model, run.out / "best", ckpt, model_card=card)
     state = training_state(learner.optimizer, learner.scaler, data.loader_gen, progress.counters(epoch))
     save_last(run.out, learner.model, ckpt, card, state)
+    if cfg.keep_epochs and (epoch + 1) % cfg.keep_epochs == 0:
+        save_checkpoint(learner.model, run.out / "epochs" / f"{epoch + 1:03d}", ckpt, model_card=card)
     plot_curves(run.records, run.out / "curves.png")
     m = metrics["macro"]
     run.log(
