@@ -22,7 +22,13 @@ from hydralanet.reading.landmarks import Fovea, Landmarks, OpticDisc
 from hydralanet.reading.photo import PhotoReading, findings, read_photo, square_exudate_cores
 from hydralanet.reading.quality import Quality
 from hydralanet.reading.zones import read_zones, zone_maps
-from training.idrid_grading import choose_exudate_floor, dme_with_floor, exudate_components
+from training.idrid_grading import (
+    choose_exudate_floor,
+    choose_level_floors,
+    dme_with_floor,
+    exudate_components,
+    level_with_floors,
+)
 
 SHAPE = (600, 800)
 FOVEA = (300.0, 300.0)
@@ -135,6 +141,25 @@ def test_the_settings_are_chosen_by_accuracy_on_the_rows_given():
     assert peak > 0.7 and 1 < count <= 4 and 0.003 < area <= 0.06  # the faint one and one small one must go
     assert scores["chosen"]["accuracy"] == 1.0
     assert dme_with_floor({**rows[0], "dme_read": None}, peak, count, area) is None  # no landmarks, no grade
+
+
+def test_the_level_floors_are_chosen_by_kappa_on_the_rows_given():
+    def row(grade, he=0, ex=0, ma=0, level=2):
+        return {"dr_true": grade, "retinopathy_level": level, "lesion_counts": {"EX": ex, "HE": he, "MA": ma, "SE": 0}}
+
+    rows = [
+        row(0, he=2),  # two false specks on a healthy eye
+        row(0, ex=1, ma=1),
+        row(1, he=1, ma=6),  # mild: microaneurysms, and one speck
+        row(1, ma=9),
+        row(2, he=12, ma=3),
+        row(3, he=40, ex=9),  # the level never says 3 without the 4-2-1 haemorrhages
+    ]
+    assert choose_level_floors(rows) == (3, 2)  # the lowest floors that read every grade 0-2 right
+    assert [level_with_floors(r, 3, 2) for r in rows] == [0, 0, 1, 1, 2, 2]
+    assert [level_with_floors(r, 1, 1) for r in rows] == [2, 2, 2, 1, 2, 2]  # every speck counts
+    assert level_with_floors(row(3, level=3), 3, 2) == 3  # 4-2-1 met, as read
+    assert choose_level_floors([{**r, "lesion_counts": None} for r in rows]) is None
 
 
 def test_every_way_in_hands_the_reading_the_same_cores(retina):

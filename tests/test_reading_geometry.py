@@ -262,22 +262,34 @@ def test_idrid_photos_with_an_off_centre_fovea(row, head):
 
 
 def test_retinopathy_estimate_from_the_lesions():
-    """No lesion / microaneurysms only / more, and the burden: HE + EX + SE + half the MAs."""
-    from hydralanet.reading.grading import REFERABLE_BURDEN
+    """Few or no lesions / microaneurysms / many lesions beyond them, each once its floor is
+    reached, and the burden: HE + EX + SE + half the MAs."""
+    from hydralanet.reading.grading import REFERABLE_BURDEN, RETINOPATHY_MIN_BEYOND, RETINOPATHY_MIN_MA
 
     maps = zone_maps(SHAPE, FULL, _tilted())
     masks = np.zeros((4, *SHAPE), bool)
     assert read_zones(masks, maps).retinopathy["level"] == 0
-    for k in range(4):
-        masks[2, 100, 100 + 10 * k] = True  # four microaneurysms
+
+    def plant(kind, n, row):  # n single-pixel lesions of one kind, 4 px apart
+        for k in range(n):
+            masks[kind, row + 4 * (k // 40), 100 + 4 * (k % 40)] = True
+
+    plant(2, RETINOPATHY_MIN_MA - 1, 100)  # microaneurysms, one short of the floor
     estimate = read_zones(masks, maps).retinopathy
-    assert (estimate["level"], estimate["lesion_burden"]) == (1, 2.0) and "not seen" in estimate["note"]
-    masks[1, 600, 600:604] = True  # one haemorrhage
-    masks[3, 650, 100:104] = True  # one soft exudate
+    assert (estimate["level"], estimate["lesion_burden"]) == (0, 0.5 * (RETINOPATHY_MIN_MA - 1))
+    assert "not seen" in estimate["note"]
+    plant(2, RETINOPATHY_MIN_MA, 100)
+    assert read_zones(masks, maps).retinopathy["level"] == 1
+    plant(1, RETINOPATHY_MIN_BEYOND - 2, 600)  # haemorrhages and one soft exudate: one short
+    masks[3, 650, 100:104] = True
+    assert read_zones(masks, maps).retinopathy["level"] == 1
+    masks[0, 700, 300:303] = True  # one hard exudate more reaches the floor
     estimate = read_zones(masks, maps).retinopathy
-    assert (estimate["level"], estimate["lesion_burden"]) == (2, 4.0)
-    assert estimate["referable_likely"] is (REFERABLE_BURDEN <= 4.0)
-    assert read_zones(masks, None).retinopathy["lesion_burden"] == 4.0  # no landmarks: still counted
+    burden = RETINOPATHY_MIN_BEYOND + 0.5 * RETINOPATHY_MIN_MA
+    assert (estimate["level"], estimate["lesion_burden"]) == (2, burden)
+    assert estimate["label"] == "many lesions beyond microaneurysms"
+    assert estimate["referable_likely"] is (burden >= REFERABLE_BURDEN)
+    assert read_zones(masks, None).retinopathy["lesion_burden"] == burden  # no landmarks: still counted
 
 
 def test_a_disc_too_large_to_measure_is_flagged_as_assumed():

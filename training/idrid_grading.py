@@ -90,6 +90,7 @@ def read_graded(
                 "quality": found["quality"]["verdict"],
                 "landmarks_reliable": photo.landmarks.reliable,
                 "ex_components": json.dumps(exudate_components(masks[0], prediction.probabilities[0], photo)),
+                "lesion_counts": json.dumps(lesion_counts(masks)),
             }
         )
         write_csv(path, rows)
@@ -97,6 +98,14 @@ def read_graded(
             rate = (time.perf_counter() - start) / (i + 1)
             print(f"{i + 1}/{len(todo)} photos, {rate:.1f} s each", file=sys.stderr, flush=True)
     return rows
+
+
+def lesion_counts(masks: np.ndarray) -> dict[str, int]:
+    """The lesions of each kind in ``masks`` (``4 x H x W``; 8-connected components), as the
+    retinopathy estimate counts them."""
+    from hydralanet.config import CLASSES
+
+    return {c: int(cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1) for c, m in zip(CLASSES, masks)}
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -116,6 +125,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                     "retinopathy_level": int(row["retinopathy_level"]),
                     "lesion_burden": float(row["lesion_burden"]),
                     "landmarks_reliable": row["landmarks_reliable"] == "True",
+                    "lesion_counts": json.loads(row["lesion_counts"]) if row.get("lesion_counts") else None,
                 }
             )
     return rows
@@ -199,8 +209,50 @@ def choose_exudate_floor(rows: list[dict[str, Any]]) -> tuple[tuple[float, float
     return best, {"best_accuracy_by_peak": by_peak, "chosen": chosen, "photos": len(rows)}
 
 
+# The retinopathy level's floors tried (hydralanet.reading.grading.RETINOPATHY_MIN_BEYOND and
+# RETINOPATHY_MIN_MA): lesions beyond microaneurysms, and microaneurysms, count once at least
+# that many show.
+LEVEL_FLOORS = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50, 80)
+
+
+def level_with_floors(row: dict[str, Any], min_beyond: float, min_ma: float) -> int:
+    """The retinopathy level of a row of :func:`read_graded` with these floors (the 4-2-1 level
+    as read)."""
+    from hydralanet.reading.grading import retinopathy_level
+
+    counts = row["lesion_counts"]
+    if isinstance(counts, str):  # as read_graded holds it, JSON for the CSV
+        counts = json.loads(counts)
+    return retinopathy_level(counts, row["retinopathy_level"] == 3, min_beyond, min_ma)
+
+
+def level_kappa(rows: list[dict[str, Any]], min_beyond: float, min_ma: float) -> float:
+    """Quadratic kappa of the levels against the graders' grade, 4 taken as 3 (the level never
+    says 4); -1 where it is undefined (one class only)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    truth = [min(r["dr_true"], 3) for r in rows]
+    kappa = cohen_kappa_score(truth, [level_with_floors(r, min_beyond, min_ma) for r in rows], weights="quadratic")
+    return -1.0 if np.isnan(kappa) else float(kappa)
+
+
+def choose_level_floors(rows: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """The ``(min_beyond, min_ma)`` of :data:`LEVEL_FLOORS` with the best quadratic kappa on
+    ``rows`` (on ties the lower floors); None when the rows carry no lesion counts."""
+    rows = [r for r in rows if r.get("lesion_counts") is not None]
+    if not rows:
+        return None
+    grid = [(b, m) for b in LEVEL_FLOORS for m in LEVEL_FLOORS]
+    scores = {g: level_kappa(rows, *g) for g in grid}
+    return min(grid, key=lambda g: (-scores[g], g))
+
+
 def grading_report(
-    test: list[dict[str, Any]], cutoff: float, train_photos: int, floor: tuple[float, float, float]
+    test: list[dict[str, Any]],
+    cutoff: float,
+    train_photos: int,
+    floor: tuple[float, float, float],
+    levels: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, roc_auc_score
 
@@ -211,6 +263,7 @@ def grading_report(
     referable = np.array([r["dr_true"] >= 2 for r in test])
     burden = np.array([r["lesion_burden"] for r in test])
     flagged = burden >= cutoff
+    read_levels = [r["retinopathy_level"] if levels is None else level_with_floors(r, *levels) for r in test]
     return {
         "photos": len(test),
         "dme": {
@@ -239,10 +292,14 @@ def grading_report(
             "confusion": {
                 "rows": "graders' retinopathy grade 0-4",
                 "columns": "estimate 0 no lesion, 1 MA only, 2 beyond MA, 3 4-2-1 haemorrhages met",
-                "matrix": confusion_matrix(
-                    [r["dr_true"] for r in test], [r["retinopathy_level"] for r in test], labels=[0, 1, 2, 3, 4]
-                )[:, :4].tolist(),
+                "matrix": confusion_matrix([r["dr_true"] for r in test], read_levels, labels=[0, 1, 2, 3, 4])[
+                    :, :4
+                ].tolist(),
             },
+            "level_floors": None if levels is None else {"beyond": levels[0], "ma": levels[1]},
+            "level_kappa": round(
+                float(cohen_kappa_score([min(r["dr_true"], 3) for r in test], read_levels, weights="quadratic")), 4
+            ),
             "referable_auc": round(float(roc_auc_score(referable, burden)), 4),
             "cutoff": cutoff,
             "cutoff_chosen_on": f"{train_photos} IDRiD grading training photos (Youden's J)",
@@ -281,6 +338,15 @@ def grading_markdown(report: dict[str, Any]) -> list[str]:
         f"at burden >= {dr['cutoff']:g} ({dr['cutoff_chosen_on']}): sensitivity {dr['sensitivity']:.3f}, "
         f"specificity {dr['specificity']:.3f}",
         "",
+        "Retinopathy level against the graders' grade: quadratic kappa "
+        f"{dr['level_kappa']:.3f} (grade 4 taken as 3)"
+        + (
+            f"; lesions beyond MA counted from {dr['level_floors']['beyond']:g}, MA from "
+            f"{dr['level_floors']['ma']:g} (chosen on the training photos)"
+            if dr.get("level_floors")
+            else ""
+        ),
+        "",
         "| graders' grade \\ estimate | no lesion | MA only | beyond MA | 4-2-1 haemorrhages |",
         "|---|---:|---:|---:|---:|",
     ]
@@ -309,8 +375,9 @@ def run_grading(args: argparse.Namespace) -> int:
     train_rows = [r for r in rows if r["split"] == "train"]
     cutoff = choose_cutoff(train_rows)
     floor, floors = choose_exudate_floor(train_rows)
-    report = grading_report([r for r in rows if r["split"] == "test"], cutoff, len(train_rows), floor)
-    report["train"] = grading_report(train_rows, cutoff, len(train_rows), floor)
+    levels = choose_level_floors(train_rows)
+    report = grading_report([r for r in rows if r["split"] == "test"], cutoff, len(train_rows), floor, levels)
+    report["train"] = grading_report(train_rows, cutoff, len(train_rows), floor, levels)
     report["exudate_floor_on_train"] = floors
     report["model"] = args.model
     report["tta"] = args.tta
