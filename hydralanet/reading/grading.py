@@ -118,8 +118,9 @@ def retinopathy_estimate(
         "label": RETINOPATHY_LEVELS[level],
         "lesion_burden": burden,
         "referable_likely": bool(burden >= REFERABLE_BURDEN),
-        "note": "research indicator from the lesion masks of one photograph, not a grade: new vessels, "
-        "venous beading and IRMA are not seen",
+        "note": "research indicator from the lesion masks of one photograph, not a grade: lesions beyond "
+        f"microaneurysms count from {RETINOPATHY_MIN_BEYOND}, microaneurysms from {RETINOPATHY_MIN_MA}; new "
+        "vessels, venous beading and IRMA are not seen",
     }
 
 
