@@ -84,7 +84,8 @@ def run_settings(entry: Path) -> Path:
 
 
 def average_runs(runs: list[Path], weights: list[float], manifest: Path, out: Path) -> dict[str, Any]:
-    """Average ``RUN/best`` of ``runs``, validate, write ``out/best``; returns the validation metrics."""
+    """Average the checkpoints of ``runs`` (:func:`checkpoint_folder`), validate, write ``out/best``;
+    returns the validation metrics."""
     if len(runs) < 2:
         raise ValueError("give at least two runs to average")
     if len(weights) != len(runs) or any(not w >= 0 for w in weights) or sum(weights) <= 0:
