@@ -30,7 +30,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()} for row in rows)
 
 
 def grading_records(root: Path, split: str) -> list[dict[str, Any]]:
@@ -67,6 +67,7 @@ def read_graded(
     and the reading, appended to ``rows``; ``path`` (CSV) is rewritten after each photo, so an
     interrupted run keeps what it read."""
     from hydralanet import predict
+    from hydralanet.reading.grading import count_lesions
     from hydralanet.reading.photo import findings, read_photo
 
     done = {(r["split"], r["image"]) for r in rows}  # a training and a test photo may share a name
@@ -90,7 +91,7 @@ def read_graded(
                 "quality": found["quality"]["verdict"],
                 "landmarks_reliable": photo.landmarks.reliable,
                 "ex_components": json.dumps(exudate_components(masks[0], prediction.probabilities[0], photo)),
-                "lesion_counts": json.dumps(lesion_counts(masks)),
+                "lesion_counts": count_lesions(masks),  # JSON in the CSV
             }
         )
         write_csv(path, rows)
@@ -98,14 +99,6 @@ def read_graded(
             rate = (time.perf_counter() - start) / (i + 1)
             print(f"{i + 1}/{len(todo)} photos, {rate:.1f} s each", file=sys.stderr, flush=True)
     return rows
-
-
-def lesion_counts(masks: np.ndarray) -> dict[str, int]:
-    """The lesions of each kind in ``masks`` (``4 x H x W``; 8-connected components), as the
-    retinopathy estimate counts them."""
-    from hydralanet.config import CLASSES
-
-    return {c: int(cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1) for c, m in zip(CLASSES, masks)}
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -220,19 +213,15 @@ def level_with_floors(row: dict[str, Any], min_beyond: float, min_ma: float) -> 
     as read)."""
     from hydralanet.reading.grading import retinopathy_level
 
-    counts = row["lesion_counts"]
-    if isinstance(counts, str):  # as read_graded holds it, JSON for the CSV
-        counts = json.loads(counts)
-    return retinopathy_level(counts, row["retinopathy_level"] == 3, min_beyond, min_ma)
+    return retinopathy_level(row["lesion_counts"], row["retinopathy_level"] == 3, min_beyond, min_ma)
 
 
-def level_kappa(rows: list[dict[str, Any]], min_beyond: float, min_ma: float) -> float:
-    """Quadratic kappa of the levels against the graders' grade, 4 taken as 3 (the level never
-    says 4); -1 where it is undefined (one class only)."""
+def level_kappa(rows: list[dict[str, Any]], levels: list[int]) -> float:
+    """Quadratic kappa of ``levels`` (one per row) against the graders' grade, 4 taken as 3 (the
+    level never says 4); -1 where it is undefined (one class only)."""
     from sklearn.metrics import cohen_kappa_score
 
-    truth = [min(r["dr_true"], 3) for r in rows]
-    kappa = cohen_kappa_score(truth, [level_with_floors(r, min_beyond, min_ma) for r in rows], weights="quadratic")
+    kappa = cohen_kappa_score([min(r["dr_true"], 3) for r in rows], levels, weights="quadratic")
     return -1.0 if np.isnan(kappa) else float(kappa)
 
 
@@ -243,7 +232,7 @@ def choose_level_floors(rows: list[dict[str, Any]]) -> tuple[float, float] | Non
     if not rows:
         return None
     grid = [(b, m) for b in LEVEL_FLOORS for m in LEVEL_FLOORS]
-    scores = {g: level_kappa(rows, *g) for g in grid}
+    scores = {g: level_kappa(rows, [level_with_floors(r, *g) for r in rows]) for g in grid}
     return min(grid, key=lambda g: (-scores[g], g))
 
 
@@ -291,15 +280,13 @@ def grading_report(
         "retinopathy": {
             "confusion": {
                 "rows": "graders' retinopathy grade 0-4",
-                "columns": "estimate 0 no lesion, 1 MA only, 2 beyond MA, 3 4-2-1 haemorrhages met",
+                "columns": "level 0 few or no lesions, 1 microaneurysms, 2 many beyond, 3 4-2-1 haemorrhages met",
                 "matrix": confusion_matrix([r["dr_true"] for r in test], read_levels, labels=[0, 1, 2, 3, 4])[
                     :, :4
                 ].tolist(),
             },
             "level_floors": None if levels is None else {"beyond": levels[0], "ma": levels[1]},
-            "level_kappa": round(
-                float(cohen_kappa_score([min(r["dr_true"], 3) for r in test], read_levels, weights="quadratic")), 4
-            ),
+            "level_kappa": round(level_kappa(test, read_levels), 4),
             "referable_auc": round(float(roc_auc_score(referable, burden)), 4),
             "cutoff": cutoff,
             "cutoff_chosen_on": f"{train_photos} IDRiD grading training photos (Youden's J)",
@@ -347,7 +334,7 @@ def grading_markdown(report: dict[str, Any]) -> list[str]:
             else ""
         ),
         "",
-        "| graders' grade \\ estimate | no lesion | MA only | beyond MA | 4-2-1 haemorrhages |",
+        "| graders' grade \\ level | few or no lesions | microaneurysms | many beyond | 4-2-1 haemorrhages |",
         "|---|---:|---:|---:|---:|",
     ]
     lines += [f"| {g} | " + " | ".join(map(str, row)) + " |" for g, row in enumerate(dr["confusion"]["matrix"])]

@@ -83,6 +83,11 @@ RETINOPATHY_MIN_BEYOND = 30
 RETINOPATHY_MIN_MA = 10
 
 
+def count_lesions(masks: np.ndarray) -> dict[str, int]:
+    """The lesions of each kind in ``masks`` (bool ``4 x H x W``): 8-connected components."""
+    return {c: cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1 for c, m in zip(CLASSES, masks)}
+
+
 def retinopathy_level(
     counts: dict[str, int],
     rule_421: bool | None,
@@ -110,7 +115,7 @@ def retinopathy_estimate(
     :data:`REFERABLE_BURDEN`). ``counts``: the lesions of each kind in ``masks``, when already
     counted (8-connected)."""
     if counts is None:
-        counts = {c: cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1 for c, m in zip(CLASSES, masks)}
+        counts = count_lesions(masks)
     burden = counts["HE"] + counts["EX"] + counts["SE"] + 0.5 * counts["MA"]
     level = retinopathy_level(counts, rule_421)
     return {
