@@ -111,6 +111,39 @@ def test_without_cores_every_exudate_counts():
     assert read_zones(masks, photo.maps, cores=np.array([], np.int64)).dme_risk == 0
 
 
+def test_without_a_reliable_fovea_only_no_exudates_is_graded():
+    """Grade 0 needs no fovea (no hard exudate counts anywhere); any counted exudate leaves no grade."""
+    photo = _photo()
+    doubtful = Landmarks(photo.landmarks.disc, Fovea(*FOVEA, 0.1), "right", "image", 580.0)
+
+    def read(exudates, quality="good"):
+        masks = np.zeros((4, *SHAPE), bool)
+        probability = np.zeros(SHAPE, np.float32)
+        for x, y, side, p in exudates:
+            _square(masks[0], probability, x, y, side, p)
+        unread = PhotoReading(doubtful, Quality(quality), None, cores=exudate_cores(probability))
+        return findings(unread, masks)
+
+    found = read([])
+    assert (found["dme_risk"], found["dme_reason"]) == (0, "no hard exudates (the fovea is not needed for that)")
+    assert found["rule_421_reason"] == "not assessed: the fovea was not found reliably (confidence 0.10)"
+    found = read(_far(K, p=0.9 * DME_EXUDATE_PEAK), quality="usable")
+    assert found["dme_risk"] == 0
+    assert found["dme_reason"] == (
+        f"no hard exudates counted: {K} hard exudates in the mask, none with p >= {DME_EXUDATE_PEAK:g} "
+        "(the fovea is not needed for that) (the photo's quality is usable: read with caution)"
+    )
+    found = read([(*NEAR, 3, SURE), *_far(2, p=0.9 * DME_EXUDATE_PEAK)])
+    assert found["dme_risk"] is None
+    assert (
+        found["dme_reason"]
+        == "no grade: 1 hard exudate counted, and the fovea was not found reliably (confidence 0.10)"
+    )
+    assert read_zones(np.zeros((4, *SHAPE), bool), None).dme_risk == 0  # no cores given: none at all
+    row = {"dme_read": 0, "landmarks_reliable": False, "ex_components": "[]"}
+    assert dme_with_floor(row, 0.5, 1, 0.01) == 0  # the measurement keeps the reading's own grade
+
+
 def test_components_measure_area_distance_and_peak():
     photo = _photo()
     mask = np.zeros(SHAPE, bool)

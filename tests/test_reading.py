@@ -148,8 +148,9 @@ def test_dme_risk_grade_by_idrid_definition(spots, grade, reason):
         cv2.circle(masks[0].view(np.uint8), (x, y), 4, 1, -1)
     reading = read_zones(masks, zone_maps(shape, fov, _landmarks()))
     assert (reading.dme_risk, reading.dme_reason) == (grade, reason)
-    assert read_zones(masks, None).dme_risk is None  # no fovea: no grade, and it says why
-    assert "not found" in read_zones(masks, None).dme_reason
+    without = read_zones(masks, None)  # no fovea: a grade only where no hard exudate shows
+    assert without.dme_risk == (0 if not spots else None)
+    assert ("not found" in without.dme_reason) == bool(spots)
 
 
 def test_421_haemorrhage_criterion():

@@ -170,9 +170,10 @@ def dme_with_floor(row: dict[str, Any], peak: float, count: float, area: float) 
     """The DME risk grade of a row of :func:`read_graded` by the rule of
     :func:`hydralanet.reading.zones.read_zones` with these settings: 0 when fewer than ``count`` hard
     exudates reach ``peak`` and those cover less than ``area`` of the disc's area, else 2 when
-    one of them reaches within 1 DD of the fovea, else 1; None where the reading gave no grade."""
-    if row["dme_read"] is None:
-        return None
+    one of them reaches within 1 DD of the fovea, else 1. Where the reading found no reliable
+    disc or fovea (no components recorded), its own grade: 0 with no hard exudate counted, else None."""
+    if row["dme_read"] is None or not row.get("landmarks_reliable", True):
+        return row["dme_read"]
     if "_components" not in row:  # parsed once: the settings are tried by the hundred
         row["_components"] = json.loads(row["ex_components"])
     kept = [c for c in row["_components"] if c[2] >= peak]

@@ -64,6 +64,28 @@ def dme_grade(
     return 2, f"{_n(near_counted, 'hard exudate')} within 1 DD of the fovea"
 
 
+def dme_without_landmarks(ex: tuple[int, np.ndarray], labels: np.ndarray, cores) -> tuple[int | None, str]:
+    """The DME risk grade when the optic disc or the fovea was not found reliably (no zone maps):
+    0 when no hard exudate counts anywhere in the photo (with ``cores``, none holds a pixel
+    reaching :data:`DME_EXUDATE_PEAK`; without, none at all), since then where the fovea lies does
+    not matter; otherwise None (no grade). Arguments as :func:`dme_grade`."""
+    n, _ = ex
+    if cores is None:
+        sure = n - 1
+    else:
+        counted = np.zeros(n, dtype=bool)
+        counted[np.unique(labels[cores])] = True
+        sure = int(counted[1:].sum())
+    if n <= 1:
+        return 0, "no hard exudates (the fovea is not needed for that)"
+    if sure == 0:
+        return 0, (
+            f"no hard exudates counted: {_n(n - 1, 'hard exudate')} in the mask, none with p >= "
+            f"{DME_EXUDATE_PEAK:g} (the fovea is not needed for that)"
+        )
+    return None, f"no grade: {_n(sure, 'hard exudate')} counted, and the optic disc or the fovea was not found"
+
+
 RETINOPATHY_LEVELS = (
     "few or no lesions",
     "microaneurysms, few other lesions",
@@ -76,9 +98,9 @@ RETINOPATHY_LEVELS = (
 REFERABLE_BURDEN = 38.0
 # The level counts lesions beyond microaneurysms (haemorrhages, hard and soft exudates together)
 # once at least RETINOPATHY_MIN_BEYOND of them show, and microaneurysms once at least
-# RETINOPATHY_MIN_MA show, so that a few false specks do not lift a photo's level. Chosen on 206
-# of IDRiD's 413 grading training photos only, for the quadratic kappa against the graders'
-# grade (python -m training.idrid_reading grading; docs/reading.md).
+# RETINOPATHY_MIN_MA show, so that a few false specks do not lift a photo's level. Chosen on
+# IDRiD's 413 grading training photos only (206 of them chose the same), for the quadratic
+# kappa against the graders' grade (python -m training.idrid_reading grading; docs/reading.md).
 RETINOPATHY_MIN_BEYOND = 30
 RETINOPATHY_MIN_MA = 10
 

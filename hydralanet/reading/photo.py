@@ -214,15 +214,18 @@ def findings(photo: PhotoReading, masks: np.ndarray, labelled: list[tuple] | Non
             if found is not None and not found.reliable
         ]
         if missing:
-            why = "no grade: " + " and ".join(missing)
-            reading.dme_reason, reading.rule_421_reason = why, why.replace("no grade", "not assessed")
+            why = " and ".join(missing)
+            reading.rule_421_reason = "not assessed: " + why
+            if reading.dme_risk is None:  # a grade 0 (no hard exudates) needs no landmark
+                reading.dme_reason = reading.dme_reason.split(", and ")[0] + ", and " + why
     out = landmarks.to_dict()
     out["scale"] = photo.scale()
     out["quality"] = photo.quality.to_dict()
     out.update(reading.to_dict())
     verdict = photo.quality.verdict
-    if verdict != "good" and photo.maps is not None:
-        caveat = f" (the photo's quality is {verdict}: read with caution)"
+    caveat = f" (the photo's quality is {verdict}: read with caution)"
+    if verdict != "good" and out["dme_risk"] is not None:
         out["dme_reason"] += caveat
+    if verdict != "good" and photo.maps is not None:
         out["rule_421_reason"] += caveat
     return out

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..config import CLASSES
-from .grading import dme_grade, near_unit, retinopathy_estimate, rule_421
+from .grading import dme_grade, dme_without_landmarks, near_unit, retinopathy_estimate, rule_421
 from .landmarks import Landmarks
 
 ETDRS_ZONES = (
@@ -251,10 +251,17 @@ def read_zones(
     (:func:`~hydralanet.reading.grading.exudate_cores`); with them the DME grade counts only the hard exudates that hold
     one, and none at all while those are too few and too small
     (:func:`~hydralanet.reading.grading.dme_grade`). Without them every hard exudate
-    of the mask counts."""
-    if maps is None:
-        why = "no grade: the optic disc or the fovea was not found"
-        reading = ZoneReading(dme_reason=why, rule_421_reason=why.replace("no grade", "not assessed"))
+    of the mask counts. ``maps`` None (no reliable disc or fovea): no zones; the DME grade is 0
+    where no hard exudate counts, else none (:func:`~hydralanet.reading.grading.dme_without_landmarks`)."""
+    if maps is None:  # no zones; the DME grade only where no hard exudate counts (0)
+        reading = ZoneReading(rule_421_reason="not assessed: the optic disc or the fovea was not found")
+        n, labels = (
+            labelled[0][:2]
+            if labelled is not None
+            else cv2.connectedComponents(masks[0].astype(np.uint8), connectivity=8)
+        )
+        flat = labels.reshape(-1)
+        reading.dme_risk, reading.dme_reason = dme_without_landmarks((n, flat[np.flatnonzero(masks[0])]), flat, cores)
         reading.retinopathy = retinopathy_estimate(masks, None)
         return reading
     reading = ZoneReading()
