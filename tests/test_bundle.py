@@ -57,6 +57,12 @@ def test_bundle_of_a_model_trained_on_idrid_names_the_data_and_its_test_set(tmp_
     assert prepare_main(["--synthetic", str(tmp_path / "syn"), "--out", str(tmp_path / "syn.csv")]) == 0
     text = (tmp_path / "syn.csv").read_text()
     (tmp_path / "idrid.csv").write_text(text.replace("\nsynthetic,", "\nidrid,"))
+    # The same photos given as lesion-free (no mask columns): what the card reports of healthy eyes.
+    lines = text.splitlines()
+    header = lines[0].split(",")
+    masks = [header.index(c) for c in ("EX", "HE", "MA", "SE")]
+    healthy = [",".join("" if k in masks else v for k, v in enumerate(line.split(","))) for line in lines[1:]]
+    (tmp_path / "healthy.csv").write_text("\n".join([lines[0], *healthy]) + "\n")
     bundle(
         run,
         tmp_path / "idrid.csv",
@@ -66,6 +72,7 @@ def test_bundle_of_a_model_trained_on_idrid_names_the_data_and_its_test_set(tmp_
         machine="a test machine",
         bootstrap=50,
         pretraining="the synthetic demonstration model",
+        lesion_free_manifest=tmp_path / "healthy.csv",
     )
     shipped = load_model(tmp_path / "weights", device="cpu")
     prov = shipped.config.provenance
@@ -81,3 +88,11 @@ def test_bundle_of_a_model_trained_on_idrid_names_the_data_and_its_test_set(tmp_
     assert "Trained only on synthetic data" not in card and "below the demonstration model's targets" not in card
     assert "initialised from: the synthetic demonstration model" in card
     assert "beside the IDRiD challenge's best 11-threshold AUPR" in card and "EX" in card
+    found = prov["lesion_free"]
+    assert found["photos"] == 3 and "per_photo" not in found
+    cov = found["coverage"]
+    assert (
+        f"- on 3 healthy eyes it was not trained on (graded free of retinopathy), % of the field of view marked, "
+        f"median (largest): EX {cov['EX']['median_pct']:.3f} % ({cov['EX']['max_pct']:.3f} %)"
+    ) in card
+    assert "photos over 0.1 %: EX " + str(cov["EX"]["photos_over_aim"]) in card

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,51 @@ def test_evaluate_matches_counting_by_hand_at_original_resolution(setup):
         by_hand = np.sum(np.abs(hits[used] - mass[used])) / count.sum()
         assert by_hand > 0.01, c  # an uncalibrated random model: far from zero, so the check can fail
         assert ece[c] == pytest.approx(by_hand, abs=5e-5), c  # 65,536 logit bins: within 2e-5 here
+
+
+def test_evaluate_reports_what_it_marks_on_lesion_free_photos(setup, tmp_path, capsys):
+    """Test rows given without any lesion mask: the share of each one's field of view marked at the
+    model's thresholds, counted by hand, and its median, largest and photos over the aim."""
+    with open(setup["manifest"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for k, r in enumerate(rows):
+        if r["split"] != "train" or k < 2:  # five photos, all scored as lesion-free
+            r.update(dict.fromkeys(CLASSES, ""), split="test")
+    manifest = setup["root"] / "lesion_free.csv"  # beside the other: the photos' relative paths hold
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    free = [r for r in read_manifest(manifest) if r["split"] == "test"]
+    loaded = load_model(setup["model"], device="cpu")
+    predictions = [predict(loaded, read_image(r["image"]), precision="fp32") for r in free]
+    # Thresholds that mark 0.15 % of the first photo's field: the others land on either side of 0.1 %.
+    first = predictions[0]
+    thresholds = {c: float(np.quantile(first.probabilities[i][first.fov], 0.9985)) for i, c in enumerate(CLASSES)}
+    model = tmp_path / "model"
+    shutil.copytree(setup["model"], model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "thresholds": thresholds}))
+    out = tmp_path / "out"
+    assert main(["--model", str(model), "--manifest", str(manifest), "--out", str(out)]) == 0
+    report = json.loads((out / "metrics.json").read_text())["lesion_free"]
+    by_hand = {}
+    for r, prediction in zip(free, predictions):
+        masks, fov = prediction.masks(thresholds), prediction.fov
+        by_hand[r["image"].name] = [100 * masks[i][fov].mean() for i in range(len(CLASSES))]
+    assert report["photos"] == len(free) >= 4 and sorted(report["per_photo"]) == sorted(by_hand)
+    for name, values in by_hand.items():
+        assert [report["per_photo"][name][c] for c in CLASSES] == pytest.approx(values, abs=1e-3)
+    table = np.array(list(by_hand.values()))
+    over = (table > 0.1).sum(axis=0)
+    assert 0 < over.sum() < table.size  # some photo-lesion pairs on either side of the aim
+    for i, c in enumerate(CLASSES):
+        found = report["coverage"][c]
+        assert found["median_pct"] == pytest.approx(np.median(table[:, i]), abs=1e-3)
+        assert found["max_pct"] == pytest.approx(table[:, i].max(), abs=1e-3)
+        assert found["photos_over_aim"] == over[i]
+    assert f"## Lesion-free photos ({len(free)})" in (out / "metrics.md").read_text()
+    assert "| lesion | median % | largest % | photos over 0.1 % |" in capsys.readouterr().out
 
 
 def test_evaluate_errors_are_one_line(setup, tmp_path, capsys):

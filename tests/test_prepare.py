@@ -266,3 +266,33 @@ def test_idrid_normals_join_as_lesion_free_photos_without_moving_other_splits(tm
     assert Counter(r["split"] for r in normals.values()) == {"train": 3, "val": 1}  # round(4 x 0.34)
     assert prepare_main(args[:-2] + ["--normals", "2", "--out", str(tmp_path / "two.csv")]) == 0
     assert len(read_manifest(tmp_path / "two.csv")) == len(before) + 2
+
+
+def test_idrid_test_normals_stand_alone_in_the_test_split(tmp_path, capsys):
+    """--normals-from test: the grading part's test photos graded 0 and 0, every one in the test
+    split (scored, never trained on), with no other dataset needed; it needs --idrid-normals."""
+    from training.prepare import main as prepare_main
+
+    from .fixtures_datasets import write_photo
+
+    grading = tmp_path / "IDRiD" / "B. Disease Grading"
+    photos = grading / "1. Original Images" / "b. Testing Set"
+    photos.mkdir(parents=True)
+    rows = ["Image name,Retinopathy grade,Risk of macular edema "]
+    for k, grades in enumerate(["0,0", "1,0", "0,0", "0,2", "0,0"], start=1):
+        write_photo(photos / f"IDRiD_{k:03d}.jpg", seed=200 + k)
+        rows.append(f"IDRiD_{k:03d},{grades}")
+    (grading / "2. Groundtruths").mkdir()
+    (grading / "2. Groundtruths" / "b. IDRiD_Disease Grading_Testing Labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "test_normals.csv"
+    args = ["--idrid-normals", str(tmp_path / "IDRiD"), "--normals-from", "test", "--out", str(out)]
+    assert prepare_main(args) == 0
+    found = {r["image"].name: r for r in read_manifest(out)}
+    assert sorted(found) == ["IDRiD_001.jpg", "IDRiD_003.jpg", "IDRiD_005.jpg"]
+    assert {r["split"] for r in found.values()} == {"test"}
+    assert all(r[c] is None for r in found.values() for c in ("EX", "HE", "MA", "SE"))
+    with pytest.raises(SystemExit):
+        prepare_main(["--normals-from", "test", "--synthetic", str(tmp_path), "--out", str(out)])
+    assert "--normals-from needs --idrid-normals" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):  # the training set is not there: said, not skipped
+        prepare_main(args[:2] + ["--out", str(out)])

@@ -51,9 +51,10 @@ IDRID_NOTE = """
 Trained on the segmentation part of the **Indian Diabetic Retinopathy Image Dataset (IDRiD)**:
 photographs of 4288 x 2848 pixels from one fundus camera (Kowa VX-10 alpha, 50 degree field,
 centred near the macula) of patients at an eye clinic in Nanded, India, with pixel masks of
-the four lesions drawn by experts. The official test photos were used for nothing but the
-test figures below; model selection, thresholds and calibration used photos held out of the
-official training set.
+the four lesions drawn by experts; the bundled recipe adds photos of its grading part that the
+graders found free of retinopathy and macular edema, as lesion-free photos. The official test
+photos were used for nothing but the test figures below; model selection, thresholds and
+calibration used photos held out of the official training set.
 
 > IDRiD (c) Prasanna Porwal, Samiksha Pachade and Manesh Kokare, licensed under
 > Creative Commons Attribution 4.0 International (CC BY 4.0). Porwal et al., "Indian Diabetic
@@ -62,9 +63,9 @@ official training set.
 > https://ieee-dataport.org/open-access/indian-diabetic-retinopathy-image-dataset-idrid
 
 **What it has never seen**: other cameras, fields of view, image quality, ethnicities and
-populations; eyes without retinopathy (every IDRiD segmentation photo shows some), other
-retinal diseases (drusen, which look like exudates, among them). 44 training photos are
-few: expect errors outside IDRiD-like photographs. **Research use only; not for clinical
+populations; healthy eyes other than IDRiD's; other retinal diseases (drusen, which look like
+exudates, among them). 44 training photos with lesions are few: expect errors outside
+IDRiD-like photographs, and false haemorrhages on healthy eyes (measured below). **Research use only; not for clinical
 use.**
 """
 
@@ -128,7 +129,11 @@ def bundle(
     crosscheck_seed: int = 7,
     bootstrap: int = 0,
     pretraining: str | None = None,
+    lesion_free_manifest: Path | None = None,
 ) -> dict[str, Any]:
+    """Package ``run``/best as fp16 weights with its model card into ``out``, every figure measured
+    on what ships: ``test_manifest``'s test split, the normal-eye photo, and, when given,
+    ``lesion_free_manifest``'s test split of healthy eyes (the share of each photo's field marked)."""
     best = load_model(run / "best", device="cpu")
     config = best.config
     data = describe_data(config.provenance.get("datasets") or {})
@@ -142,6 +147,13 @@ def bundle(
             crosscheck_metrics(half, Path(tmp) / "crosscheck", crosscheck_n, crosscheck_seed) if crosscheck_n else None
         )
         real = measure_real_photo(half)
+        healthy = (
+            evaluate(str(half), lesion_free_manifest, "test", Path(tmp) / "healthy", precision="fp32").get(
+                "lesion_free"
+            )
+            if lesion_free_manifest
+            else None
+        )
         shipped = load_model(half, device="cpu")
     prov = dict(config.provenance)
     prov["trained"] = True
@@ -161,6 +173,8 @@ def bundle(
             "scored like the test split."
         )
     prov["real_normal_eye"] = real
+    if healthy:
+        prov["lesion_free"] = {k: v for k, v in healthy.items() if k != "per_photo"}
     prov["training_seconds"] = train_seconds
     prov["machine"] = machine
     prov["train_machine"] = train_machine or machine
@@ -168,7 +182,12 @@ def bundle(
     config.name = data["name"]
     card = render_model_card(config, parameters=shipped.identity["parameters"]) + data["note"] + _facts(prov, real)
     save_checkpoint(shipped.model, out, config, model_card=card, weights_dtype=torch.float16)
-    return {"test": report["metrics"], "crosscheck": second["metrics"] if second else None, "real_normal_eye": real}
+    return {
+        "test": report["metrics"],
+        "crosscheck": second["metrics"] if second else None,
+        "real_normal_eye": real,
+        "lesion_free": healthy,
+    }
 
 
 def test_note(report: dict[str, Any], *, synthetic: bool) -> str:
@@ -255,6 +274,16 @@ def _facts(prov: dict[str, Any], real: dict[str, Any]) -> str:
     lines.append(
         f"- predicted lesion area on the real normal-eye photo (skimage.data.retina), % of the field of view: {coverage}"
     )
+    healthy = prov.get("lesion_free")
+    if healthy:
+        cov = healthy["coverage"]
+        lines.append(
+            f"- on {healthy['photos']} healthy eyes it was not trained on (graded free of retinopathy), % of the field "
+            "of view marked, median (largest): "
+            + ", ".join(f"{c} {cov[c]['median_pct']:.3f} % ({cov[c]['max_pct']:.3f} %)" for c in CLASSES)
+            + f"; photos over {healthy['aim_pct']:g} %: "
+            + ", ".join(f"{c} {cov[c]['photos_over_aim']}" for c in CLASSES)
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -271,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-machine", default=None, help="where the run was trained (default: --machine)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="resamples for AP intervals (0: none)")
     parser.add_argument("--pretraining", default=None, help="where the initial weights came from, for the card")
+    parser.add_argument(
+        "--lesion-free",
+        type=Path,
+        default=None,
+        metavar="MANIFEST",
+        help="a manifest whose test split holds healthy eyes (training.prepare --idrid-normals ROOT --normals-from "
+        "test): the share of each one's field marked goes into the card",
+    )
     parser.add_argument(
         "--crosscheck",
         type=int,
@@ -290,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         crosscheck_n=args.crosscheck,
         bootstrap=args.bootstrap,
         pretraining=args.pretraining,
+        lesion_free_manifest=args.lesion_free,
     )
     for c in CLASSES:
         m = result["test"]["overall"][c]
@@ -298,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{c}: aupr {m['aupr']:.4f}, aupr11 {m['aupr11']:.4f}, f1 {m['f1']:.3f}{second}, "
             f"real-eye area {result['real_normal_eye']['coverage_pct'][c]} %"
+            + (
+                f", healthy eyes median {result['lesion_free']['coverage'][c]['median_pct']} %"
+                if result["lesion_free"]
+                else ""
+            )
         )
     print(f"wrote {args.out}")
     return 0

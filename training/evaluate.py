@@ -65,10 +65,14 @@ def evaluate(
     suite = MetricSuite(sources, thresholds=thresholds)
     reading = ReadingScores() if has_labels(rows) else None
     per_image: list[PRAccumulator] = []
+    lesion_free: dict[str, dict[str, float]] = {}  # photo -> % of its field marked, per lesion
 
     def each(row: dict[str, Any], prediction, targets: np.ndarray) -> None:
         if reading:
             reading.update(row, prediction, targets, loaded.config.thresholds)
+        if not any(row.get(c) for c in CLASSES):  # given as lesion-free: no mask at all
+            marked = prediction.statistics(loaded.config.thresholds)
+            lesion_free[Path(row["image"]).name] = {r["lesion"]: r["coverage_pct"] for r in marked}
         if bootstrap:
             one = PRAccumulator()
             one.update(torch.from_numpy(prediction.probabilities)[None], torch.from_numpy(targets)[None])
@@ -82,7 +86,7 @@ def evaluate(
         desc=f"evaluating {split}",
         tta=tta,
         precision=precision,
-        each=each if (reading or bootstrap) else None,
+        each=each,
     )
     seconds = time.time() - start
 
@@ -115,6 +119,7 @@ def evaluate(
         "metrics": metrics,
         "calibration_error": {c: json_safe(curves[c]["ece"]) for c in CLASSES},
         **({"reading": json_safe(reading.report())} if reading else {}),
+        **({"lesion_free": lesion_free_summary(lesion_free)} if lesion_free else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
@@ -169,6 +174,45 @@ def score_rows(
                 each(row, prediction, targets)
 
 
+LESION_FREE_AIM_PCT = 0.1  # what a lesion-free photo should show at most, per lesion (% of its field)
+
+
+def lesion_free_summary(marked: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """What the model marks on the photos given as lesion-free (``marked``: photo -> lesion -> % of
+    its field of view at the model's thresholds): per lesion the median, the largest and how
+    many photos exceed :data:`LESION_FREE_AIM_PCT`, and the photos themselves."""
+    summary = {}
+    for c in CLASSES:
+        values = np.array([m[c] for m in marked.values()], dtype=np.float64)
+        summary[c] = {
+            "median_pct": round(float(np.median(values)), 4),
+            "max_pct": round(float(values.max()), 4),
+            "photos_over_aim": int((values > LESION_FREE_AIM_PCT).sum()),
+        }
+    return {"photos": len(marked), "aim_pct": LESION_FREE_AIM_PCT, "coverage": summary, "per_photo": marked}
+
+
+def lesion_free_lines(found: dict[str, Any]) -> list[str]:
+    """The markdown table of :func:`lesion_free_summary`."""
+    if not found:
+        return []
+    rows = [
+        f"| {c} | {v['median_pct']:.3f} | {v['max_pct']:.3f} | {v['photos_over_aim']} |"
+        for c, v in found["coverage"].items()
+    ]
+    return [
+        f"## Lesion-free photos ({found['photos']})",
+        "",
+        "Share of the field of view marked at the model's thresholds on the photos given without any "
+        f"lesion mask (the aim: at most {found['aim_pct']:g} % per lesion):",
+        "",
+        f"| lesion | median % | largest % | photos over {found['aim_pct']:g} % |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation: {report['model']['name']} on `{report['split']}`",
@@ -186,9 +230,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         count = report["images"]["all" if name == "overall" else name]
         lines += [f"## {name} ({count} images)", "", *metrics_table(metrics), ""]
     lines += interval_lines(report)
-    if set(report["images"]) - {"all"} == {"idrid"}:
+    if _scored_lesions(report):
         lines += literature_lines(report["metrics"]["overall"])
     lines += reading_markdown(report.get("reading") or {})
+    lines += lesion_free_lines(report.get("lesion_free") or {})
     ece = report.get("calibration_error") or {}
     if ece:
         lines += [
@@ -345,9 +390,17 @@ def main(argv: list[str] | None = None) -> int:
         interval = overall[c].get("aupr_95")
         spread = f" (95 % interval {interval[0]:.3f}-{interval[1]:.3f})" if interval and interval[0] is not None else ""
         print(f"  {c}: aupr {_fmt(overall[c].get('aupr'))}{spread}, aupr11 {_fmt(overall[c].get('aupr11'))}")
-    if set(report["images"]) - {"all"} == {"idrid"}:
+    if _scored_lesions(report):
         print("\n".join(literature_lines(overall)[2:]))
+    if report.get("lesion_free"):
+        print("\n".join(lesion_free_lines(report["lesion_free"])[4:]))
     return 0
+
+
+def _scored_lesions(report: dict[str, Any]) -> bool:
+    """IDRiD photos with lesion masks were scored: the published results apply."""
+    lesion_free = (report.get("lesion_free") or {}).get("photos", 0)
+    return set(report["images"]) - {"all"} == {"idrid"} and report["images"]["all"] > lesion_free
 
 
 def _fmt(value: Any) -> str:

@@ -12,7 +12,9 @@
 #              exudates included), are the validation split for model selection, thresholds
 #              and calibration; the other 44 train (WORKDIR/manifest.csv). The same plus 60
 #              photos of the grading part graded retinopathy 0 and macular-edema risk 0, as
-#              lesion-free photos, 50 train / 10 validation (WORKDIR/manifest_normals.csv).
+#              lesion-free photos, 50 train / 10 validation (WORKDIR/manifest_normals.csv). And
+#              the grading part's test photos graded 0 and 0, all in the test split, to score
+#              what the model marks on healthy eyes (WORKDIR/manifest_test_normals.csv).
 #   train      `training.train --config idrid` from the pretrained weights into WORKDIR/real,
 #              stopped after epoch 9 of its 40-epoch schedule (TRAIN_STOP).
 #   refine     from the best epoch of that: lesion-centred crops pick a lesion kind first
@@ -29,7 +31,8 @@
 #              haemorrhages also combined with a pass at half the input size
 #              (SCALES; chosen on the validation photos).
 #   bundle     fp16 weights, test metrics on the 27 official test photos with bootstrap
-#              intervals, the normal-eye check, inference time and the model card -> OUT.
+#              intervals, the normal-eye check, the healthy eyes of the grading test set,
+#              inference time and the model card -> OUT.
 #
 # Environment: PYTHON (default .venv/bin/python), INIT (pretrained checkpoint folder; default
 # WORKDIR/synthetic/weights), OUT (default weights), TRAIN_SET and REFINE_SET (extra `--set
@@ -63,6 +66,7 @@ if [[ " $stages " == *" data "* ]]; then
   "$py" -m training.prepare --idrid "$idrid" --out "$work/manifest.csv" --val-fraction 0.17
   "$py" -m training.prepare --idrid "$idrid" --idrid-normals "$idrid" --normals 60 --out "$work/manifest_normals.csv" \
     --val-fraction 0.17
+  "$py" -m training.prepare --idrid-normals "$idrid" --normals-from test --out "$work/manifest_test_normals.csv"
 fi
 
 # stage NAME MANIFEST EXTRA_SETS SETTING...: `training.train --config idrid` into $work/NAME with the
@@ -123,7 +127,9 @@ if [[ " $stages " == *" bundle "* ]]; then
     seconds=$(( seconds + more ))
     where="$where${where:+, then }$(cat "$work/$name/train_machine") ($(awk -v s="$more" 'BEGIN { printf "%.1f min", s / 60 }'), ${pair#*:})"
   done
-  "$py" -m training.bundle --run "$final" --test-manifest "$work/manifest.csv" --out "$out" --bootstrap 1000 \
+  healthy=()
+  [[ -f "$work/manifest_test_normals.csv" ]] && healthy=(--lesion-free "$work/manifest_test_normals.csv")
+  "$py" -m training.bundle --run "$final" --test-manifest "$work/manifest.csv" --out "$out" --bootstrap 1000 "${healthy[@]}" \
     --train-seconds "$seconds" --train-machine "$where" \
     --pretraining "the synthetic demonstration model (training/make_synthetic.sh)" \
     --command "${TRAIN_SET:+TRAIN_SET=\"$TRAIN_SET\" }${REFINE_SET:+REFINE_SET=\"$REFINE_SET\" }${NORMALS_SET:+NORMALS_SET=\"$NORMALS_SET\" }bash training/make_bundled.sh PATH/TO/IDRiD"

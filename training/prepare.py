@@ -330,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
         "macular-edema risk 0 as lesion-free photos, split into train/val on their own (--val-fraction)",
     )
     p.add_argument(
+        "--normals-from",
+        choices=("train", "test"),
+        default="train",
+        help="which of the grading part's sets --idrid-normals draws from: train (default; split into train/val) "
+        "or test (all in the test split, for scoring only: training.evaluate reports the area marked on them)",
+    )
+    p.add_argument(
         "--normals",
         type=int,
         default=None,
@@ -386,26 +393,36 @@ def collect_records(args: argparse.Namespace) -> list[Record]:
 
 
 def normal_rows(
-    folder: Path, n: int | None, val_fraction: float, seed: int, *, avoid: Sequence[Record] = ()
+    folder: Path,
+    n: int | None,
+    val_fraction: float,
+    seed: int,
+    *,
+    avoid: Sequence[Record] = (),
+    source_split: str = "train",
 ) -> list[dict[str, Any]]:
     """Manifest rows of IDRiD's lesion-free grading photos (:func:`parse_idrid_normals`): ``n``
     of them drawn with ``seed`` (all when None), ``val_fraction`` of those in ``val``, the rest
     in ``train``. Split on their own, so adding them leaves every other photo's split as it
-    was. A photo whose bytes equal one of ``avoid`` (the same photo released twice) is left out."""
+    was. A photo whose bytes equal one of ``avoid`` (the same photo released twice) is left out.
+    ``source_split`` "test": from the grading part's test set, every row in ``test``."""
     import hashlib
 
     def digest(path: Path) -> str:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
     seen = {digest(r.image) for r in avoid}
-    normals = [r for r in parse_idrid_normals(folder) if digest(r.image) not in seen]
+    normals = [r for r in parse_idrid_normals(folder, source_split) if digest(r.image) not in seen]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(normals))
     chosen = [normals[i] for i in order[: n if n is not None else len(normals)]]
     n_val = round(len(chosen) * val_fraction)
+
+    def split(i: int) -> str:
+        return "test" if source_split == "test" else "val" if i < n_val else "train"
+
     return [
-        {"source": r.source, "split": "val" if i < n_val else "train", "image": r.image, **r.masks, **r.labels}
-        for i, r in enumerate(chosen)
+        {"source": r.source, "split": split(i), "image": r.image, **r.masks, **r.labels} for i, r in enumerate(chosen)
     ]
 
 
@@ -426,22 +443,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--normals needs --idrid-normals")
     if args.normals is not None and args.normals < 1:
         parser.error(f"--normals must be >= 1, got {args.normals}")
-    if not (args.idrid or args.ddr or args.tjdr or args.synthetic or args.idrid_reading):
-        parser.error("name at least one dataset: --idrid, --ddr, --tjdr, --synthetic or --idrid-reading")
+    if args.normals_from != "train" and not args.idrid_normals:
+        parser.error("--normals-from needs --idrid-normals")
+    if not (args.idrid or args.ddr or args.tjdr or args.synthetic or args.idrid_reading or args.idrid_normals):
+        parser.error(
+            "name at least one dataset: --idrid, --ddr, --tjdr, --synthetic, --idrid-reading or --idrid-normals"
+        )
     if args.tjdr_palette and not args.tjdr:
         parser.error("--tjdr-palette needs --tjdr")
     records = collect_records(args)
-    if not records:
+    if not records and not args.idrid_normals:
         parser.error("the datasets given hold no images")
-    patterns = lesion_presence(records, workers=args.workers)
+    patterns = lesion_presence(records, workers=args.workers) if records else []
     sources = [r.source for r in records]
     splits = assign_splits(
         sources, [r.official_split for r in records], patterns,
         mode=args.split, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-    )  # fmt: skip
+    ) if records else []  # fmt: skip
     rows = [{"source": r.source, "split": s, "image": r.image, **r.masks, **r.labels} for r, s in zip(records, splits)]
     if args.idrid_normals:
-        normals = normal_rows(args.idrid_normals, args.normals, args.val_fraction, args.seed, avoid=records)
+        normals = normal_rows(
+            args.idrid_normals,
+            args.normals,
+            args.val_fraction,
+            args.seed,
+            avoid=records,
+            source_split=args.normals_from,
+        )
         rows += normals
         splits = [*splits, *(r["split"] for r in normals)]
         sources = [*sources, *(r["source"] for r in normals)]

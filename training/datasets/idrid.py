@@ -159,16 +159,18 @@ def parse_idrid_reading(root: str | os.PathLike) -> list[Record]:
     return records
 
 
-def parse_idrid_normals(root: str | os.PathLike) -> list[Record]:
-    """The photos of IDRiD's grading part (``B. Disease Grading``, training set) that its
-    graders gave retinopathy grade 0 and macular-edema risk 0: lesion-free photos from the
-    segmentation part's camera, as records whose four lesion masks are known to be empty.
-    ``root`` is the ``B. Disease Grading`` folder or its parent. The grading test set is left
-    alone (it scores the reading)."""
+def parse_idrid_normals(root: str | os.PathLike, split: str = "train") -> list[Record]:
+    """The photos of IDRiD's grading part (``B. Disease Grading``) that its graders gave
+    retinopathy grade 0 and macular-edema risk 0: lesion-free photos from the segmentation
+    part's camera, as records whose four lesion masks are known to be empty. ``root`` is the
+    ``B. Disease Grading`` folder or its parent; ``split`` the grading part's ``train`` set (for
+    training and validation) or its ``test`` set (for scoring only)."""
+    if split not in _IDRID_READING_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(_IDRID_READING_SPLITS)}, got {split!r}")
     root = Path(root)
     base = root if root.name == IDRID_GRADING else root / IDRID_GRADING
     problems = Problems("IDRiD", base)
-    folder, word = _IDRID_READING_SPLITS["train"]
+    folder, word = _IDRID_READING_SPLITS[split]
     images = files_by_stem(
         require_dir(base / "1. Original Images" / folder, "IDRiD", "grading photo"), IMAGE_EXTENSIONS, problems
     )
@@ -189,6 +191,6 @@ def parse_idrid_normals(root: str | os.PathLike) -> list[Record]:
         if image is None:
             problems.add(f"{path}: {name!r} has no photo in {folder}")
             continue
-        records.append(Record("idrid", "train", image, dict.fromkeys(MASK_KEYS), {"dme_grade": 0}))
+        records.append(Record("idrid", split, image, dict.fromkeys(MASK_KEYS), {"dme_grade": 0}))
     problems.raise_if_any()
     return sorted(records, key=lambda r: str(r.image))
