@@ -104,16 +104,7 @@ def evaluate(
         "split": split,
         "images": {"all": len(rows), **{s: sum(r["source"] == s for r in rows) for s in sources}},
         "thresholds": dict(loaded.config.thresholds),
-        "settings": {
-            "tta": tta,
-            "precision": precision,
-            "device": str(loaded.device),
-            "resolution": "original",
-            "input_size": loaded.config.preprocessing.input_size,
-            "clahe": loaded.config.preprocessing.clahe,
-            "crop": loaded.config.preprocessing.crop,
-            "calibrated": loaded.config.calibration is not None,
-        },
+        "settings": _settings(loaded, tta, precision),
         "seconds": round(seconds, 2),
         "bootstrap": bootstrap,
         "metrics": metrics,
@@ -127,6 +118,20 @@ def evaluate(
     plot_pr_curves(overall, thresholds, out / "pr_curves.png", title=f"{loaded.identity['name']} on {split}")
     plot_reliability(curves, out / "reliability.png", title=f"{loaded.identity['name']} on {split}")
     return report
+
+
+def _settings(loaded, tta: bool, precision: str) -> dict[str, Any]:
+    """How the photos were scored: the ``settings`` of ``metrics.json``."""
+    return {
+        "tta": tta,
+        "precision": precision,
+        "device": str(loaded.device),
+        "resolution": "original",
+        "input_size": loaded.config.preprocessing.input_size,
+        "clahe": loaded.config.preprocessing.clahe,
+        "crop": loaded.config.preprocessing.crop,
+        "calibrated": loaded.config.calibration is not None,
+    }
 
 
 def score_rows(
