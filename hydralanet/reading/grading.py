@@ -45,12 +45,8 @@ def dme_grade(
     if total == 0:
         return 0, "no hard exudates"
     n, lab = ex
-    counted = np.zeros(n, dtype=bool)
-    if cores is None:
-        counted[1:] = True
-    else:
-        counted[np.unique(labels[cores])] = True
-        counted[0] = False
+    counted = counted_exudates(n, labels, cores)
+    if cores is not None:
         area, sure = int(np.bincount(lab, minlength=n)[counted].sum()), int(counted.sum())
         if sure < DME_EXUDATE_MIN_COUNT and area < DME_EXUDATE_MIN_AREA * disc_area:
             return 0, (
@@ -64,26 +60,36 @@ def dme_grade(
     return 2, f"{_n(near_counted, 'hard exudate')} within 1 DD of the fovea"
 
 
-def dme_without_landmarks(ex: tuple[int, np.ndarray], labels: np.ndarray, cores) -> tuple[int | None, str]:
-    """The DME risk grade when the optic disc or the fovea was not found reliably (no zone maps):
-    0 when no hard exudate counts anywhere in the photo (with ``cores``, none holds a pixel
-    reaching :data:`DME_EXUDATE_PEAK`; without, none at all), since then where the fovea lies does
-    not matter; otherwise None (no grade). Arguments as :func:`dme_grade`."""
-    n, _ = ex
+def counted_exudates(n: int, labels: np.ndarray, cores) -> np.ndarray:
+    """Which of the ``n - 1`` hard exudates (labels 1 .. n - 1 of the flat label image ``labels``;
+    index 0, the background, never) count: those holding a pixel of ``cores``, or every one
+    when ``cores`` is None."""
+    counted = np.zeros(n, dtype=bool)
     if cores is None:
-        sure = n - 1
+        counted[1:] = True
     else:
-        counted = np.zeros(n, dtype=bool)
         counted[np.unique(labels[cores])] = True
-        sure = int(counted[1:].sum())
+        counted[0] = False
+    return counted
+
+
+def dme_without_landmarks(
+    n: int, labels: np.ndarray, cores, unlocated: str = "the optic disc or the fovea was not found"
+) -> tuple[int | None, str]:
+    """The DME risk grade when the optic disc or the fovea was not found reliably (no zone maps):
+    0 when no hard exudate counts anywhere in the photo (:func:`counted_exudates`), since then
+    where the fovea lies does not matter; otherwise None (no grade), the reason ending with
+    ``unlocated`` (which landmark was missed). ``n``: the hard exudates + 1; ``labels`` and
+    ``cores`` as :func:`dme_grade` takes them."""
     if n <= 1:
         return 0, "no hard exudates (the fovea is not needed for that)"
+    sure = int(counted_exudates(n, labels, cores).sum())
     if sure == 0:
         return 0, (
             f"no hard exudates counted: {_n(n - 1, 'hard exudate')} in the mask, none with p >= "
             f"{DME_EXUDATE_PEAK:g} (the fovea is not needed for that)"
         )
-    return None, f"no grade: {_n(sure, 'hard exudate')} counted, and the optic disc or the fovea was not found"
+    return None, f"no grade: {_n(sure, 'hard exudate')} counted, and {unlocated}"
 
 
 RETINOPATHY_LEVELS = (

@@ -202,22 +202,17 @@ def findings(photo: PhotoReading, masks: np.ndarray, labelled: list[tuple] | Non
     criterion, zone rows and quadrant counts. Coordinates in pixels of the photo as read (EXIF
     applied); zone pixels in the photo's pixels (scaled from a working grid's, rounded).
     ``labelled``: the masks' lesions (:func:`hydralanet.inference.segment.label_lesions`), when made."""
-    reading = read_zones(masks, photo.maps, labelled, photo.cores)
+    landmarks = photo.landmarks
+    missing = [
+        f"the {name} was not found reliably (confidence {found.confidence:.2f})"
+        for name, found in (("optic disc", landmarks.disc), ("fovea", landmarks.fovea))
+        if found is not None and not found.reliable
+    ]
+    unlocated = {"unlocated": " and ".join(missing)} if missing else {}
+    reading = read_zones(masks, photo.maps, labelled, photo.cores, **unlocated)
     if photo.map_scale != 1.0:
         area = photo.map_scale**2
         reading.zones = [{**row, "pixels": round(row["pixels"] * area)} for row in reading.zones]
-    landmarks = photo.landmarks
-    if photo.maps is None:
-        missing = [
-            f"the {name} was not found reliably (confidence {found.confidence:.2f})"
-            for name, found in (("optic disc", landmarks.disc), ("fovea", landmarks.fovea))
-            if found is not None and not found.reliable
-        ]
-        if missing:
-            why = " and ".join(missing)
-            reading.rule_421_reason = "not assessed: " + why
-            if reading.dme_risk is None:  # a grade 0 (no hard exudates) needs no landmark
-                reading.dme_reason = reading.dme_reason.split(", and ")[0] + ", and " + why
     out = landmarks.to_dict()
     out["scale"] = photo.scale()
     out["quality"] = photo.quality.to_dict()

@@ -241,6 +241,8 @@ def read_zones(
     maps: ZoneMaps | PackedZoneMaps | None,
     labelled: list[tuple] | None = None,
     cores: np.ndarray | None = None,
+    *,
+    unlocated: str = "the optic disc or the fovea was not found",
 ) -> ZoneReading:
     """Zone rows (lesion, zone, count, pixels, zone_pct) for ``masks`` (bool ``4 x H x W``, EX,
     HE, MA, SE), quadrant counts, the DME risk grade and the 4-2-1 haemorrhage criterion.
@@ -252,16 +254,16 @@ def read_zones(
     one, and none at all while those are too few and too small
     (:func:`~hydralanet.reading.grading.dme_grade`). Without them every hard exudate
     of the mask counts. ``maps`` None (no reliable disc or fovea): no zones; the DME grade is 0
-    where no hard exudate counts, else none (:func:`~hydralanet.reading.grading.dme_without_landmarks`)."""
+    where no hard exudate counts, else none (:func:`~hydralanet.reading.grading.dme_without_landmarks`);
+    ``unlocated`` says which landmark was missed, in the reasons."""
     if maps is None:  # no zones; the DME grade only where no hard exudate counts (0)
-        reading = ZoneReading(rule_421_reason="not assessed: the optic disc or the fovea was not found")
+        reading = ZoneReading(rule_421_reason=f"not assessed: {unlocated}")
         n, labels = (
             labelled[0][:2]
             if labelled is not None
             else cv2.connectedComponents(masks[0].astype(np.uint8), connectivity=8)
         )
-        flat = labels.reshape(-1)
-        reading.dme_risk, reading.dme_reason = dme_without_landmarks((n, flat[np.flatnonzero(masks[0])]), flat, cores)
+        reading.dme_risk, reading.dme_reason = dme_without_landmarks(n, labels.reshape(-1), cores, unlocated)
         reading.retinopathy = retinopathy_estimate(masks, None)
         return reading
     reading = ZoneReading()
