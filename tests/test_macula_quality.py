@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -13,7 +14,7 @@ from hydralanet.io.images import read_image
 from hydralanet.preprocessing import fov_mask
 from hydralanet.reading.landmarks import Fovea, Landmarks, OpticDisc
 from hydralanet.reading.photo import macula_of
-from hydralanet.reading.quality import FOVEA_NOT_RELIABLE, MACULA_LIMITS, assess_quality
+from hydralanet.reading.quality import FOVEA_NOT_RELIABLE, MACULA_LIMITS, _broad_blur, assess_quality
 from training.quality_check import macula_variants
 
 FIXTURES = Path(__file__).parent / "fixtures" / "idrid_landmarks"
@@ -91,3 +92,16 @@ def test_macula_of_landmarks():
     weak = Fovea(100.0, 210.0, 0.01)
     assert macula_of(Landmarks(disc, weak, "left", "image", 700.0)) is None
     assert macula_of(Landmarks(disc, None, "left", "image", 700.0)) is None
+
+
+def test_broad_blur_matches_the_full_size_blur():
+    """The illumination map is blurred on a smaller copy: within 1 % of the full-size blur."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:512, :512].astype(np.float32)
+    values = 60 + 120 * np.exp(-((xx - 150) ** 2 + (yy - 380) ** 2) / 2e4) + rng.normal(0, 20, (512, 512))
+    values = values.astype(np.float32)
+    full = cv2.GaussianBlur(values, (0, 0), 40.0)
+    assert np.abs(_broad_blur(values, 40.0) - full).max() < 0.01 * full.max()
+    small = np.pad(values[:40, :40], 0)  # too small for a smaller copy: the full blur itself
+    assert np.array_equal(_broad_blur(small, 40.0), cv2.GaussianBlur(small, (0, 0), 40.0))
+

@@ -48,6 +48,19 @@ def test_fov_off_centre_non_square():
     assert geometry.side == max(geometry.box[1] - geometry.box[0], geometry.box[3] - geometry.box[2])
 
 
+def test_fov_geometry_box_is_the_masks_bounding_box():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        fov = np.zeros((97, 131), bool)
+        ys, xs = rng.integers(0, 97, 6), rng.integers(0, 131, 6)
+        fov[ys, xs] = True  # scattered pixels: the box must reach the outermost on each side
+        geometry = fov_geometry(fov, 64)
+        assert geometry.box == (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
+        assert geometry.side == max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min())
+    with pytest.raises(BlankImageError, match="empty field of view"):
+        fov_geometry(np.zeros((40, 40), bool), 64)
+
+
 def test_fov_fills_dark_lesions_inside_disc():
     img = synthetic_fundus(400, 400, centre=(200, 200), radius=150)
     img[190:210, 190:210] = 0  # a pitch-black blot in the middle is still inside the FOV
