@@ -104,4 +104,3 @@ def test_broad_blur_matches_the_full_size_blur():
     assert np.abs(_broad_blur(values, 40.0) - full).max() < 0.01 * full.max()
     small = np.pad(values[:40, :40], 0)  # too small for a smaller copy: the full blur itself
     assert np.array_equal(_broad_blur(small, 40.0), cv2.GaussianBlur(small, (0, 0), 40.0))
-
