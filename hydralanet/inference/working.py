@@ -152,7 +152,8 @@ def _pool_max(planes: np.ndarray, side: int) -> np.ndarray:
     """``C x N x N`` -> ``C x side x side``: each output pixel the maximum of the input pixels
     that start under it (``side <= N``; every input pixel lands in exactly one output pixel)."""
     starts = np.floor(np.arange(side) * (planes.shape[-1] / side)).astype(np.intp)
-    return np.maximum.reduceat(np.maximum.reduceat(planes, starts, axis=1), starts, axis=2)
+    # along the rows first: the full-size pass runs over contiguous memory (half the time)
+    return np.maximum.reduceat(np.maximum.reduceat(planes, starts, axis=2), starts, axis=1)
 
 
 def working_side(prediction: SquarePrediction, side: int = WORKING_SIDE) -> int:
