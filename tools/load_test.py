@@ -1,6 +1,6 @@
 """Load test of the web app: N browser sessions at once against one ``streamlit run app.py``.
 
-Starts the app (bundled model unless ``--model``), then for each N in ``--sessions``: opens N
+Starts the app (bundled model unless ``--model``), then for each N in ``--visitors``: opens N
 headless-chromium sessions, each uploads a photo at the same moment (``--photo``: a 4288 x 2848
 JPEG or a 1024 px PNG made from the CC0 sample photo), waits for its result (the overlay
 shown, then the whole page with its reading), then moves the EX threshold slider and waits for
@@ -10,9 +10,9 @@ the others work. Reports per N: time to first result (median, p95), slider redra
 p95; the overlay alone, which the page shows before its reading), errors, the server's peak RSS, and its RSS once the sessions have closed and the server
 has let their results go, against the baseline (the server after one warm-up session).
 
-    .venv/bin/python tools/load_test.py --sessions 1,4,8,16 --photo big
-    .venv/bin/python tools/load_test.py --sessions 16 --photo big --bad
-    .venv/bin/python tools/load_test.py --sessions 16,16 --photo big --two-step
+    .venv/bin/python tools/load_test.py --visitors 1,4,8,16 --photo big
+    .venv/bin/python tools/load_test.py --visitors 16 --photo big --bad
+    .venv/bin/python tools/load_test.py --visitors 16,16 --photo big --two-step
 
 ``--two-step``: every visitor uploads twice, the second upload once the first is answered:
 half of them a corrupt file then the photo, the others the photo then a second photo
@@ -288,7 +288,13 @@ def settle(monitor: RssMonitor, baseline: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", default="1,4,8,16", help="comma-separated session counts (default 1,4,8,16)")
+    parser.add_argument(
+        "--visitors",
+        "--sessions",
+        dest="visitors",
+        default="1,4,8,16",
+        help="comma-separated numbers of visitors (browser tabs) at once (default 1,4,8,16)",
+    )
     parser.add_argument("--photo", choices=("big", "small"), default="big", help="4288x2848 JPEG or 1024 px PNG")
     parser.add_argument("--bad", action="store_true", help="every other session uploads a bad file")
     parser.add_argument(
@@ -309,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         " written), and measure the RSS again",
     )
     args = parser.parse_args(argv)
-    counts = [int(n) for n in args.sessions.split(",")]
+    counts = [int(n) for n in args.visitors.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     inputs = make_inputs(args.out / "inputs")
     with socket.socket() as sock:
