@@ -288,13 +288,8 @@ def settle(monitor: RssMonitor, baseline: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--visitors",
-        "--sessions",
-        dest="visitors",
-        default="1,4,8,16",
-        help="comma-separated numbers of visitors (browser tabs) at once (default 1,4,8,16)",
-    )
+    visitors = "comma-separated numbers of visitors (browser tabs) at once (default 1,4,8,16)"
+    parser.add_argument("--visitors", "--sessions", dest="visitors", default="1,4,8,16", help=visitors)
     parser.add_argument("--photo", choices=("big", "small"), default="big", help="4288x2848 JPEG or 1024 px PNG")
     parser.add_argument("--bad", action="store_true", help="every other session uploads a bad file")
     parser.add_argument(
