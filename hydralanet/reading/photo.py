@@ -218,9 +218,10 @@ def findings(photo: PhotoReading, masks: np.ndarray, labelled: list[tuple] | Non
     out["quality"] = photo.quality.to_dict()
     out.update(reading.to_dict())
     verdict = photo.quality.verdict
-    caveat = f" (the photo's quality is {verdict}: read with caution)"
-    if verdict != "good" and out["dme_risk"] is not None:
-        out["dme_reason"] += caveat
-    if verdict != "good" and photo.maps is not None:
-        out["rule_421_reason"] += caveat
+    if verdict != "good":
+        caveat = f" (the photo's quality is {verdict}: read with caution)"
+        if out["dme_risk"] is not None:
+            out["dme_reason"] += caveat
+        if photo.maps is not None:
+            out["rule_421_reason"] += caveat
     return out
