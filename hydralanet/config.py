@@ -138,11 +138,16 @@ class CheckpointConfig:
     # multiple of preprocessing.input_size (1.0 is that size itself): large lesions such as
     # haemorrhages are seen whole at a smaller input. None = the input size alone.
     scales: dict[str, tuple[float, ...]] | None = None
+    # Per class, a band along the field of view's edge where that lesion is not marked, as a share
+    # of the field's diameter, {class: share}: a bright rim that the model takes for hard exudates.
+    # None (or a class left out) = no band.
+    edge_margin: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         self.thresholds = validate_thresholds(self.thresholds)
         self.calibration = validate_calibration(self.calibration)
         self.scales = validate_scales(self.scales)
+        self.edge_margin = validate_edge_margin(self.edge_margin)
 
     def extra_scales(self) -> tuple[float, ...]:
         """The factors other than 1.0 that some class averages (sorted; empty without ``scales``)."""
@@ -160,6 +165,7 @@ class CheckpointConfig:
             "calibration": {c: list(ab) for c, ab in self.calibration.items()} if self.calibration else None,
             **({"tta": True} if self.tta else {}),
             **({"scales": {c: list(fs) for c, fs in self.scales.items()}} if self.scales else {}),
+            **({"edge_margin": dict(self.edge_margin)} if self.edge_margin else {}),
             "provenance": self.provenance,
         }
 
@@ -184,6 +190,7 @@ class CheckpointConfig:
             calibration=data.get("calibration"),
             tta=bool(data.get("tta", False)),
             scales=data.get("scales"),
+            edge_margin=data.get("edge_margin"),
         )
 
 
@@ -263,6 +270,28 @@ def validate_scales(scales: dict[str, Any] | None) -> dict[str, tuple[float, ...
             raise ValueError(f"scales for {c} must be one or more factors in (0, 4], got {scales[c]!r}")
         out[c] = tuple(sorted(set(factors)))
     return out if any(fs != (1.0,) for fs in out.values()) else None
+
+
+def validate_edge_margin(margin: dict[str, Any] | None) -> dict[str, float] | None:
+    """``{class: share}`` for some of the four classes, each share of the field of view's
+    diameter finite and in [0, 0.25); classes with 0 are dropped; None when none is left."""
+    if not margin:
+        return None
+    if not isinstance(margin, dict):
+        raise ValueError(f"edge_margin must map lesions to shares of the field's diameter, got {margin!r}")
+    out = {}
+    for c, value in margin.items():
+        if c not in CLASSES:
+            raise ValueError(f"unknown lesion {c!r} in edge_margin; use one of {', '.join(CLASSES)}")
+        try:
+            share = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"edge_margin for {c} must be a number, got {value!r}") from None
+        if not (math.isfinite(share) and 0 <= share < 0.25):
+            raise ValueError(f"edge_margin for {c} must be a share of the field's diameter in [0, 0.25), got {value!r}")
+        if share > 0:
+            out[c] = share
+    return {c: out[c] for c in CLASSES if c in out} or None
 
 
 def validate_thresholds(thresholds: dict[str, float] | None) -> dict[str, float]:

@@ -236,3 +236,30 @@ def test_calibrate_stores_scales_and_fits_on_every_view(tiny, tmp_path, capsys) 
         assert config["calibration"][c] == pytest.approx(plain_config["calibration"][c]), c
     for c in ("EX", "HE"):
         assert config["calibration"][c] != pytest.approx(plain_config["calibration"][c], rel=1e-3), c
+
+
+def test_calibrate_stores_an_edge_margin_and_fits_with_it(tiny, tmp_path) -> None:
+    model, manifest = str(tiny / "model"), str(tiny / "manifest.csv")
+    runs = {}
+    for name, extra in (("plain", []), ("band", ["--edge-margin", "EX=0.2 HE=0"])):
+        out = tmp_path / name
+        assert (
+            calibrate_main(["--model", model, "--manifest", manifest, "--split", "train", "--out", str(out), *extra])
+            == 0
+        )
+        runs[name] = json.loads((out / "config.json").read_text())
+    band, plain = runs["band"], runs["plain"]
+    assert band["edge_margin"] == {"EX": 0.2} and "edge_margin" not in plain
+    assert band["provenance"]["calibration"]["edge_margin"] == {"EX": 0.2}
+    # Fitted with the band in force: EX's pixels differ, so does its fit; the other lesions' do not.
+    assert band["calibration"]["EX"] != pytest.approx(plain["calibration"]["EX"], rel=1e-3)
+    for c in ("HE", "MA", "SE"):
+        assert band["calibration"][c] == pytest.approx(plain["calibration"][c]), c
+    kept = tmp_path / "kept"  # without --edge-margin the checkpoint keeps its own band
+    assert (
+        calibrate_main(
+            ["--model", str(tmp_path / "band"), "--manifest", manifest, "--split", "train", "--out", str(kept)]
+        )
+        == 0
+    )
+    assert json.loads((kept / "config.json").read_text())["edge_margin"] == {"EX": 0.2}

@@ -23,12 +23,20 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hydralanet import load_model
 from hydralanet.checkpoints.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, CheckpointError
-from hydralanet.config import CLASSES, PRECISIONS, CheckpointConfig, scale_factors, validate_scales
+from hydralanet.config import (
+    CLASSES,
+    PRECISIONS,
+    CheckpointConfig,
+    scale_factors,
+    validate_edge_margin,
+    validate_scales,
+)
 
 from .calibration import calibrate_threshold, fit_platt, reliability
 from .data import split_rows
@@ -72,12 +80,16 @@ def calibrate(
     test_manifest: str | os.PathLike | None = None,
     tta: bool = False,
     scales: dict[str, Any] | None = None,
+    edge_margin: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit, re-tune, write; returns the record stored as ``provenance["calibration"]``.
     ``tta``: the thresholds are tuned on flip-averaged calibrated probabilities and the
     checkpoint's ``tta`` is set (the calibration itself is fitted per view, as it is applied).
     ``scales`` (with ``tta``): the input scales each class averages (``config.scales``), stored in
-    the checkpoint; the calibration is fitted on all their views and the thresholds on the average."""
+    the checkpoint; the calibration is fitted on all their views and the thresholds on the average.
+    ``edge_margin`` (``{lesion: share}``, ``config.edge_margin``): the band along the field's edge
+    where a lesion is not marked, stored in the checkpoint and in force while fitting (None: the
+    checkpoint's own; a share of 0 removes a lesion's band)."""
     scales = validate_scales(scales)
     if scales and not tta:
         raise ValueError("scales apply under test-time augmentation: give --tta with --scales")
@@ -85,6 +97,8 @@ def calibrate(
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{model}: not a checkpoint folder ({CONFIG_NAME} + {WEIGHTS_NAME}); convert it first")
     loaded = load_model(folder, device="cpu")
+    if edge_margin is not None:
+        loaded = replace(loaded, config=replace(loaded.config, edge_margin=validate_edge_margin(edge_margin)))
     rows = read_manifest(manifest)
     fit_rows = [r for name in split.split(",") for r in split_rows(rows, name.strip())]
     if not fit_rows:
@@ -103,6 +117,7 @@ def calibrate(
         "ece": {split: _ece_pair(pr, calibration)},
         "thresholds_before": dict(loaded.config.thresholds),
         **({"thresholds_tuned_with": _tuned_with(scales)} if tta else {}),
+        **({"edge_margin": dict(loaded.config.edge_margin)} if loaded.config.edge_margin else {}),
     }
     test_source = read_manifest(test_manifest) if test_manifest else rows
     test_rows = [r for r in test_source if r["split"] == test_split] if test_split else []
@@ -122,6 +137,7 @@ def calibrate(
         calibration=calibration,
         tta=tta or old.tta,
         scales=scales if tta else old.scales,
+        edge_margin=old.edge_margin,
     )
     card_path = folder / CARD_NAME
     card = card_path.read_text() if card_path.exists() else ""
@@ -140,8 +156,6 @@ def _tta_thresholds(
     loaded, rows: list[dict[str, Any]], calibration, scales, *, desc: str, precision: str
 ) -> dict[str, float]:
     """The best-F1 thresholds of the calibrated probabilities averaged over flips (and ``scales``)."""
-    from dataclasses import replace
-
     calibrated = replace(loaded, config=replace(loaded.config, calibration=calibration, scales=scales))
     suite = MetricSuite(sorted({r["source"] for r in rows}))
     score_rows(calibrated, rows, suite, desc=desc, tta=True, precision=precision)
@@ -214,6 +228,21 @@ def parse_scales(spec: str) -> dict[str, list[float]]:
     return out
 
 
+def parse_edge_margin(spec: str) -> dict[str, float]:
+    """``'EX=0.012 SE=0.01'`` -> ``{"EX": 0.012, "SE": 0.01}`` (checked by
+    :func:`hydralanet.config.validate_edge_margin`)."""
+    out: dict[str, float] = {}
+    for part in spec.split():
+        name, sep, value = part.partition("=")
+        if not sep or name not in CLASSES:
+            raise ValueError(f"--edge-margin: {part!r} is not LESION=SHARE with a lesion of {', '.join(CLASSES)}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--edge-margin: {part!r} has a share that is not a number") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="checkpoint folder (config.json + model.safetensors)")
@@ -235,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --tta: input scales each lesion averages, multiples of the input size, e.g. "
         "'EX=0.667,1 HE=0.667 MA=1 SE=1' (stored in the checkpoint)",
     )
+    parser.add_argument(
+        "--edge-margin",
+        default=None,
+        metavar="SPEC",
+        help="lesions not marked within a band along the field of view's edge, as a share of the field's "
+        "diameter, e.g. 'EX=0.012' (stored in the checkpoint; default: the checkpoint's own)",
+    )
     args = parser.parse_args(argv)
     try:
         record = calibrate(
@@ -247,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             test_manifest=args.test_manifest,
             tta=args.tta,
             scales=parse_scales(args.scales) if args.scales else None,
+            edge_margin=parse_edge_margin(args.edge_margin) if args.edge_margin is not None else None,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

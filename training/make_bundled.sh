@@ -29,7 +29,8 @@
 #              probabilities, on the validation photos at their original resolution
 #              (`training.calibrate --tta`: the model then runs with flips by default),
 #              haemorrhages also combined with a pass at half the input size
-#              (SCALES; chosen on the validation photos).
+#              (SCALES; chosen on the validation photos), and hard exudates not marked within
+#              1.2 % of the field's diameter from its edge (EDGE_MARGIN; chosen there too).
 #   bundle     fp16 weights, test metrics on the 27 official test photos with bootstrap
 #              intervals, the normal-eye check, the healthy eyes of the grading test set,
 #              inference time and the model card -> OUT.
@@ -38,7 +39,8 @@
 # WORKDIR/synthetic/weights), OUT (default weights), TRAIN_SET and REFINE_SET (extra `--set
 # key=value` pairs for the training stages, space-separated, e.g. "amp=bf16"), NORMALS_SET,
 # TRAIN_STOP (default 9), REFINE_STOP (default 7), SCALES (input sizes per lesion for the
-# test-time augmentation, as `training.calibrate --scales`), MACHINE (the training machine named in the
+# test-time augmentation, as `training.calibrate --scales`), EDGE_MARGIN (lesions cleared along the
+# field of view's edge, as `training.calibrate --edge-margin`), MACHINE (the training machine named in the
 # card; default: read from this machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,7 +116,7 @@ done
 if [[ " $stages " == *" calibrate "* ]]; then
   # Fitted on the validation photos only; the test photos are for the bundle stage alone.
   "$py" -m training.calibrate --model "$final/best" --manifest "$work/manifest_normals.csv" --split val --test-split "" \
-    --precision auto --tta --scales "${SCALES:-EX=1 HE=0.5,1 MA=1 SE=1}"
+    --precision auto --tta --scales "${SCALES:-EX=1 HE=0.5,1 MA=1 SE=1}" --edge-margin "${EDGE_MARGIN-EX=0.012}"
 fi
 
 if [[ " $stages " == *" bundle "* ]]; then

@@ -97,6 +97,12 @@ def _inference_lines(config: CheckpointConfig) -> list[str]:
             "- with it, each lesion takes the geometric mean over these input sizes (multiples of the input "
             f"size, each with flips): {sizes}"
         )
+    if config.edge_margin:
+        bands = ", ".join(f"{c} {100 * share:g} %" for c, share in config.edge_margin.items())
+        lines.append(
+            "- a band along the field of view's edge is never marked, as a share of the field's diameter "
+            f"(the bright rim that the model otherwise takes for lesions): {bands}"
+        )
     return lines
 
 

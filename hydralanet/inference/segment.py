@@ -266,8 +266,14 @@ def predict_square_batch(
             tiled = run_tiled(model, p.tensor, fov, tile=tile, precision=precision, tta=tta, calibration=calibration)
             squares.append(tiled.probabilities.numpy())
             extra.append({"tiles_run": tiled.tiles_run, "tiles_skipped": tiled.tiles_skipped})
+    margin = loaded.config.edge_margin
+    if margin:
+        settings["edge_margin"] = dict(margin)
     out = []
     for image, p, probs, more in zip(images, prepared, squares, extra):
+        if margin:
+            fov = p.geometry.to_square(p.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+            clear_edge(probs, fov, margin, edge_surround(p.geometry, fov))
         photo_settings = {
             **settings,
             "input_size": p.geometry.size,
@@ -276,6 +282,48 @@ def predict_square_batch(
         }
         photo_settings.update(more)
         out.append(SquarePrediction.make(probs, p.fov, image, p.enhanced, p.geometry, photo_settings))
+    return out
+
+
+def clear_edge(
+    square: np.ndarray, fov: np.ndarray, margin: dict[str, float], surround: np.ndarray | None = None
+) -> np.ndarray:
+    """Zero, in place, each class of ``margin`` in ``square`` (``4 x S x S`` probabilities) within
+    its share of the field's diameter (its widest extent) from the field's edge; returns
+    ``square``. ``fov``: the field of view at the square (``S x S`` bool); ``surround``: the
+    photo's dark surround of the field, ``(S + 2) x (S + 2)`` with a one-pixel ring for what lies
+    past the square's sides (:func:`edge_surround`; None: everything outside ``fov``)."""
+    rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
+    if surround is None:
+        surround = np.pad(~fov, 1, constant_values=True)
+    if not len(cols) or not surround.any():
+        return square
+    diameter = max(cols[-1] - cols[0], rows[-1] - rows[0]) + 1
+    distance = cv2.distanceTransform((~surround).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    for c, share in margin.items():
+        square[CLASSES.index(c)][distance <= share * diameter] = 0.0
+    return square
+
+
+def edge_surround(geometry: FovGeometry, fov: np.ndarray) -> np.ndarray:
+    """The dark surround of the field at the model's square (``fov``: the field there), for
+    :func:`clear_edge`: the photo's pixels outside the field, and, on the one-pixel ring around
+    the square, the photo beyond a side of the crop box when the box is the field's bounding box.
+    Where the photo's own border cuts the field, or outside the photo, nothing is surround: the
+    field's edge is not seen there."""
+    s, k = geometry.size, geometry.size / geometry.side
+    y0, y1, x0, x1 = geometry.box
+    top, left = round(geometry.pad_top * k), round(geometry.pad_left * k)
+    bottom, right = round((geometry.pad_top + y1 - y0) * k), round((geometry.pad_left + x1 - x0) * k)
+    out = np.zeros((s + 2, s + 2), dtype=bool)
+    out[1 + top : 1 + bottom, 1 + left : 1 + right] = ~fov[top:bottom, left:right]
+    if geometry.crop == "fov":  # the box is the field's bounding box: past it, the photo is surround
+        height, width = geometry.original_shape
+        rows, cols = slice(1 + top, 1 + bottom), slice(1 + left, 1 + right)
+        out[rows, left] |= x0 > 0
+        out[rows, 1 + right] |= x1 < width
+        out[top, cols] |= y0 > 0
+        out[1 + bottom, cols] |= y1 < height
     return out
 
 
