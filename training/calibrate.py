@@ -1,7 +1,7 @@
 """Fit a checkpoint's per-class calibration on a manifest's validation split.
 
     python -m training.calibrate --model DIR --manifest M.csv [--split val] [--test-split test] \
-        [--test-manifest T.csv] [--out DIR2] [--precision fp32]
+        [--test-manifest T.csv] [--out DIR2] [--precision fp32] [--tta [--scales SPEC]] [--edge-margin SPEC]
 
 Runs :func:`hydralanet.predict` (raw sigmoid) on the split at the photos' original resolution,
 fits ``p = sigmoid(a * logit + b)`` per class (:mod:`training.calibration`), re-tunes the
@@ -12,7 +12,8 @@ again (in place, or to ``--out``) with ``calibration`` and the new thresholds in
 ``config.json``; ``model.safetensors`` is copied byte for byte. Reports the expected
 calibration error before and after, on the fitting split and on ``--test-split`` when the
 manifest (or ``--test-manifest``) has it. ``--split`` may name several splits (``train,val``:
-a set of photos that no training stage saw, all of it for fitting).
+a set of photos that no training stage saw, all of it for fitting). ``--edge-margin`` stores a
+band along the field of view's edge where a lesion is not marked and fits with it in force.
 """
 
 from __future__ import annotations
