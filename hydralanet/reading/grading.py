@@ -23,9 +23,9 @@ MERGED_HE_DISC_AREA = 0.25
 # together on IDRiD's 413 grading training photos only (the bundled model with its default
 # test-time augmentation), for the best DME accuracy (python -m training.idrid_reading grading;
 # docs/reading.md).
-DME_EXUDATE_PEAK = 0.9
-DME_EXUDATE_MIN_COUNT = 4
-DME_EXUDATE_MIN_AREA = 0.2
+DME_EXUDATE_PEAK = 0.95
+DME_EXUDATE_MIN_COUNT = 3
+DME_EXUDATE_MIN_AREA = 0.02
 
 
 def exudate_cores(probability: np.ndarray) -> np.ndarray:
@@ -101,7 +101,7 @@ RETINOPATHY_LEVELS = (
 # Lesion burden (see retinopathy_estimate) at or above which a photo is flagged "referable
 # retinopathy likely" (grade 2 or more). Chosen on IDRiD's 413 grading training photos only, by
 # Youden's J (python -m training.idrid_reading grading; docs/reading.md).
-REFERABLE_BURDEN = 38.0
+REFERABLE_BURDEN = 32.5
 # The level counts lesions beyond microaneurysms (haemorrhages, hard and soft exudates together)
 # once at least RETINOPATHY_MIN_BEYOND of them show, and microaneurysms once at least
 # RETINOPATHY_MIN_MA show, so that a few false specks do not lift a photo's level. Chosen on
