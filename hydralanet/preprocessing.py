@@ -55,6 +55,11 @@ class FovGeometry:
             interpolation = cv2.INTER_AREA
         return cv2.resize(square, (self.size, self.size), interpolation=interpolation)
 
+    def field_to_square(self, fov: np.ndarray) -> np.ndarray:
+        """The field-of-view mask (``H x W`` bool, original resolution) -> bool ``size x size``,
+        nearest-neighbour: a region, not small objects. Outside the photo is outside the field."""
+        return self.to_square(np.asarray(fov, dtype=bool).view(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+
     def mask_to_square(self, masks: np.ndarray) -> np.ndarray:
         """Binary masks ``H x W [x C]`` -> bool ``size x size [x C]`` on the image's pixel grid.
 

@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -86,7 +85,7 @@ def test_edge_surround_follows_the_crop_box(crop) -> None:
     image = np.zeros((300, 400, 3), np.uint8)
     image[_disc(400, 160, (150, 200))[:300]] = 120
     _, fov, geometry = crop_to_fov(image, PreprocessConfig(input_size=320, crop=crop))
-    field = geometry.to_square(fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+    field = geometry.field_to_square(fov)
     surround = edge_surround(geometry, field)
     square = np.ones((4,) + field.shape, dtype=np.float32)
     clear_edge(square, field, {"EX": 0.02}, surround)  # about 6 px
@@ -126,7 +125,7 @@ def test_predict_clears_the_band_at_the_square_and_in_the_photos_masks(checkpoin
     a = predict_square(plain, retina, precision="fp32", tta=False)
     b = predict_square(band, retina, precision="fp32", tta=False)
     assert b.settings["edge_margin"] == {"EX": 0.05, "SE": 0.02} and "edge_margin" not in a.settings
-    field = b.geometry.to_square(b.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+    field = b.geometry.field_to_square(b.fov)
     # A ring of 5 % (2 %) of the diameter holds about 19 % (8 %) of a round field's area.
     for i, c, share in ((0, "EX", (0.15, 0.23)), (1, "HE", None), (2, "MA", None), (3, "SE", (0.06, 0.1))):
         same = b.square[i] == a.square[i]
@@ -144,3 +143,17 @@ def test_predict_clears_the_band_at_the_square_and_in_the_photos_masks(checkpoin
     pixel = b.geometry.side / b.geometry.size  # a square pixel, in the photo's pixels (7.3)
     assert rim[masks[0]].min() > 0.05 * diameter - 3 * pixel  # nothing within the band, up to resizing
     assert rim[masks[1]].min() < 0.005 * diameter  # while HE still reaches the rim
+
+
+def test_tiled_runs_clear_the_band_too(checkpoints, retina) -> None:
+    import cv2
+
+    plain, band = (load_model(c, device="cpu") for c in checkpoints)
+    small = cv2.resize(retina, (384, 384), interpolation=cv2.INTER_AREA)  # tiled at its own 384 px
+    a = predict_square(plain, small, precision="fp32", tta=False, tile=256)
+    b = predict_square(band, small, precision="fp32", tta=False, tile=256)
+    assert b.settings["tiles_run"] > 1 and b.square.shape == a.square.shape
+    field = b.geometry.field_to_square(b.fov)
+    cleared = (b.square[0] == 0) & (a.square[0] > 0)
+    assert 0.15 < cleared[field].mean() < 0.23  # the EX ring of 5 % of the diameter, as untiled
+    np.testing.assert_array_equal(b.square[1], a.square[1])

@@ -49,7 +49,7 @@ def sweep(model: str | None, manifest: str, split: str, shares: list[float]) -> 
         lesion_free = not any(row.get(c) for c in CLASSES)
         shape = image.shape[:2]
         targets = np.stack([read_mask(row[c], shape) if row.get(c) else np.zeros(shape, bool) for c in CLASSES])
-        field = prediction.geometry.to_square(prediction.fov.astype(np.uint8), interpolation=0) > 0
+        field = prediction.geometry.field_to_square(prediction.fov)
         surround = edge_surround(prediction.geometry, field)
         for share in shares:
             square = clear_edge(prediction.square.copy(), field, dict.fromkeys(CLASSES, share), surround)

@@ -200,7 +200,7 @@ def decoding_table(loaded, paths: list[Path]) -> list[str]:
             prediction = predict_square(loaded, image)
             if full is None:
                 full = prediction
-                inside = full.geometry.to_square(full.fov.view(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+                inside = full.geometry.field_to_square(full.fov)
                 lines.append(f"| {path.name} | full | {seconds:.3f} | - | - |")
                 continue
             dp = float(np.abs(prediction.square - full.square)[:, inside].max())

@@ -78,7 +78,7 @@ def load_square(row: dict[str, Any], preprocessing: PreprocessConfig) -> dict[st
     ]
     lesions = geometry.mask_to_square(np.stack(planes, axis=-1)).astype(np.uint8)
     # The FOV stays nearest-neighbour: a region, not small objects, and the one inference uses.
-    fov_square = (geometry.to_square(fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0).astype(np.uint8)
+    fov_square = geometry.field_to_square(fov).astype(np.uint8)
     return {"image": square, "masks": np.ascontiguousarray(lesions), "fov": np.ascontiguousarray(fov_square)}
 
 

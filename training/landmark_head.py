@@ -61,7 +61,7 @@ def build_cache(root: Path, path: Path, size: int) -> dict[str, np.ndarray]:
         fov = fov_mask(image)
         geometry = fov_geometry(fov, size)
         squares.append(geometry.to_square(image))
-        insides.append(geometry.to_square(fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0)
+        insides.append(geometry.field_to_square(fov))
         labels = record.labels
         marks.append([photo_to_square(geometry, labels[f"{key}_x"], labels[f"{key}_y"]) for key in ("disc", "fovea")])
         scales.append(geometry.side / size)

@@ -252,6 +252,11 @@ def predict_square_batch(
     scales = loaded.config.scales if tta and tile is None and scale is None else None
     if scales:
         settings["scales"] = {c: list(fs) for c, fs in scales.items()}
+    margin = loaded.config.edge_margin
+    if margin:
+        settings["edge_margin"] = dict(margin)
+    # the field of view at the square, for the tiles to skip and the band to clear
+    fields = [p.geometry.field_to_square(p.fov) if tile is not None or margin else None for p in prepared]
     if tile is None:
         batch = torch.stack([p.tensor for p in prepared])
         probs = run_model(model, batch, precision=precision, tta=tta, calibration=calibration)
@@ -261,19 +266,14 @@ def predict_square_batch(
         extra = [{} for _ in prepared]
     else:
         squares, extra = [], []
-        for p in prepared:
-            fov = p.geometry.to_square(p.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
-            tiled = run_tiled(model, p.tensor, fov, tile=tile, precision=precision, tta=tta, calibration=calibration)
+        for p, field in zip(prepared, fields):
+            tiled = run_tiled(model, p.tensor, field, tile=tile, precision=precision, tta=tta, calibration=calibration)
             squares.append(tiled.probabilities.numpy())
             extra.append({"tiles_run": tiled.tiles_run, "tiles_skipped": tiled.tiles_skipped})
-    margin = loaded.config.edge_margin
-    if margin:
-        settings["edge_margin"] = dict(margin)
     out = []
-    for image, p, probs, more in zip(images, prepared, squares, extra):
+    for image, p, probs, more, field in zip(images, prepared, squares, extra, fields):
         if margin:
-            fov = p.geometry.to_square(p.fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
-            clear_edge(probs, fov, margin, edge_surround(p.geometry, fov))
+            clear_edge(probs, field, margin, edge_surround(p.geometry, field))
         photo_settings = {
             **settings,
             "input_size": p.geometry.size,

@@ -174,7 +174,7 @@ def working_photo(prediction: SquarePrediction, side: int = WORKING_SIDE) -> Wor
         probabilities = prediction.square
     else:
         probabilities = np.stack([cv2.resize(p, (n, n), interpolation=cv2.INTER_LINEAR) for p in prediction.square])
-    inside = geometry.to_square(fov.view(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+    inside = geometry.field_to_square(fov)
     own = inside.nbytes + (0 if on_model_grid else probabilities.nbytes)
     h, w = prediction.image.shape[:2]
     return WorkingPhoto(geometry, inside, probabilities, (h, w), int(np.count_nonzero(fov)), own)

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -170,7 +169,7 @@ class LandmarkHead:
             geometry = fov_geometry(fov, self.config.input_size)
         geometry = replace(geometry, size=self.config.input_size)
         square = geometry.to_square(image)
-        inside = geometry.to_square(fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+        inside = geometry.field_to_square(fov)
         return square, inside, geometry
 
     @torch.no_grad()

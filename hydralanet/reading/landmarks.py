@@ -208,7 +208,7 @@ def find_landmarks(
 def _work(image: np.ndarray, fov: np.ndarray, lesions: np.ndarray | None) -> _Work:
     geometry = fov_geometry(fov, WORK_SIDE)
     work = geometry.to_square(image)
-    inside = geometry.to_square(fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+    inside = geometry.field_to_square(fov)
     diameter = float(2 * np.sqrt(inside.sum() / np.pi))  # of the FOV, in work pixels
     green_u8 = np.ascontiguousarray(work[..., 1])
     if lesions is not None and lesions.any():

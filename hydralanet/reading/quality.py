@@ -119,7 +119,7 @@ def measure(image: np.ndarray, fov: np.ndarray, macula: tuple[float, float, floa
     h, w = fov.shape
     geometry = fov_geometry(fov, WORK_SIDE)
     work = geometry.to_square(image)
-    inside = geometry.to_square(fov.astype(np.uint8), interpolation=cv2.INTER_NEAREST) > 0
+    inside = geometry.field_to_square(fov)
     contours, _ = cv2.findContours(inside.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     (_, _), radius = cv2.minEnclosingCircle(max(contours, key=cv2.contourArea))
     diameter = 2 * np.sqrt(inside.sum() / np.pi)
