@@ -40,8 +40,8 @@
 # key=value` pairs for the training stages, space-separated, e.g. "amp=bf16"), NORMALS_SET,
 # TRAIN_STOP (default 9), REFINE_STOP (default 7), SCALES (input sizes per lesion for the
 # test-time augmentation, as `training.calibrate --scales`), EDGE_MARGIN (lesions cleared along the
-# field of view's edge, as `training.calibrate --edge-margin`; default EX=0.012, empty for none), MACHINE (the training machine named in the
-# card; default: read from this machine).
+# field of view's edge, as `training.calibrate --edge-margin`; default EX=0.012, empty for none),
+# MACHINE (the training machine named in the card; default: read from this machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $# -lt 1 ]]; then
